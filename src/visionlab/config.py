@@ -1,0 +1,88 @@
+"""Config checks, all in one place, run before any data is read or model built.
+
+Each failure is one line naming the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from visionlab.models.activations import ACTIVATIONS
+from visionlab.task import LOSSES
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message is one line."""
+
+
+Rule = tuple[str, Callable[[Any], bool], str]
+
+RULES: tuple[Rule, ...] = (
+    ("optimizer.lr", lambda v: _num(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0"),
+    ("optimizer.momentum", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("model.dropout", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("model.activation", lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
+    ("model.hidden", lambda v: _sizes(v, allow_empty=False), "a non-empty list of positive integers"),
+    ("model.channels", lambda v: _sizes(v, allow_empty=False), "a non-empty list of positive integers"),
+    ("model.dense", lambda v: _sizes(v, allow_empty=True), "a list of positive integers"),
+    ("model.kernel_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("data.eval_batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("data.chunk", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("data.val_size", lambda v: _num(v) and v >= 0, "a count >= 0 or a fraction in (0, 1)"),
+    ("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    ("task.loss", lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
+    ("task.label_smoothing", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("task.l1", lambda v: _num(v) and v >= 0, "a number >= 0"),
+    ("task.l2", lambda v: _num(v) and v >= 0, "a number >= 0"),
+    ("scheduler.interval", lambda v: v in ("step", "epoch"), "step or epoch"),
+    ("trainer.max_epochs", lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1"),
+)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _sizes(v: Any, allow_empty: bool) -> bool:
+    return isinstance(v, Sequence) and (allow_empty or len(v) > 0) and all(_int(s) and s > 0 for s in v)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value that breaks a rule."""
+    for key, ok, allowed in RULES:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+            value = OmegaConf.to_container(value)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is not allowed; expected {allowed}")
+
+
+def check_group_overrides(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
+    """Fail on `group=option` overrides naming an option that has no YAML file.
+
+    Hydra reports this too, but over several lines; this check names the allowed options
+    in one. Sweeps (`model=mlp,cnn`) are checked option by option.
+    """
+    for arg in overrides:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        group = conf_dir / key.replace(".", "/")
+        if not sep or not group.is_dir() or key.startswith("hydra") or "(" in value:
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        for option in value.split(","):
+            if option not in options and option != "null":
+                raise ConfigError(f"{key}={option} is not an option; allowed: {', '.join(options)}")

@@ -1,0 +1,161 @@
+"""A LightningDataModule for image datasets that fit in memory as uint8 tensors.
+
+Subclasses say what the dataset is (classes, shape, files) and how to read it; this class
+splits, normalises, augments and serves it, through the in-memory loader (`loader=memory`,
+the fast path) or a standard DataLoader (`loader=dataloader`). Both paths hand the model
+the same float tensors for the same image, because both run the same BatchTransform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from lightning import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from visionlab.data.loaders import LoaderEnv, MemoryLoader
+from visionlab.data.transforms import NORMALIZATIONS, Augment, BatchTransform
+
+LOADERS = ("memory", "dataloader")
+Split = tuple[Tensor, Tensor]
+
+
+class IndexedImages(Dataset):
+    """(uint8 image, label, index) triples: the index lets the batch transform find each
+    image's augmentation draws on the device."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
+        return self.images[i], self.labels[i], i
+
+
+class InMemoryImageDataModule(LightningDataModule):
+    """Base DataModule: official train split -> train + val, official test kept as test."""
+
+    classes: tuple[str, ...] = ()
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    train_size: int = 0  # images in the official training set, known before reading
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        val_size: float = 5000,
+        split_seed: int = 42,
+        normalization: str = "standardize",
+        augment: Mapping[str, Any] | None = None,
+        loader: str = "memory",
+        chunk: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"data.normalization={normalization!r} is unknown; allowed: {', '.join(NORMALIZATIONS)}")
+        if loader not in LOADERS:
+            raise ValueError(f"data.loader={loader!r} is unknown; allowed: {', '.join(LOADERS)}")
+        self.data_dir = data_dir
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_count = resolve_val_size(val_size, self.train_size)
+        self.split_seed, self.normalization = split_seed, normalization
+        self.augment = Augment(**dict(augment or {}))
+        self.loader, self.chunk, self.num_workers, self.seed = loader, chunk, num_workers, seed
+        self.splits: dict[str, Split] = {}
+        self.mean: tuple[float, ...] = ()
+        self.std: tuple[float, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    # --- what a subclass provides -------------------------------------------------------
+    def read_split(self, name: str) -> Split:
+        """uint8 images (N, C, H, W) and int64 labels of the official 'train' or 'test' set."""
+        raise NotImplementedError
+
+    # --- Lightning hooks -----------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        images, labels = self.read_split("train")
+        if self.val_count >= len(labels):
+            raise ValueError(f"data.val_size={self.val_count} must be smaller than the {len(labels)} training images")
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+        val_idx, train_idx = perm[: self.val_count].sort().values, perm[self.val_count :].sort().values
+        self.splits = {
+            "train": (images[train_idx], labels[train_idx]),
+            "val": (images[val_idx], labels[val_idx]),
+            "test": self.read_split("test"),
+        }
+        self.mean, self.std = self._stats(self.splits["train"][0])
+
+    def _stats(self, images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        channels = images.shape[1]
+        if self.normalization == "scale":
+            return (0.0,) * channels, (1.0,) * channels
+        x = images.transpose(0, 1).reshape(channels, -1).float() / 255.0
+        std, mean = torch.std_mean(x, dim=1)
+        return tuple(mean.tolist()), tuple(std.tolist())
+
+    def transform(self, train: bool = False) -> BatchTransform:
+        """The uint8 -> float transform; with augmentation only for the training split."""
+        n = len(self.splits["train"][1]) if train else 0
+        return BatchTransform(self.mean, self.std, self.augment if train else None, self.seed, n)
+
+    def _env(self) -> LoaderEnv:
+        trainer = self.trainer
+        if trainer is None:
+            return LoaderEnv()
+        return LoaderEnv(trainer.strategy.root_device, trainer.current_epoch, trainer.global_rank, trainer.world_size)
+
+    def _loader(self, split: str) -> MemoryLoader | DataLoader:
+        if not self.splits:
+            self.setup()
+        images, labels = self.splits[split]
+        train = split == "train"
+        batch = self.batch_size if train else self.eval_batch_size
+        if self.loader == "memory":
+            return MemoryLoader(images, labels, batch, self.transform(train), shuffle=train,
+                                seed=self.seed, chunk=self.chunk if train else 1, env=self._env)
+        gen = torch.Generator().manual_seed(self.seed) if train else None
+        return DataLoader(IndexedImages(images, labels), batch_size=batch, shuffle=train, generator=gen,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> MemoryLoader | DataLoader:
+        if self.loader == "dataloader":
+            self._train_transform = self.transform(train=True)
+        return self._loader("train")
+
+    def val_dataloader(self) -> MemoryLoader | DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> MemoryLoader | DataLoader:
+        return self._loader("test")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """DataLoader path: run the same batch transform as the memory path, on the device."""
+        if self.loader != "dataloader":
+            return batch
+        images, labels, index = batch
+        if self.trainer is not None and self.trainer.training:
+            return [(self._train_transform(images, index, self.trainer.current_epoch), labels)]
+        return self.transform(False)(images), labels
+
+
+def resolve_val_size(val_size: float, train_size: int) -> int:
+    """A count stays a count; a fraction in (0, 1) becomes a count of `train_size`."""
+    if val_size < 0:
+        raise ValueError(f"data.val_size={val_size} must be >= 0 (a count, or a fraction below 1)")
+    count = round(val_size * train_size) if 0 < val_size < 1 else int(val_size)
+    if train_size and count >= train_size:
+        raise ValueError(f"data.val_size={val_size} must be smaller than the {train_size} training images")
+    return count

@@ -1,0 +1,158 @@
+"""Finding, fetching and verifying dataset files.
+
+A dataset is a few named files. `ensure_files` makes them present and verified in
+`data_dir`, looking in order at: `data_dir` itself, a directory named by an environment
+variable, system copies (such as Debian's dataset packages), and finally the official
+download. Every copy or download goes to a temporary name and is renamed only once
+verified, so an interrupted fetch never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class DataSourceError(RuntimeError):
+    """Dataset files could not be found, fetched or verified."""
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file of a dataset; `md5` is of the *decompressed* content when the file is
+    gzipped, because mirrors re-wrap the same data in different gzip headers."""
+
+    name: str
+    md5: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """Where a dataset's files may be found and how to recognise good copies."""
+
+    title: str
+    files: tuple[FileSpec, ...]
+    urls: tuple[str, ...] = ()
+    env_var: str | None = None
+    system_dirs: tuple[str, ...] = ()
+    how_to: str = ""
+
+
+def content_md5(path: Path) -> str:
+    """md5 of the file's content, decompressed first when it is gzipped."""
+    digest = hashlib.md5()
+    open_ = gzip.open if path.suffix == ".gz" else open
+    with open_(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_file(path: Path, spec: FileSpec, verify: bool = True) -> str | None:
+    """None when `path` is a good copy of `spec`, else the reason it is not."""
+    if not path.is_file():
+        return "missing"
+    if not verify or spec.md5 is None:
+        return None
+    try:
+        got = content_md5(path)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        return f"unreadable ({err})"
+    return None if got == spec.md5 else f"checksum {got} != expected {spec.md5}"
+
+
+def atomic_copy(make: Callable[[Path], None], target: Path) -> None:
+    """Run `make(tmp)` to write a temp file beside `target`, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        make(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _download(url: str, dest: Path, timeout: float = 30.0) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:  # noqa: S310
+        shutil.copyfileobj(resp, out)
+
+
+def _candidate_dirs(ds: DatasetFiles) -> list[tuple[str, Path]]:
+    dirs: list[tuple[str, Path]] = []
+    if ds.env_var and os.environ.get(ds.env_var):
+        dirs.append((f"${ds.env_var}", Path(os.environ[ds.env_var])))
+    dirs += [("system copy", Path(d)) for d in ds.system_dirs]
+    return dirs
+
+
+def ensure_files(
+    ds: DatasetFiles,
+    data_dir: str | Path,
+    verify: bool = True,
+    download: Callable[[str, Path], None] = _download,
+) -> Path:
+    """Make every file of `ds` present and verified in `data_dir`; return `data_dir`.
+
+    Raises DataSourceError naming every place it looked when a file cannot be had.
+    """
+    data_dir = Path(data_dir)
+    looked: list[str] = []
+    for spec in ds.files:
+        target = data_dir / spec.name
+        reason = check_file(target, spec, verify)
+        if reason is None:
+            continue
+        looked_here = [f"{target} ({reason})"]
+        if _fetch_one(ds, spec, target, verify, download, looked_here):
+            continue
+        looked += looked_here
+    if looked:
+        lines = "; ".join(looked)
+        raise DataSourceError(
+            f"{ds.title}: could not get its files. Looked at: {lines}. {ds.how_to}".strip()
+        )
+    return data_dir
+
+
+def _fetch_one(
+    ds: DatasetFiles,
+    spec: FileSpec,
+    target: Path,
+    verify: bool,
+    download: Callable[[str, Path], None],
+    looked: list[str],
+) -> bool:
+    for label, folder in _candidate_dirs(ds):
+        source = folder / spec.name
+        reason = check_file(source, spec, verify)
+        if reason is None:
+            atomic_copy(lambda tmp: shutil.copyfile(source, tmp), target)
+            return True
+        looked.append(f"{label} {source} ({reason})")
+    for base in ds.urls:
+        url = base.rstrip("/") + "/" + spec.name
+        try:
+            atomic_copy(lambda tmp: _download_verified(url, tmp, spec, verify, download), target)
+            return True
+        except (OSError, DataSourceError) as err:
+            looked.append(f"{url} ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
+    return False
+
+
+def _download_verified(url: str, tmp: Path, spec: FileSpec, verify: bool,
+                       download: Callable[[str, Path], None]) -> None:
+    download(url, tmp)
+    reason = check_file(tmp, FileSpec(tmp.name, spec.md5), verify)
+    if reason is not None:
+        raise DataSourceError(f"downloaded file is bad: {reason}")
+

@@ -1,0 +1,7 @@
+"""Plain `nn.Module` classifiers: no Lightning, no Hydra, no data code."""
+
+from visionlab.models.activations import ACTIVATIONS, make_activation
+from visionlab.models.cnn import CNN
+from visionlab.models.mlp import MLP
+
+__all__ = ["ACTIVATIONS", "CNN", "MLP", "make_activation"]

@@ -1,0 +1,205 @@
+"""The one LightningModule: trains any classifier net with a loss, optional weight
+penalties, metrics, and the optimizer and scheduler the config asks for.
+
+Speed by design: training uses manual optimization so a step can receive a chunk of k
+batches from the in-memory loader and run them as k ordinary optimizer steps, paying
+Lightning's per-step cost once per chunk. Training loss and accuracy accumulate in device
+tensors and are logged once per epoch, so no step waits on a host sync.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+LOSSES = ("cross_entropy", "hinge")
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+
+
+@dataclass
+class Schedule:
+    """A learning-rate scheduler factory and when to step it.
+
+    interval: 'step' (after every optimizer step) or 'epoch' (after validation);
+    monitor: the logged metric passed to schedulers such as ReduceLROnPlateau.
+    """
+
+    factory: Callable[..., Any] | None = None
+    interval: str = "epoch"
+    monitor: str | None = None
+
+
+def eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Accuracy plus macro precision, recall, F1 and AUROC."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "precision": MulticlassPrecision(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "auroc": MulticlassAUROC(num_classes, average="macro"),
+        },
+        prefix=prefix,
+    )
+
+
+class ClassifierTask(LightningModule):
+    """Train, validate and test `net`, an nn.Module mapping images to class scores."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: Schedule | None = None,
+        num_classes: int | None = None,
+        loss: str = "cross_entropy",
+        label_smoothing: float = 0.0,
+        l1: float = 0.0,
+        l2: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"task.loss={loss!r} is unknown; allowed: {', '.join(LOSSES)}")
+        self.automatic_optimization = False
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.schedule = scheduler if scheduler is not None and scheduler.factory is not None else None
+        num_classes = num_classes or getattr(net, "num_classes")
+        self.criterion = (
+            nn.CrossEntropyLoss(label_smoothing=label_smoothing) if loss == "cross_entropy" else nn.MultiMarginLoss()
+        )
+        self.l1, self.l2 = l1, l2
+        # Keras regularises kernels, not biases or normalisation scales: weights of rank >= 2
+        self._penalised = [p for p in net.parameters() if p.ndim >= 2] if (l1 or l2) else []
+        self.val_metrics = eval_metrics(num_classes, "val/")
+        self.test_metrics = eval_metrics(num_classes, "test/")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.register_buffer("_train_sums", torch.zeros(3), persistent=False)  # loss*n, correct, n
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def penalty(self) -> Tensor:
+        """L1 (lasso), L2 (ridge) or both (elastic net) on the weights."""
+        total = torch.zeros((), device=self.device)
+        if self.l1:
+            total = total + self.l1 * sum(p.abs().sum() for p in self._penalised)
+        if self.l2:
+            total = total + self.l2 * sum(p.pow(2).sum() for p in self._penalised)
+        return total
+
+    # --- training --------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One Lightning step: every (x, y) batch of the chunk is one optimizer step."""
+        opt = self.optimizers()
+        step_scheduler = self.lr_schedulers() if self.schedule and self.schedule.interval == "step" else None
+        max_steps = self.trainer.max_steps
+        for x, y in batch if isinstance(batch, list) else [batch]:
+            if 0 <= max_steps <= self.trainer.global_step:
+                break  # a chunk must not overshoot trainer.max_steps
+            logits = self.net(x)
+            loss = self.criterion(logits, y)
+            if self._penalised:
+                loss = loss + self.penalty()
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            opt.step()
+            if step_scheduler is not None:
+                step_scheduler.step()
+            with torch.no_grad():
+                n = y.new_tensor(len(y), dtype=torch.float32)
+                correct = (logits.argmax(1) == y).sum()
+                self._train_sums += torch.stack((loss.detach() * n, correct.float(), n))
+
+    def on_train_epoch_start(self) -> None:
+        self._train_sums.zero_()
+
+    def on_train_epoch_end(self) -> None:
+        sums = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum")
+        count = sums[2].clamp_min(1)
+        self.log_dict({"train/loss": sums[0] / count, "train/acc": sums[1] / count})
+        if self.schedule and self.schedule.interval == "epoch":
+            self._step_epoch_scheduler()
+
+    def _step_epoch_scheduler(self) -> None:
+        scheduler = self.lr_schedulers()
+        monitor = self.schedule.monitor
+        if not monitor:
+            scheduler.step()
+            return
+        metrics = self.trainer.callback_metrics
+        if monitor not in metrics:
+            if self.trainer.sanity_checking or not self.trainer.val_dataloaders:
+                return
+            raise ValueError(
+                f"scheduler.monitor={monitor!r} is never logged; logged metrics: {', '.join(sorted(metrics))}"
+            )
+        scheduler.step(metrics[monitor])
+
+    # --- validation and test -----------------------------------------------------------
+    def _eval_step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, mean_loss: MeanMetric) -> None:
+        x, y = batch
+        logits = self.net(x)
+        mean_loss.update(F.cross_entropy(logits, y) if isinstance(self.criterion, nn.CrossEntropyLoss)
+                         else self.criterion(logits, y), weight=len(y))
+        metrics.update(logits.softmax(1), y)
+
+    def _eval_epoch_end(self, stage: str, metrics: MetricCollection, mean_loss: MeanMetric) -> None:
+        values = metrics.compute()
+        values[f"{stage}/loss"] = mean_loss.compute()
+        self.log_dict(values)
+        metrics.reset()
+        mean_loss.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, self.val_loss)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val", self.val_metrics, self.val_loss)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, self.test_loss)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test", self.test_metrics, self.test_loss)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.net(x).softmax(1)
+
+    # --- optimizer wiring -------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.schedule is None:
+            return optimizer
+        kwargs = {}
+        if "total_steps" in inspect.signature(self.schedule.factory).parameters:
+            kwargs["total_steps"] = self.total_optimizer_steps()
+        return [optimizer], [self.schedule.factory(optimizer, **kwargs)]
+
+    def total_optimizer_steps(self) -> int:
+        """Optimizer steps in the whole fit: batches per epoch (not chunks) x epochs."""
+        trainer = self.trainer
+        chunks = trainer.estimated_stepping_batches  # also sets up the train loader
+        loader = trainer.train_dataloader
+        per_epoch = getattr(loader, "num_batches", None)
+        if per_epoch is None or trainer.max_epochs is None or trainer.max_epochs < 0:
+            return int(chunks)
+        steps = per_epoch * trainer.max_epochs
+        return min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps
