@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from visionlab.cli import hydra_entry
 from visionlab.config import validate
+from visionlab.io import atomic_write
 from visionlab.task import ClassifierTask, Schedule
 
 log = logging.getLogger("visionlab")
@@ -67,11 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if best:
             log.info("Best checkpoint: %s", best)
     if trainer.is_global_zero:
-        out = Path(trainer.default_root_dir) / "metrics.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        tmp.replace(out)
+        atomic_write(Path(trainer.default_root_dir) / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
 
 

@@ -13,11 +13,12 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from visionlab.io import atomic_path
 
 
 class DataSourceError(RuntimeError):
@@ -66,20 +67,6 @@ def check_file(path: Path, spec: FileSpec, verify: bool = True) -> str | None:
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         return f"unreadable ({err})"
     return None if got == spec.md5 else f"checksum {got} != expected {spec.md5}"
-
-
-def atomic_copy(make: Callable[[Path], None], target: Path) -> None:
-    """Run `make(tmp)` to write a temp file beside `target`, then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        make(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _download(url: str, dest: Path, timeout: float = 30.0) -> None:
@@ -136,13 +123,15 @@ def _fetch_one(
         source = folder / spec.name
         reason = check_file(source, spec, verify)
         if reason is None:
-            atomic_copy(lambda tmp: shutil.copyfile(source, tmp), target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
             return True
         looked.append(f"{label} {source} ({reason})")
     for base in ds.urls:
         url = base.rstrip("/") + "/" + spec.name
         try:
-            atomic_copy(lambda tmp: _download_verified(url, tmp, spec, verify, download), target)
+            with atomic_path(target) as tmp:
+                _download_verified(url, tmp, spec, verify, download)
             return True
         except (OSError, DataSourceError) as err:
             looked.append(f"{url} ({str(err).splitlines()[0] if str(err) else type(err).__name__})")

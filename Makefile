@@ -1,0 +1,32 @@
+# Two commands from a fresh clone: `make train` and `make test`.
+# Each creates .venv when missing, installs visionlab with its pinned torch, makes sure
+# Fashion-MNIST is on the machine, then trains or tests. ARGS passes Hydra overrides.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data train test
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's package is the offline source of the official files; elsewhere the first run
+# downloads them (see README, "Data").
+data:
+	@if [ ! -f $(FMNIST_SYSTEM)/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) || \
+		echo "note: apt-get could not install dataset-fashion-mnist; training will try the official download"; \
+	fi
+
+train: install data
+	$(PY) scripts/train.py $(ARGS)
+
+test: install data
+	$(PY) -m pytest -q $(ARGS)
