@@ -35,8 +35,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Tra
     return datamodule, task, trainer
 
 
-def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config flattened to dotted keys, for the loggers' hyperparameter tables."""
+HPARAM_KEYS = ("data", "model", "optimizer", "scheduler", "task", "trainer", "seed")
+
+
+def flat_hparams(cfg: DictConfig, keys: tuple[str, ...] = HPARAM_KEYS) -> dict[str, Any]:
+    """The resolved config under `keys`, flattened to dotted keys for hyperparameter tables."""
     out: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -47,15 +50,17 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
         else:
             out[prefix[:-1]] = node if isinstance(node, (int, float, str, bool)) else str(node)
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    for key in keys:
+        if key in cfg:
+            node = cfg[key]
+            walk(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node, f"{key}.")
     return out
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
     datamodule, task, trainer = build(cfg)
-    hparams = {k: v for k, v in flat_hparams(cfg).items() if k.split(".")[0] in
-               ("data", "model", "optimizer", "scheduler", "task", "trainer", "seed")}
+    hparams = flat_hparams(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
