@@ -115,7 +115,9 @@ class InMemoryImageDataModule(LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return LoaderEnv()
-        return LoaderEnv(trainer.strategy.root_device, trainer.current_epoch, trainer.global_rank, trainer.world_size)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return LoaderEnv(trainer.strategy.root_device, trainer.current_epoch, trainer.global_rank,
+                         trainer.world_size, done)
 
     def _loader(self, split: str) -> MemoryLoader | DataLoader:
         if not self.splits:
