@@ -59,7 +59,8 @@ def test_losses_and_penalties_train(loss, extra, cfg_factory):
 
 def test_full_run_writes_config_checkpoints_events_and_metrics(tmp_path, cfg_factory):
     cfg = cfg_factory("model=mlp", "callbacks=default", "logger=many", "test=true",
-                      "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true", "trainer.max_epochs=2")
+                      "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true",
+                      "trainer.enable_checkpointing=true", "trainer.max_epochs=2")
     metrics = train(cfg)
     assert {"test/acc", "test/f1", "test/auroc", "test/precision", "test/recall", "val/acc"} <= metrics.keys()
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
