@@ -12,6 +12,7 @@ from torch import Tensor
 
 # The batches hold numpy arrays; nothing else may be built while unpickling them.
 _ALLOWED = {
+    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"),
