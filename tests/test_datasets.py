@@ -158,6 +158,14 @@ def test_cifar10_reads_batches_and_meta_then_trains(tmp_path, monkeypatch):
     assert 0 <= metrics["test/acc"] <= 1
 
 
+def test_cifar10_unpacked_folder_in_env_dir_is_copied(tmp_path, monkeypatch):
+    make_cifar_archive(tmp_path / "site")
+    monkeypatch.setenv("VISIONLAB_CIFAR10_DIR", str(tmp_path / "site" / "build"))  # folder only, no archive
+    ensure_files(CIFAR10, tmp_path / "cifar10")
+    assert os.listdir(tmp_path / "cifar10") == ["cifar-10-batches-py"]
+    assert len(os.listdir(tmp_path / "cifar10" / "cifar-10-batches-py")) == 7
+
+
 def test_cifar_reader_refuses_pickled_code(tmp_path):
     (tmp_path / "evil").write_bytes(pickle.dumps({b"data": os.getcwd}, protocol=2))
     with pytest.raises(ValueError, match="refusing to load"):
