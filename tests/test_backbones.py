@@ -71,6 +71,7 @@ def test_unfreeze_happens_at_the_set_epoch_with_the_lower_lr(tmp_path):
     assert torch.equal(w0, w1) and torch.equal(w1, w2)  # untouched while frozen
     assert not torch.equal(w2, net.backbone.features[0][0].weight)  # trained after the unfreeze
     head, backbone = trainer.optimizers[0].param_groups
+    assert (head["name"], backbone["name"]) == ("head", "backbone")
     assert head["lr"] == pytest.approx(0.01) and backbone["lr"] == pytest.approx(0.001)
     assert net.adapt.in_mean.flatten().tolist() == pytest.approx(dm.mean)  # the data told the net
 

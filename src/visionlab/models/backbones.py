@@ -145,14 +145,15 @@ class Backbone(nn.Module):
         return self
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Head and backbone parameters; the optimizer scales each group's lr by `lr_scale`.
+        """Head and backbone parameters; the optimizer scales each group's lr by `lr_scale`
+        (the names label the learning rates the LR monitor logs: lr-Adam/head, lr-Adam/backbone).
 
         A frozen backbone is in the optimizer from the start: it gets no gradients, so no
         updates, until it is unfrozen.
         """
         return [
-            {"params": list(self.head.parameters()), "lr_scale": 1.0},
-            {"params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale},
+            {"params": list(self.head.parameters()), "lr_scale": 1.0, "name": "head"},
+            {"params": list(self.backbone.parameters()), "lr_scale": self.backbone_lr_scale, "name": "backbone"},
         ]
 
 
