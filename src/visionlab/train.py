@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from visionlab.callbacks import restored_best_weights
 from visionlab.cli import hydra_entry
 from visionlab.config import validate
 from visionlab.io import atomic_write
@@ -29,6 +30,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Tra
     net = instantiate(cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes)
     schedule = Schedule(**instantiate(cfg.scheduler))
     task = ClassifierTask(net, instantiate(cfg.optimizer), schedule, datamodule.num_classes, **cfg.task)
+    task.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -63,10 +65,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     checkpoint = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
     if cfg.get("test", True):
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+        if restored_best_weights(trainer):
+            best = None  # Keras' restore_best_weights: test the weights the module now holds
         results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=False)
         metrics.update(results[0] if results else {})
-        if best:
-            log.info("Best checkpoint: %s", best)
     if trainer.is_global_zero:
         atomic_write(Path(trainer.default_root_dir) / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     return metrics
