@@ -174,3 +174,18 @@ def test_cli_reports_a_corrupt_checkpoint_in_one_line(run_dir, tmp_path, monkeyp
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: ckpt_path={bad}: cannot load: truncated or corrupt")
+
+
+def test_a_checkpoint_without_metadata_is_rebuilt_from_its_run_folder(run_dir, tmp_path):
+    from visionlab.runs import load_run
+
+    checkpoint = torch.load(best_ckpt(run_dir), weights_only=True)
+    del checkpoint[METADATA_KEY]
+    old = run_dir / "checkpoints" / "old.ckpt"
+    torch.save(checkpoint, old)
+    model, _ = load_run(make_cfg("predict", [f"ckpt_path={old}"], tmp_path))
+    assert model.classes[0] == "class_0" and model.model_config["channels"] == [4, 8] and len(model.mean) == 1
+    moved = tmp_path / "old.ckpt"
+    shutil.copy(old, moved)
+    with pytest.raises(CheckpointError, match=r"does not say its model, classes, input_shape, mean, std"):
+        load_run(make_cfg("predict", [f"ckpt_path={moved}"], tmp_path))

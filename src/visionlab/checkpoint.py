@@ -155,15 +155,15 @@ class LoadedModel:
 
 
 def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mapping[str, Any] | None = None,
-               model_override: Mapping[str, Any] | None = None) -> LoadedModel:
+               model_config: Mapping[str, Any] | None = None) -> LoadedModel:
     """Rebuild the net of `checkpoint` (from `read_checkpoint`) in eval mode.
 
     Each field comes from the checkpoint's metadata, else from `fallback` (the same keys,
-    e.g. gathered from the run folder); `model_override` replaces the model config.
+    e.g. read from the data); `model_config`, when given, replaces the stored model config.
     """
     meta = {**(fallback or {}), **checkpoint.get(METADATA_KEY, {})}
-    if model_override:
-        meta["model"] = dict(model_override)
+    if model_config:
+        meta["model"] = dict(model_config)
     absent = [k for k in ("model", "classes", "input_shape", "mean", "std") if not meta.get(k)]
     if absent:
         raise CheckpointError(

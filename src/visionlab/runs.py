@@ -55,11 +55,12 @@ def _group(cfg: DictConfig, run: DictConfig | None, key: str) -> Any:
     return OmegaConf.to_container(OmegaConf.merge(base, override or {}))
 
 
-def combined_config(cfg: DictConfig, run: DictConfig | None) -> DictConfig:
-    """The entry config plus the `data`, `model` and `seed` the checkpoint was trained with."""
+def combined_config(cfg: DictConfig, run: DictConfig | None, model: dict[str, Any] | None = None) -> DictConfig:
+    """The entry config plus the `data`, `model` and `seed` the checkpoint was trained with;
+    `model`, the checkpoint's own model config, is preferred to the run's."""
     merged = OmegaConf.to_container(cfg)
-    for key in ("data", "model"):
-        merged[key] = _group(cfg, run, key)
+    merged["data"] = _group(cfg, run, "data")
+    merged["model"] = _group(cfg, OmegaConf.create({"model": model}) if model else run, "model")
     if merged.get("seed") is None:
         merged["seed"] = run.get("seed", 0) if run is not None else 0
     combined = OmegaConf.create(merged)
@@ -82,16 +83,15 @@ def load_run(cfg: DictConfig) -> tuple[LoadedModel, DictConfig]:
     """The trained net of `cfg.ckpt_path` and the combined config (see `combined_config`)."""
     path = checkpoint_path(cfg)
     checkpoint = read_checkpoint(path)
-    combined = combined_config(cfg, run_config(path))
     meta = checkpoint[METADATA_KEY]
-    fallback: dict[str, Any] = {"model": combined.get("model") and OmegaConf.to_container(combined.model)}
+    combined = combined_config(cfg, run_config(path), meta.get("model"))
+    fallback: dict[str, Any] = {}
     if not all(meta.get(k) for k in ("classes", "mean", "std", "input_shape")) and combined.get("data"):
         datamodule = build_datamodule(combined)  # a checkpoint without metadata: ask the data
         fallback.update(classes=list(datamodule.classes), input_shape=list(datamodule.input_shape),
                         mean=list(datamodule.mean), std=list(datamodule.std))
-    override = cfg.get("model")
-    model_override = fallback["model"] if override is not None and "_target_" in override else None
-    return load_model(checkpoint, path, fallback, model_override), combined
+    model_config = OmegaConf.to_container(combined.model) if combined.get("model") else None
+    return load_model(checkpoint, path, fallback, model_config), combined
 
 
 def check_data_fits(model: LoadedModel, datamodule: InMemoryImageDataModule) -> None:
