@@ -41,12 +41,20 @@ class EarlyStopping(_EarlyStopping):
         self.best_epoch: int | None = None
         self.restored = False
 
-    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+    # Lightning checks in one of these two hooks; a changed best_score means a new best.
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         before = self.best_score.clone()
-        super()._run_early_stopping_check(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+        self._keep_if_best(before, trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        before = self.best_score.clone()
+        super().on_validation_end(trainer, pl_module)
+        self._keep_if_best(before, trainer, pl_module)
+
+    def _keep_if_best(self, before: Tensor, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.restore_best_weights and not torch.equal(self.best_score, before):
-            module = trainer.lightning_module
-            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
             self.best_epoch = trainer.current_epoch
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
