@@ -7,7 +7,7 @@ import csv
 import json
 import shutil
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
@@ -155,6 +155,10 @@ def test_bad_checkpoints_get_one_line_errors(run_dir, tmp_path):
         read_checkpoint(truncated)
     with pytest.raises(CheckpointError, match=rf"{text}: cannot load: not a PyTorch checkpoint"):
         read_checkpoint(text)
+    code = tmp_path / "code.ckpt"
+    torch.save({"state_dict": {}, "path": PurePosixPath("/")}, code)  # unpickling it would need code
+    with pytest.raises(CheckpointError, match=r"holds a pathlib.PurePosixPath, .*refused by weights_only=True"):
+        read_checkpoint(code)
     from visionlab.runs import load_run
 
     cfg = make_cfg("evaluate", [f"ckpt_path={best_ckpt(run_dir)}", "model=mlp"], tmp_path)

@@ -61,8 +61,8 @@ class EarlyStopping(_EarlyStopping):
         if self.restore_best_weights and self.best_weights is not None:
             pl_module.load_state_dict(self.best_weights)
             self.restored = True
-            log.info("EarlyStopping: restored the weights of epoch %d (best %s=%.4f)",
-                     self.best_epoch, self.monitor, float(self.best_score))
+            log.info("EarlyStopping: restored the weights from the end of the best epoch: %d (%s=%.4f)",
+                     self.best_epoch + 1, self.monitor, float(self.best_score))
 
 
 def restored_best_weights(trainer: L.Trainer) -> bool:
@@ -109,6 +109,7 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 class History(Callback):
     """Keras' `history`: one row per epoch (train and val loss and accuracy, learning rate,
     epoch seconds) written to `history.csv`, and `history.png` plotting train against val.
+    Epochs count from 1, as Keras prints them (checkpoint names count from 0, as Lightning's).
 
     Lightning calls the task's `on_train_epoch_end` (where it logs train/*) after this
     callback's, so an epoch's row is completed when the next epoch starts or fitting ends.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,9 @@ def checkpoint_metadata(model_config: Mapping[str, Any] | None, datamodule: Any,
 
 
 def _first_line(err: BaseException) -> str:
+    """The first sentence of an error message: torch's go on for paragraphs."""
     text = str(err).strip().splitlines()
-    return text[0][:160] if text else type(err).__name__
+    return text[0].split(". ")[0][:160] if text else type(err).__name__
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -62,12 +64,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
         with path.open("rb") as f:
             head = f.read(4)
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if not head:
             reason = "the file is empty"
+        elif refused and head.startswith((b"PK", b"\x80")):
+            reason = f"it holds a {refused.group(1)}, which only code could rebuild (refused by weights_only=True)"
         elif head.startswith(b"PK"):
             reason = f"truncated or corrupt archive ({_first_line(err)})"
-        elif "weights only" in str(err).lower():
-            reason = f"it holds objects that only code could rebuild, refused by weights_only=True ({_first_line(err)})"
         else:
             reason = "not a PyTorch checkpoint"
         raise CheckpointError(f"ckpt_path={path}: cannot load: {reason}") from None
