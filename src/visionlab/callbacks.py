@@ -182,6 +182,7 @@ def plot_history(rows: list[dict[str, float]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -189,6 +190,7 @@ def plot_history(rows: list[dict[str, float]], path: Path) -> None:
         for split, style in (("train", "o-"), ("val", "s--")):
             ax.plot(epochs, [r[f"{split}_{metric}"] for r in rows], style, label=f"{split} {metric}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("accuracy" if metric == "acc" else "loss")
         ax.grid(True)
         ax.legend()
