@@ -175,7 +175,7 @@ def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mappin
     classes, input_shape = tuple(meta["classes"]), tuple(int(s) for s in meta["input_shape"])
     try:
         net = build_net(meta["model"], input_shape, len(classes))
-    except CheckpointError:
+    except CheckpointError:  # a ValueError already worded for the user
         raise
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"ckpt_path={path}: cannot build model {meta['model'].get('_target_')}: {err}") from None

@@ -71,7 +71,7 @@ def combined_config(cfg: DictConfig, run: DictConfig | None, model: dict[str, An
 def build_datamodule(cfg: DictConfig) -> InMemoryImageDataModule:
     """The data module of `cfg.data`, prepared and set up (data read into memory)."""
     if not cfg.get("data"):
-        raise ConfigError("no data config: the checkpoint's run folder has no .hydra/config.yaml; "
+        raise ConfigError("no data config: no training run config beside the checkpoint names one; "
                           "choose one, e.g. data=fashion_mnist")
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
