@@ -28,6 +28,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from visionlab.checkpoint import METADATA_KEY, checkpoint_metadata
 from visionlab.seeding import derive_seed
 
 LOSSES = ("cross_entropy", "hinge")
@@ -63,6 +64,9 @@ def eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
 
 class ClassifierTask(LightningModule):
     """Train, validate and test `net`, an nn.Module mapping images to class scores."""
+
+    # The net's config (`_target_` and arguments), stored in checkpoints so they can rebuild it.
+    model_config: dict[str, Any] | None = None
 
     def __init__(
         self,
@@ -214,6 +218,11 @@ class ClassifierTask(LightningModule):
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.net(x).softmax(1)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make every checkpoint, weights-only ones too, self-describing (visionlab.checkpoint)."""
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net)
 
     # --- optimizer wiring -------------------------------------------------------------
     def configure_optimizers(self) -> Any:

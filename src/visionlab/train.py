@@ -4,7 +4,6 @@ then test the best checkpoint. `python scripts/train.py model=mlp optimizer=sgd`
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Mo
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from visionlab.callbacks import restored_best_weights
 from visionlab.cli import hydra_entry
 from visionlab.config import validate
 from visionlab.io import atomic_write
 from visionlab.resilience import PreemptionCheckpoint
 from visionlab.task import ClassifierTask, Schedule
 
-log = logging.getLogger("visionlab")
 
 # Trainer flags that turn kinds of callbacks off (Lightning refuses the contradiction).
 SWITCHES = (
@@ -44,6 +43,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Tra
     schedule = Schedule(**instantiate(cfg.scheduler))
     task = ClassifierTask(net, instantiate(cfg.optimizer), schedule, datamodule.num_classes,
                           channels_last=bool(cfg.get("channels_last")), seed=cfg.seed, **cfg.task)
+    task.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     # logger=none and trainer.enable_*=false win over the callbacks group
@@ -90,10 +90,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     checkpoint = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
     if cfg.get("test", True):
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+        if restored_best_weights(trainer):
+            best = None  # Keras' restore_best_weights: test the weights the module now holds
         results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=False)
         metrics.update(results[0] if results else {})
-        if best:
-            log.info("Best checkpoint: %s", best)
     if trainer.is_global_zero:
         atomic_write(Path(trainer.default_root_dir) / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
     return metrics

@@ -1,0 +1,200 @@
+"""Lightning callbacks with the Keras behaviour the notes rely on: EarlyStopping that
+restores the best weights, ModelCheckpoint with save_best_only, a Keras-style summary at
+start, and the `history` of a fit written as history.csv and history.png."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import EarlyStopping as _EarlyStopping
+from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
+from lightning.pytorch.callbacks import ModelSummary as _ModelSummary
+from torch import Tensor
+
+from visionlab.io import atomic_path, atomic_write
+from visionlab.summary import model_summary
+
+log = logging.getLogger("visionlab")
+
+
+class EarlyStopping(_EarlyStopping):
+    """Lightning's EarlyStopping plus Keras' `restore_best_weights`: the weights of the best
+    monitored epoch are kept in memory and put back when training ends, so the module
+    (and a test run on it) holds the best weights, not the last ones.
+
+    The copy lives only in memory: a resumed fit restores the best epoch since the resume.
+    """
+
+    def __init__(self, *args: Any, restore_best_weights: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.restore_best_weights = restore_best_weights
+        self.best_weights: dict[str, Tensor] | None = None
+        self.best_epoch: int | None = None
+        self.restored = False
+
+    # Lightning checks in one of these two hooks; a changed best_score means a new best.
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        before = self.best_score.clone()
+        super().on_train_epoch_end(trainer, pl_module)
+        self._keep_if_best(before, trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        before = self.best_score.clone()
+        super().on_validation_end(trainer, pl_module)
+        self._keep_if_best(before, trainer, pl_module)
+
+    def _keep_if_best(self, before: Tensor, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.restore_best_weights and not torch.equal(self.best_score, before):
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+            self.best_epoch = trainer.current_epoch
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.restore_best_weights and self.best_weights is not None:
+            pl_module.load_state_dict(self.best_weights)
+            self.restored = True
+            log.info("EarlyStopping: restored the weights from the end of the best epoch: %d (%s=%.4f)",
+                     self.best_epoch + 1, self.monitor, float(self.best_score))
+
+
+def restored_best_weights(trainer: L.Trainer) -> bool:
+    """True when an EarlyStopping callback put the best weights back into the module."""
+    return any(isinstance(cb, EarlyStopping) and cb.restored for cb in trainer.callbacks)
+
+
+class ModelCheckpoint(_ModelCheckpoint):
+    """Lightning's ModelCheckpoint with Keras' `save_best_only` (True: keep only the best
+    checkpoint; False: keep one per epoch); `save_weights_only` is Lightning's own. The best
+    checkpoint's path is printed when fitting ends."""
+
+    def __init__(self, *args: Any, save_best_only: bool | None = None, **kwargs: Any) -> None:
+        if save_best_only is not None:
+            kwargs["save_top_k"] = 1 if save_best_only else -1
+        super().__init__(*args, **kwargs)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.best_model_path:
+            score = f" ({self.monitor}={float(self.best_model_score):.4f})" if self.best_model_score is not None else ""
+            log.info("Best checkpoint: %s%s", self.best_model_path, score)
+
+
+class KerasModelSummary(_ModelSummary):
+    """The net's layers, output shapes and parameter counts, logged when fitting starts.
+
+    It subclasses Lightning's ModelSummary so Lightning does not add its own table too.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        net = getattr(pl_module, "net", pl_module)
+        shape = getattr(net, "input_shape", None)
+        if shape is None:
+            super().on_fit_start(trainer, pl_module)
+            return
+        log.info("\n%s", model_summary(net, shape))
+
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds")
+
+
+class History(Callback):
+    """Keras' `history`: one row per epoch (train and val loss and accuracy, learning rate,
+    epoch seconds) written to `history.csv`, and `history.png` plotting train against val.
+    Epochs count from 1, as Keras prints them (checkpoint names count from 0, as Lightning's).
+
+    Lightning calls the task's `on_train_epoch_end` (where it logs train/*) after this
+    callback's, so an epoch's row is completed when the next epoch starts or fitting ends.
+    Rows are part of the callback state, so a resumed fit continues the same history.
+    """
+
+    def __init__(self, dirpath: str | Path, plot: bool = True) -> None:
+        self.dirpath = Path(dirpath)
+        self.plot = plot
+        self.rows: list[dict[str, float]] = []
+        self._pending: dict[str, float] | None = None
+        self._start = 0.0
+        self._trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        optimizers = trainer.optimizers
+        lr = optimizers[0].param_groups[0]["lr"] if optimizers else math.nan
+        self._pending = {"epoch": trainer.current_epoch + 1, "lr": float(lr),
+                         "epoch_seconds": time.perf_counter() - self._start}
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush(trainer)
+
+    def _completed(self, trainer: L.Trainer) -> dict[str, float]:
+        """The pending row with the epoch's logged train and val metrics."""
+        metrics = trainer.callback_metrics
+        row = dict(self._pending or {})
+        for column in HISTORY_COLUMNS[1:5]:
+            value = metrics.get(column.replace("_", "/", 1))
+            row[column] = float(value) if value is not None else math.nan
+        return row
+
+    def _flush(self, trainer: L.Trainer) -> None:
+        if self._pending is None:
+            return
+        self.rows.append(self._completed(trainer))
+        self._pending = None
+        if trainer.is_global_zero:
+            self.write()
+
+    def write(self) -> None:
+        """history.csv, and history.png unless `plot` is off."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: row.get(k, math.nan) for k in HISTORY_COLUMNS} for row in self.rows)
+        atomic_write(self.dirpath / "history.csv", buffer.getvalue())
+        if self.plot:
+            plot_history(self.rows, self.dirpath / "history.png")
+
+    def state_dict(self) -> dict[str, Any]:
+        # checkpoints are saved at epoch end, before that epoch's row is flushed
+        pending = [self._completed(self._trainer)] if self._pending and self._trainer else []
+        return {"rows": [dict(r) for r in self.rows] + pending}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict.get("rows", [])]
+
+
+def plot_history(rows: list[dict[str, float]], path: Path) -> None:
+    """Loss and accuracy per epoch, train against val (the notes' `pd.DataFrame(history).plot()`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "acc")):
+        for split, style in (("train", "o-"), ("val", "s--")):
+            ax.plot(epochs, [r[f"{split}_{metric}"] for r in rows], style, label=f"{split} {metric}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title("accuracy" if metric == "acc" else "loss")
+        ax.grid(True)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

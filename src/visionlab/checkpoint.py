@@ -1,0 +1,184 @@
+"""Checkpoints that describe themselves, loaded without running code from the file.
+
+A training checkpoint carries, besides the weights, a small `visionlab` dict (class names,
+input shape, normalisation, the model config) written by `ClassifierTask.on_save_checkpoint`.
+The module hook runs for every checkpoint Lightning writes, weights-only ones included,
+so a checkpoint copied away from its run folder still says how to rebuild and feed its
+net. Files are read with `weights_only=True` (or as safetensors), and a net is rebuilt
+only from classes in `visionlab.models`, so loading a file never runs code it names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from visionlab.data.transforms import BatchTransform
+
+METADATA_KEY = "visionlab"
+MODELS_PACKAGE = "visionlab.models"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the reason."""
+
+
+def checkpoint_metadata(model_config: Mapping[str, Any] | None, datamodule: Any, net: nn.Module) -> dict[str, Any]:
+    """What a consumer needs besides the weights; plain types only, so `weights_only` loads it."""
+    meta: dict[str, Any] = {"input_shape": list(getattr(net, "input_shape", ()))}
+    if model_config:
+        meta["model"] = dict(model_config)
+    if datamodule is not None:
+        meta["classes"] = list(getattr(datamodule, "classes", ()))
+        if getattr(datamodule, "mean", ()):
+            meta["mean"], meta["std"] = list(datamodule.mean), list(datamodule.std)
+    return meta
+
+
+def _first_line(err: BaseException) -> str:
+    """The first sentence of an error message: torch's go on for paragraphs."""
+    text = str(err).strip().splitlines()
+    return text[0].split(". ")[0][:160] if text else type(err).__name__
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict at `path` (a Lightning .ckpt, a plain state dict, or .safetensors).
+
+    Returns at least `state_dict` (tensors) and `visionlab` (metadata, maybe empty).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={path}: no such file")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
+        with path.open("rb") as f:
+            head = f.read(4)
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if not head:
+            reason = "the file is empty"
+        elif refused and head.startswith((b"PK", b"\x80")):
+            reason = f"it holds a {refused.group(1)}, which only code could rebuild (refused by weights_only=True)"
+        elif head.startswith(b"PK"):
+            reason = f"truncated or corrupt archive ({_first_line(err)})"
+        else:
+            reason = "not a PyTorch checkpoint"
+        raise CheckpointError(f"ckpt_path={path}: cannot load: {reason}") from None
+    if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
+        return {**raw, METADATA_KEY: dict(raw.get(METADATA_KEY) or {})}
+    if isinstance(raw, Mapping) and raw and all(isinstance(v, Tensor) for v in raw.values()):
+        return {"state_dict": dict(raw), METADATA_KEY: {}}
+    raise CheckpointError(f"ckpt_path={path}: cannot load: a {type(raw).__name__} without a state_dict, not a checkpoint")
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        state = load_file(path)
+        with safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"ckpt_path={path}: cannot load: not a valid safetensors file ({_first_line(err)})") from None
+    meta = json.loads(header.get(METADATA_KEY, "{}"))
+    return {"state_dict": state, METADATA_KEY: meta}
+
+
+def net_state(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The net's own weights: `net.*` keys of a task checkpoint with the prefix dropped."""
+    state = checkpoint["state_dict"]
+    if any(k.startswith("net.") for k in state):
+        return {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+    return dict(state)
+
+
+def build_net(model_config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Instantiate `model_config` (Hydra style, `_target_` plus arguments), allowing only
+    classes from visionlab.models: the config may come from a file someone sent."""
+    config = dict(model_config)
+    target = str(config.pop("_target_", ""))
+    module_name, _, class_name = target.rpartition(".")
+    if not module_name.startswith(MODELS_PACKAGE):
+        raise CheckpointError(f"model._target_={target!r} is not allowed; expected a class in {MODELS_PACKAGE}")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise CheckpointError(f"model._target_={target!r} is not a model class in {MODELS_PACKAGE}")
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    return cls(input_shape=list(input_shape), num_classes=num_classes, **config)
+
+
+def load_weights(net: nn.Module, state: Mapping[str, Tensor], path: str | Path) -> None:
+    """`net.load_state_dict(state)`, failing in one line that says how the two differ."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                  if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        parts = [f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                     ("shape mismatch", mismatched)) if keys]
+        raise CheckpointError(
+            f"ckpt_path={path}: weights do not fit {type(net).__name__} (another architecture?): {'; '.join(parts)}"
+        )
+    net.load_state_dict(state)
+
+
+@dataclass
+class LoadedModel:
+    """A net with its trained weights and what feeding it needs."""
+
+    net: nn.Module
+    classes: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    model_config: dict[str, Any]
+    path: Path
+
+    def transform(self) -> BatchTransform:
+        """uint8 (N, C, H, W) -> the normalised floats the net was trained on."""
+        return BatchTransform(self.mean, self.std)
+
+    def describe(self) -> dict[str, Any]:
+        """The metadata dict, as stored in checkpoints and exported JSON."""
+        return {"classes": list(self.classes), "input_shape": list(self.input_shape),
+                "mean": list(self.mean), "std": list(self.std), "model": dict(self.model_config)}
+
+
+def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mapping[str, Any] | None = None,
+               model_config: Mapping[str, Any] | None = None) -> LoadedModel:
+    """Rebuild the net of `checkpoint` (from `read_checkpoint`) in eval mode.
+
+    Each field comes from the checkpoint's metadata, else from `fallback` (the same keys,
+    e.g. read from the data); `model_config`, when given, replaces the stored model config.
+    """
+    meta = {**(fallback or {}), **checkpoint.get(METADATA_KEY, {})}
+    if model_config:
+        meta["model"] = dict(model_config)
+    absent = [k for k in ("model", "classes", "input_shape", "mean", "std") if not meta.get(k)]
+    if absent:
+        raise CheckpointError(
+            f"ckpt_path={path}: does not say its {', '.join(absent)}, and no run folder config supplies them"
+        )
+    classes, input_shape = tuple(meta["classes"]), tuple(int(s) for s in meta["input_shape"])
+    try:
+        net = build_net(meta["model"], input_shape, len(classes))
+    except CheckpointError:  # a ValueError already worded for the user
+        raise
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"ckpt_path={path}: cannot build model {meta['model'].get('_target_')}: {err}") from None
+    load_weights(net, net_state(checkpoint), path)
+    return LoadedModel(net.eval(), classes, input_shape, tuple(meta["mean"]), tuple(meta["std"]),
+                       dict(meta["model"]), Path(path))

@@ -1,0 +1,125 @@
+"""Evaluate entry point, the notes' `model.evaluate`: a split through a trained checkpoint,
+with accuracy, macro and per-class precision/recall/F1, AUROC and a confusion matrix.
+`python scripts/eval.py ckpt_path=PATH [split=val]` (see conf/evaluate.yaml)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor
+from torchmetrics.classification import (
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from visionlab.cli import hydra_entry
+from visionlab.config import ConfigError
+from visionlab.io import atomic_path, atomic_write
+from visionlab.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities
+from visionlab.task import eval_metrics
+
+log = logging.getLogger("visionlab")
+SPLITS = ("test", "val")
+
+
+def classification_report(probs: Tensor, labels: Tensor, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Overall metrics (as the training logs them), per-class rows and the confusion matrix."""
+    n = len(classes)
+    overall = {k: float(v) for k, v in eval_metrics(n, "")(probs, labels).items()}
+    overall["loss"] = float(F.nll_loss(probs.clamp_min(1e-12).log(), labels))
+    per_class = {name: metric(n, average=None)(probs, labels).tolist() for name, metric in
+                 (("precision", MulticlassPrecision), ("recall", MulticlassRecall), ("f1", MulticlassF1Score))}
+    support = torch.bincount(labels, minlength=n).tolist()
+    rows = [{"class": c, **{k: v[i] for k, v in per_class.items()}, "support": support[i]}
+            for i, c in enumerate(classes)]
+    confusion = MulticlassConfusionMatrix(n)(probs, labels)
+    return {"overall": overall, "per_class": rows, "confusion": confusion}
+
+
+def plot_confusion(confusion: Tensor, classes: tuple[str, ...], path: Path, title: str) -> None:
+    """Counts with class names, true classes as rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.75 * n, 1.2 + 0.7 * n))
+    ax.imshow(confusion.numpy(), cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    high = confusion.max().item() / 2
+    for i in range(n):
+        for j in range(n):
+            value = int(confusion[i, j])
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                    color="white" if value > high else "black")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], classes: tuple[str, ...], out: Path, info: dict[str, Any]) -> None:
+    """metrics.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png in `out`."""
+    atomic_write(out / "metrics.json", json.dumps({**info, **report["overall"]}, indent=2))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["class", "precision", "recall", "f1", "support"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report["per_class"])
+    atomic_write(out / "per_class.csv", buffer.getvalue())
+    rows = [",".join(["true\\predicted", *classes])]
+    rows += [",".join([c, *map(str, r.tolist())]) for c, r in zip(classes, report["confusion"])]
+    atomic_write(out / "confusion_matrix.csv", "\n".join(rows) + "\n")
+    plot_confusion(report["confusion"], classes, out / "confusion_matrix.png", f"{info['split']} split")
+
+
+def format_report(report: dict[str, Any], split: str) -> str:
+    """The printed table: overall figures, then one line per class."""
+    o = report["overall"]
+    lines = [f"{split}: accuracy {o['acc']:.4f}  loss {o['loss']:.4f}  precision {o['precision']:.4f}  "
+             f"recall {o['recall']:.4f}  f1 {o['f1']:.4f}  auroc {o['auroc']:.4f}  (macro)",
+             f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
+    lines += [f"{r['class']:<14}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}{r['support']:>9}"
+              for r in report["per_class"]]
+    return "\n".join(lines)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Run the chosen split, print the report and write it into the output folder."""
+    split = cfg.get("split", "test")
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} is not allowed; expected one of {', '.join(SPLITS)}")
+    device = pick_device(cfg.get("device", "auto"))
+    model, combined = load_run(cfg)
+    datamodule = build_datamodule(combined)
+    check_data_fits(model, datamodule)
+    images, labels = datamodule.splits[split]
+    if len(labels) == 0:
+        raise ConfigError(f"split={split} is empty for this data config")
+    probs = probabilities(model, images, datamodule.eval_batch_size, device)
+    report = classification_report(probs, labels, model.classes)
+    out = Path(combined.paths.output_dir)
+    write_report(report, model.classes, out, {"ckpt_path": str(model.path), "split": split, "size": len(labels)})
+    print(format_report(report, split))
+    log.info("Wrote metrics.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png to %s", out)
+    return report["overall"]
+
+
+main = hydra_entry("evaluate", evaluate)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""What the evaluate, predict and export entry points share: find the run a checkpoint
+came from, rebuild its net, and when asked its data, with command-line overrides on top.
+
+Where things come from, first match wins: a group chosen whole on the command line
+(`model=mlp`, `data=synthetic`); the checkpoint's own metadata (visionlab.checkpoint);
+the run folder's `.hydra/config.yaml` beside `checkpoints/`. Partial overrides
+(`data.eval_batch_size=500`) apply on top of the run's config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from visionlab.checkpoint import METADATA_KEY, CheckpointError, LoadedModel, load_model, read_checkpoint
+from visionlab.config import ConfigError, validate
+from visionlab.data.datamodule import InMemoryImageDataModule
+
+
+def checkpoint_path(cfg: DictConfig) -> Path:
+    """`cfg.ckpt_path`, checked: required, and a file rather than a folder."""
+    value = cfg.get("ckpt_path")
+    if not value:
+        raise ConfigError("ckpt_path is required, e.g. ckpt_path=outputs/runs/DATE/TIME/checkpoints/last.ckpt")
+    path = Path(str(value))
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("**/*.ckpt"))
+        raise ConfigError(f"ckpt_path={path} is a folder; give a checkpoint file"
+                          + (f" (found: {', '.join(found[:5])})" if found else ""))
+    return path
+
+
+def run_config(ckpt: Path) -> DictConfig | None:
+    """The composed config saved by the run that wrote `ckpt`, if it is still beside it."""
+    for folder in (ckpt.parent.parent, ckpt.parent):
+        saved = folder / ".hydra" / "config.yaml"
+        if saved.is_file():
+            return OmegaConf.load(saved)
+    return None
+
+
+def _group(cfg: DictConfig, run: DictConfig | None, key: str) -> Any:
+    """cfg.<key> if chosen whole (it has a _target_), else the run's with cfg's keys on top."""
+    override = cfg.get(key)
+    if override is not None and "_target_" in override:
+        return OmegaConf.to_container(override)
+    base = run.get(key) if run is not None else None
+    if base is None:
+        return OmegaConf.to_container(override) if override else None
+    return OmegaConf.to_container(OmegaConf.merge(base, override or {}))
+
+
+def combined_config(cfg: DictConfig, run: DictConfig | None, model: dict[str, Any] | None = None) -> DictConfig:
+    """The entry config plus the `data`, `model` and `seed` the checkpoint was trained with;
+    `model`, the checkpoint's own model config, is preferred to the run's."""
+    merged = OmegaConf.to_container(cfg)
+    merged["data"] = _group(cfg, run, "data")
+    merged["model"] = _group(cfg, OmegaConf.create({"model": model}) if model else run, "model")
+    if merged.get("seed") is None:
+        merged["seed"] = run.get("seed", 0) if run is not None else 0
+    combined = OmegaConf.create(merged)
+    validate(combined)
+    return combined
+
+
+def build_datamodule(cfg: DictConfig) -> InMemoryImageDataModule:
+    """The data module of `cfg.data`, prepared and set up (data read into memory)."""
+    if not cfg.get("data"):
+        raise ConfigError("no data config: no training run config beside the checkpoint names one; "
+                          "choose one, e.g. data=fashion_mnist")
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup()
+    return datamodule
+
+
+def load_run(cfg: DictConfig) -> tuple[LoadedModel, DictConfig]:
+    """The trained net of `cfg.ckpt_path` and the combined config (see `combined_config`)."""
+    path = checkpoint_path(cfg)
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint[METADATA_KEY]
+    combined = combined_config(cfg, run_config(path), meta.get("model"))
+    fallback: dict[str, Any] = {}
+    if not all(meta.get(k) for k in ("classes", "mean", "std", "input_shape")) and combined.get("data"):
+        datamodule = build_datamodule(combined)  # a checkpoint without metadata: ask the data
+        fallback.update(classes=list(datamodule.classes), input_shape=list(datamodule.input_shape),
+                        mean=list(datamodule.mean), std=list(datamodule.std))
+    model_config = OmegaConf.to_container(combined.model) if combined.get("model") else None
+    return load_model(checkpoint, path, fallback, model_config), combined
+
+
+def check_data_fits(model: LoadedModel, datamodule: InMemoryImageDataModule) -> None:
+    """The data must have the classes and image shape the net was trained on."""
+    if datamodule.num_classes != len(model.classes) or tuple(datamodule.input_shape) != model.input_shape:
+        raise CheckpointError(
+            f"ckpt_path={model.path}: the net takes {model.input_shape} images of {len(model.classes)} classes, "
+            f"data {type(datamodule).__name__} has {tuple(datamodule.input_shape)} images of "
+            f"{datamodule.num_classes} classes"
+        )
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` (CUDA when available, else CPU), or a torch device string."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+
+
+@torch.no_grad()
+def probabilities(model: LoadedModel, images: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """Class probabilities (N, classes) of uint8 images (N, C, H, W), on the CPU."""
+    net, transform = model.net.to(device).eval(), model.transform()
+    out = [net(transform(chunk.to(device))).softmax(1).cpu() for chunk in images.split(batch_size)]
+    return torch.cat(out) if out else torch.empty(0, len(model.classes))

@@ -1,0 +1,51 @@
+"""A Keras `model.summary()` for any nn.Module: layer, output shape, parameter count, totals."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def _own_counts(module: nn.Module) -> tuple[int, int]:
+    """(trainable, non-trainable) values held by `module` itself. Float buffers such as
+    BatchNorm's running mean and variance count as non-trainable, as Keras counts them."""
+    trainable = sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters(recurse=False) if not p.requires_grad)
+    frozen += sum(b.numel() for b in module.buffers(recurse=False) if b.is_floating_point())
+    return trainable, frozen
+
+
+def model_summary(net: nn.Module, input_shape: Sequence[int], width: int = 72) -> str:
+    """The table, made by running one dummy image through `net` in eval mode (so BatchNorm
+    statistics are untouched); the batch dimension is shown as None, as in Keras."""
+    rows: list[tuple[str, str, int]] = []
+    hooks = []
+    for name, module in net.named_modules():
+        if next(module.children(), None) is not None:
+            continue  # containers: their leaves are listed
+
+        def record(mod: nn.Module, _inp: object, out: object, name: str = name) -> None:
+            shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else ()
+            rows.append((f"{name} ({type(mod).__name__})", str((None, *shape)), sum(_own_counts(mod))))
+
+        hooks.append(module.register_forward_hook(record))
+    was_training = net.training
+    try:
+        param = next(net.parameters(), None)
+        probe = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
+        with torch.no_grad():
+            net.eval()(probe)
+    finally:
+        net.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    counts = [_own_counts(m) for m in net.modules()]
+    trainable, frozen = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    line = lambda a, b, c: f"{a:<34}{b:<24}{c:>{width - 58}}"  # noqa: E731
+    out = [f'Model: "{type(net).__name__}"', "_" * width, line("Layer (type)", "Output Shape", "Param #"), "=" * width]
+    out += [line(n, s, f"{c:,}") for n, s, c in rows]
+    out += ["=" * width, f"Total params: {trainable + frozen:,}", f"Trainable params: {trainable:,}",
+            f"Non-trainable params: {frozen:,}", "_" * width]
+    return "\n".join(out)
