@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from visionlab.models.activations import ACTIVATIONS as TORCH_ACTIVATIONS
 from visionlab.scratch.activations import get_activation
 from visionlab.scratch.conv import Pair, conv2d, conv2d_backward, max_pool2d, max_pool2d_backward
 
@@ -163,8 +164,6 @@ def from_torch(module: nn.Module, dtype: torch.dtype = torch.float64) -> Sequent
     An activation module is folded into the Linear or Conv2d just before it, the way
     Keras layers carry their activation.
     """
-    from visionlab.models.activations import ACTIVATIONS as TORCH_ACTIVATIONS
-
     names = {cls: name for name, cls in TORCH_ACTIVATIONS.items()}
     layers: list[Layer] = []
     for m in _leaves(module):
