@@ -48,7 +48,7 @@ def test_by_hand_and_visionlab_agree_epoch_by_epoch(tmp_path: Path, capsys: pyte
     assert len(result["by_hand"]) == len(result["visionlab"]) == 2
     assert result["max_gap_points"] <= 0.5
     if dtype == "float64":  # rounding differences stay far below what flips a prediction
-        assert result["by_hand"] == result["visionlab"]
+        assert result["max_gap_points"] < 1e-4  # torchmetrics reports accuracy in float32
     assert result["by_hand"][-1]["test_acc"] > 0.5  # learned something (chance is 0.1)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == result
     assert "largest gap" in capsys.readouterr().out
