@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -38,6 +40,41 @@ def _in_multirun() -> bool:
         return False
 
 
+def _latest_last_checkpoint(log_dir: Path) -> Path | None:
+    found = sorted(log_dir.glob("runs/*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def resume_overrides(argv: Sequence[str]) -> list[str]:
+    """Expand `ckpt_path=PATH` (or `last`: the newest run's last.ckpt) into a resume.
+
+    A checkpoint inside a run folder (RUN/checkpoints/x.ckpt) resumes that run in RUN, with
+    the overrides it was started with, so the model and data match what was saved.
+    """
+    argv = list(argv)
+    values = [a.partition("=")[2] for a in argv if a.startswith("ckpt_path=")]
+    if not values or values[-1] in ("", "null") or "-m" in argv or "--multirun" in argv:
+        return argv
+    value = values[-1]
+    if value == "last":
+        log_dir = next((Path(a.partition("=")[2]) for a in argv if a.startswith("paths.log_dir=")),
+                       Path(os.environ.get("VISIONLAB_ROOT", ".")) / "outputs")
+        ckpt = _latest_last_checkpoint(log_dir)
+        if ckpt is None:
+            raise ConfigError(f"ckpt_path=last: no run under {log_dir}/runs has checkpoints/last.ckpt")
+    else:
+        ckpt = Path(value)
+        if not ckpt.is_file():
+            raise ConfigError(f"ckpt_path={value}: no such checkpoint file")
+    rest = [a for a in argv if not a.startswith("ckpt_path=")]
+    run_dir, saved = ckpt.parent.parent, ckpt.parent.parent / ".hydra" / "overrides.yaml"
+    if ckpt.parent.name != "checkpoints" or not saved.is_file():
+        return [*rest, f"ckpt_path={ckpt.resolve()}"]
+    original = [o for o in yaml.safe_load(saved.read_text()) or []
+                if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+    return [*original, *rest, f"ckpt_path={ckpt.resolve()}", f"hydra.run.dir={run_dir}"]
+
+
 def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any]) -> Callable[[], None]:
     """A `main()` that runs `fn(cfg)` under Hydra with the checks above.
 
@@ -63,6 +100,7 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any]) -> Callable[[
     def main() -> None:
         try:
             check_group_overrides(sys.argv[1:])
+            sys.argv[1:] = resume_overrides(sys.argv[1:])
         except ConfigError as err:
             sys.exit(f"error: {err}")
         wrapped()

@@ -28,6 +28,8 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from visionlab.seeding import derive_seed
+
 LOSSES = ("cross_entropy", "hinge")
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 
@@ -72,6 +74,8 @@ class ClassifierTask(LightningModule):
         label_smoothing: float = 0.0,
         l1: float = 0.0,
         l2: float = 0.0,
+        channels_last: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -85,12 +89,15 @@ class ClassifierTask(LightningModule):
             nn.CrossEntropyLoss(label_smoothing=label_smoothing) if loss == "cross_entropy" else nn.MultiMarginLoss()
         )
         self.l1, self.l2 = l1, l2
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Keras regularises kernels, not biases or normalisation scales: weights of rank >= 2
         self._penalised = [p for p in net.parameters() if p.ndim >= 2] if (l1 or l2) else []
         self.val_metrics = eval_metrics(num_classes, "val/")
         self.test_metrics = eval_metrics(num_classes, "test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.register_buffer("_train_sums", torch.zeros(3), persistent=False)  # loss*n, correct, n
+        self.register_buffer("_train_sums", torch.zeros(3))  # loss*n, hits, n of the epoch so far
+        self.seed = seed
+        self._rng = torch.default_generator
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -106,14 +113,24 @@ class ClassifierTask(LightningModule):
 
     # --- training --------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        """One Lightning step: every (x, y) batch of the chunk is one optimizer step."""
+        """One Lightning step: every (x, y) batch of the chunk is one optimizer step.
+
+        Before each step the RNG (dropout's source) is seeded from (seed, global step), so
+        a step draws the same numbers whatever chunk it is in and after any resume. Losses
+        and hits stay on the device; one host sync per chunk checks the loss is finite.
+        """
+        batches = batch if isinstance(batch, list) else [batch]
         opt = self.optimizers()
         step_scheduler = self.lr_schedulers() if self.schedule and self.schedule.interval == "step" else None
-        max_steps = self.trainer.max_steps
-        for x, y in batch if isinstance(batch, list) else [batch]:
-            if 0 <= max_steps <= self.trainer.global_step:
+        first_step, max_steps = self.trainer.global_step, self.trainer.max_steps
+        stats = torch.zeros(len(batches), 2, device=self.device)  # loss, hits
+        sizes = []
+        for x, y in batches:
+            step = first_step + len(sizes)
+            if 0 <= max_steps <= step:
                 break  # a chunk must not overshoot trainer.max_steps
-            logits = self.net(x)
+            self._rng.manual_seed(derive_seed(self.seed, step, salt=2))
+            logits = self.net(x.contiguous(memory_format=self.memory_format))
             loss = self.criterion(logits, y)
             if self._penalised:
                 loss = loss + self.penalty()
@@ -123,15 +140,30 @@ class ClassifierTask(LightningModule):
             if step_scheduler is not None:
                 step_scheduler.step()
             with torch.no_grad():
-                n = y.new_tensor(len(y), dtype=torch.float32)
-                correct = (logits.argmax(1) == y).sum()
-                self._train_sums += torch.stack((loss.detach() * n, correct.float(), n))
+                stats[len(sizes), 0] = loss.detach()
+                stats[len(sizes), 1] = (logits.argmax(1) == y).sum()
+            sizes.append(len(y))
+        self._accumulate(stats[: len(sizes)], sizes, first_step)
 
-    def on_train_epoch_start(self) -> None:
-        self._train_sums.zero_()
+    def _accumulate(self, stats: Tensor, sizes: list[int], first_step: int) -> None:
+        finite = torch.isfinite(stats[:, 0])
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0])
+            lr = self.optimizers().param_groups[0]["lr"]
+            raise FloatingPointError(
+                f"loss is {stats[bad, 0].item()} at step {first_step + bad} (epoch {self.current_epoch}); "
+                f"training stopped and the last good checkpoint kept; lower the learning rate (optimizer.lr={lr:g})"
+            )
+        n = torch.tensor(sizes, dtype=stats.dtype, device=stats.device)
+        self._train_sums += torch.stack(((stats[:, 0] * n).sum(), stats[:, 1].sum(), n.sum()))
+
+    def on_fit_start(self) -> None:
+        device = self.device
+        self._rng = torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else torch.default_generator
 
     def on_train_epoch_end(self) -> None:
         sums = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum")
+        self._train_sums.zero_()  # kept in checkpoints, so a mid-epoch resume keeps its partial sums
         count = sums[2].clamp_min(1)
         self.log_dict({"train/loss": sums[0] / count, "train/acc": sums[1] / count})
         if self.schedule and self.schedule.interval == "epoch":
@@ -155,7 +187,7 @@ class ClassifierTask(LightningModule):
     # --- validation and test -----------------------------------------------------------
     def _eval_step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, mean_loss: MeanMetric) -> None:
         x, y = batch
-        logits = self.net(x)
+        logits = self.net(x.contiguous(memory_format=self.memory_format))
         mean_loss.update(F.cross_entropy(logits, y) if isinstance(self.criterion, nn.CrossEntropyLoss)
                          else self.criterion(logits, y), weight=len(y))
         metrics.update(logits.softmax(1), y)

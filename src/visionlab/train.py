@@ -9,16 +9,26 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from visionlab.cli import hydra_entry
 from visionlab.config import validate
 from visionlab.io import atomic_write
+from visionlab.resilience import PreemptionCheckpoint
 from visionlab.task import ClassifierTask, Schedule
 
 log = logging.getLogger("visionlab")
+
+# Trainer flags that turn kinds of callbacks off (Lightning refuses the contradiction).
+SWITCHES = (
+    ("enable_progress_bar", ProgressBar),
+    ("enable_model_summary", ModelSummary),
+    ("enable_checkpointing", (ModelCheckpoint, PreemptionCheckpoint)),
+)
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Trainer]:
@@ -27,16 +37,28 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Tra
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes)
+    if cfg.get("channels_last"):
+        net = net.to(memory_format=torch.channels_last)
+    if cfg.get("compile"):
+        net.compile()  # in place: state_dict keys stay those of the plain net
     schedule = Schedule(**instantiate(cfg.scheduler))
-    task = ClassifierTask(net, instantiate(cfg.optimizer), schedule, datamodule.num_classes, **cfg.task)
+    task = ClassifierTask(net, instantiate(cfg.optimizer), schedule, datamodule.num_classes,
+                          channels_last=bool(cfg.get("channels_last")), seed=cfg.seed, **cfg.task)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    # logger=none and trainer.enable_*=false win over the callbacks group
+    switched_off = [kind for flag, kind in SWITCHES if not cfg.trainer.get(flag, True)]
+    switched_off += [LearningRateMonitor] if not loggers else []
+    callbacks = [c for c in callbacks if not isinstance(c, tuple(switched_off))]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, task, trainer
 
 
-def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config flattened to dotted keys, for the loggers' hyperparameter tables."""
+HPARAM_KEYS = ("data", "model", "optimizer", "scheduler", "task", "trainer", "seed")
+
+
+def flat_hparams(cfg: DictConfig, keys: tuple[str, ...] = HPARAM_KEYS) -> dict[str, Any]:
+    """The resolved config under `keys`, flattened to dotted keys for hyperparameter tables."""
     out: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -47,18 +69,23 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
         else:
             out[prefix[:-1]] = node if isinstance(node, (int, float, str, bool)) else str(node)
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    for key in keys:
+        if key in cfg:
+            node = cfg[key]
+            walk(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node, f"{key}.")
     return out
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
     datamodule, task, trainer = build(cfg)
-    hparams = {k: v for k, v in flat_hparams(cfg).items() if k.split(".")[0] in
-               ("data", "model", "optimizer", "scheduler", "task", "trainer", "seed")}
+    hparams = flat_hparams(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:
+        raise SystemExit(143) from None  # PreemptionCheckpoint saved last.ckpt
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
     if cfg.get("test", True):

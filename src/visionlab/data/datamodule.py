@@ -65,7 +65,8 @@ class InMemoryImageDataModule(LightningDataModule):
             raise ValueError(f"data.loader={loader!r} is unknown; allowed: {', '.join(LOADERS)}")
         self.data_dir = data_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.val_count = resolve_val_size(val_size, self.train_size)
+        resolve_val_size(val_size, self.train_size)  # fail before reading anything
+        self.val_size = val_size
         self.split_seed, self.normalization = split_seed, normalization
         self.augment = Augment(**dict(augment or {}))
         self.loader, self.chunk, self.num_workers, self.seed = loader, chunk, num_workers, seed
@@ -87,10 +88,9 @@ class InMemoryImageDataModule(LightningDataModule):
         if self.splits:
             return
         images, labels = self.read_split("train")
-        if self.val_count >= len(labels):
-            raise ValueError(f"data.val_size={self.val_count} must be smaller than the {len(labels)} training images")
+        n_val = resolve_val_size(self.val_size, len(labels))
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
-        val_idx, train_idx = perm[: self.val_count].sort().values, perm[self.val_count :].sort().values
+        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
         self.splits = {
             "train": (images[train_idx], labels[train_idx]),
             "val": (images[val_idx], labels[val_idx]),
@@ -115,7 +115,9 @@ class InMemoryImageDataModule(LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return LoaderEnv()
-        return LoaderEnv(trainer.strategy.root_device, trainer.current_epoch, trainer.global_rank, trainer.world_size)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return LoaderEnv(trainer.strategy.root_device, trainer.current_epoch, trainer.global_rank,
+                         trainer.world_size, done)
 
     def _loader(self, split: str) -> MemoryLoader | DataLoader:
         if not self.splits:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from visionlab.data.transforms import BatchTransform, epoch_seed
+from visionlab.data.transforms import BatchTransform
+from visionlab.seeding import derive_seed
 
 Batch = tuple[Tensor, Tensor]
 
@@ -29,6 +30,7 @@ class LoaderEnv:
     epoch: int = 0
     rank: int = 0
     world_size: int = 1
+    steps_done: int = 0  # Lightning steps (chunks) already completed in this epoch
 
 
 class MemoryLoader:
@@ -62,6 +64,7 @@ class MemoryLoader:
         self.shuffle, self.seed, self.chunk, self.drop_last = shuffle, seed, chunk, drop_last
         self.env = env
         self._device_copy: tuple[torch.device, Tensor, Tensor] | None = None
+        self._resume_at: tuple[int, int] | None = None
 
     def _shard_size(self, world_size: int) -> int:
         n = len(self.labels)
@@ -86,7 +89,7 @@ class MemoryLoader:
         n = len(self.labels)
         if not self.shuffle:
             return torch.arange(env.rank, n, env.world_size)
-        gen = torch.Generator().manual_seed(epoch_seed(self.seed, env.epoch))
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, env.epoch))
         perm = torch.randperm(n, generator=gen)
         if env.world_size > 1:
             total = self._shard_size(env.world_size) * env.world_size
@@ -94,8 +97,22 @@ class MemoryLoader:
             perm = perm[env.rank :: env.world_size]
         return perm
 
+    # Lightning saves and restores these with each checkpoint (its `_Stateful` protocol), so
+    # a run stopped mid-epoch resumes at the next chunk rather than replaying the epoch.
+    def state_dict(self) -> dict[str, int]:
+        env = self.env()
+        return {"epoch": env.epoch, "steps_done": env.steps_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = (state["epoch"], state["steps_done"])
+
     def __iter__(self) -> Iterator[Batch] | Iterator[list[Batch]]:
         env = self.env()
+        skip = 0
+        if self._resume_at is not None and self.shuffle:
+            if self._resume_at[0] == env.epoch:
+                skip = self._resume_at[1]
+            self._resume_at = None
         images, labels = self._on(env.device)
         order = self.order(env)
         if self.drop_last:
@@ -105,6 +122,6 @@ class MemoryLoader:
             for idx in order.split(self.batch_size):
                 yield self.transform(images[idx]), labels[idx]
             return
-        for idx in order.split(self.batch_size * self.chunk):
+        for idx in order.split(self.batch_size * self.chunk)[skip:]:
             x = self.transform(images[idx], idx, env.epoch)
             yield list(zip(x.split(self.batch_size), labels[idx].split(self.batch_size)))

@@ -27,11 +27,17 @@ class DataSourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One file of a dataset; `md5` is of the *decompressed* content when the file is
-    gzipped, because mirrors re-wrap the same data in different gzip headers."""
+    """One file of a dataset. For a `.gz` file `md5` is of the decompressed content by
+    default, because mirrors re-wrap the same data in different gzip headers; set
+    `md5_of_content=False` where the official checksum is of the archive itself."""
 
     name: str
     md5: str | None = None
+    md5_of_content: bool = True
+
+    @property
+    def gunzip(self) -> bool:
+        return self.md5_of_content and self.name.endswith(".gz")
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,11 @@ class DatasetFiles:
     how_to: str = ""
 
 
-def content_md5(path: Path) -> str:
-    """md5 of the file's content, decompressed first when it is gzipped."""
+def content_md5(path: Path, gunzip: bool | None = None) -> str:
+    """md5 of the file, of its decompressed content when `gunzip` (default: a .gz name)."""
     digest = hashlib.md5()
-    open_ = gzip.open if path.suffix == ".gz" else open
+    gunzip = path.suffix == ".gz" if gunzip is None else gunzip
+    open_ = gzip.open if gunzip else open
     with open_(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
@@ -63,7 +70,7 @@ def check_file(path: Path, spec: FileSpec, verify: bool = True) -> str | None:
     if not verify or spec.md5 is None:
         return None
     try:
-        got = content_md5(path)
+        got = content_md5(path, spec.gunzip)
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         return f"unreadable ({err})"
     return None if got == spec.md5 else f"checksum {got} != expected {spec.md5}"
@@ -141,7 +148,7 @@ def _fetch_one(
 def _download_verified(url: str, tmp: Path, spec: FileSpec, verify: bool,
                        download: Callable[[str, Path], None]) -> None:
     download(url, tmp)
-    reason = check_file(tmp, FileSpec(tmp.name, spec.md5), verify)
+    reason = check_file(tmp, spec, verify)
     if reason is not None:
         raise DataSourceError(f"downloaded file is bad: {reason}")
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from visionlab.seeding import derive_seed
+
 NORMALIZATIONS = ("scale", "standardize")
 
 
@@ -115,12 +117,8 @@ class BatchTransform:
     def draws(self, epoch: int, device: torch.device) -> Tensor:
         """The (num_samples, NUM_PARAMS) uniform table for `epoch`, made once per epoch."""
         if self._table is None or self._table[0] != epoch or self._table[1].device != device:
-            gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, salt=1))
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch, salt=1))
             table = torch.rand(self.num_samples, Augment.NUM_PARAMS, generator=gen)
             self._table = (epoch, table.to(device))
         return self._table[1]
 
-
-def epoch_seed(seed: int, epoch: int, salt: int = 0) -> int:
-    """A 63-bit seed derived from (seed, epoch, salt): one stream per use and epoch."""
-    return (seed * 1_000_003 + epoch * 7_919 + salt * 104_729) % (2**63 - 1)

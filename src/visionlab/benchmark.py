@@ -1,0 +1,222 @@
+"""Speed benchmark: visionlab's real training path against a minimal plain PyTorch loop.
+
+For each case (model x batch size) both paths train the same model from the same initial
+weights on the same data with the same optimizer and batch size, alternating in one
+process, and report median seconds per training epoch, samples/s, the ratio visionlab /
+plain, the share of the machine's measured matmul throughput, and test accuracy.
+
+    python scripts/benchmark.py                      # the full table (slow on a CPU)
+    python scripts/benchmark.py --cases notes_mlp --batch-sizes 32 --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from visionlab.io import atomic_write
+
+# Each case: the Hydra overrides that make it, on top of the default config.
+CASES: dict[str, tuple[str, ...]] = {
+    "notes_mlp": ("model=mlp", "optimizer=sgd"),
+    "notes_cnn": ("model=cnn", "model.padding=0", "optimizer=adam"),
+    "default_cnn": ("model=cnn", "optimizer=adam"),
+}
+
+
+@dataclass
+class Result:
+    case: str
+    batch_size: int
+    path: str
+    epoch_seconds: list[float] = field(default_factory=list)
+    test_acc: float = float("nan")
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.epoch_seconds)
+
+
+class EpochTimer(Callback):
+    """Seconds of each training epoch, from its first batch to the start of validation."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.seconds.append(time.perf_counter() - self._start)
+
+
+def compose(overrides: Sequence[str], output_dir: str) -> DictConfig:
+    """The config scripts/train.py would use for `overrides`, writing under `output_dir`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from visionlab.config import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = output_dir
+        cfg.trainer.default_root_dir = output_dir
+        del cfg.hydra
+    return cfg
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 matmul throughput of this machine, the compute ceiling."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def train_flops(net: nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> int:
+    """FLOPs of one forward and backward pass on `batch`."""
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(net(batch), labels).backward()
+    net.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def run_visionlab(cfg: DictConfig) -> tuple[list[float], float, nn.Module]:
+    """Fit through build(): Trainer, task module, DataModule and the default callbacks."""
+    from visionlab.train import build
+
+    datamodule, task, trainer = build(cfg)
+    timer = EpochTimer()
+    trainer.callbacks.append(timer)
+    trainer.fit(task, datamodule=datamodule)
+    test = trainer.test(task, datamodule=datamodule, verbose=False)
+    return timer.seconds, float(test[0]["test/acc"]), task.net
+
+
+def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], float, int]:
+    """The minimal loop: normalised float tensors in memory, randperm batches, no framework."""
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup()
+    to_float = datamodule.transform()
+    (x_u8, y), (xt_u8, yt) = datamodule.splits["train"], datamodule.splits["test"]
+    x, x_test = to_float(x_u8), to_float(xt_u8)
+    net = instantiate(cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes)
+    if cfg.channels_last:
+        net, x, x_test = (t.to(memory_format=torch.channels_last) for t in (net, x, x_test))
+    if cfg.compile:
+        net.compile()
+    opt = instantiate(cfg.optimizer)(net.parameters())
+    batch, gen, seconds = cfg.data.batch_size, torch.Generator().manual_seed(cfg.seed), []
+    for _ in range(epochs):
+        net.train()
+        start = time.perf_counter()
+        for idx in torch.randperm(len(y), generator=gen).split(batch):
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        seconds.append(time.perf_counter() - start)
+    net.eval()
+    with torch.no_grad():
+        correct = sum((net(xb).argmax(1) == yb).sum().item() for xb, yb in zip(x_test.split(1000), yt.split(1000)))
+    return seconds, correct / len(yt), len(y)
+
+
+def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, repeats: int,
+              extra: Sequence[str]) -> list[dict]:
+    """Run every case at every batch size, visionlab and plain alternating `repeats` times."""
+    rows: list[dict] = []
+    gflops = matmul_gflops()
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in cases:
+            for batch_size in batch_sizes:
+                overrides = [*CASES[case], f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}",
+                             "data.val_size=1000", "callbacks.early_stopping.patience=1000", *extra]
+                cfg = compose(overrides, tmp)
+                ours, plain = Result(case, batch_size, "visionlab"), Result(case, batch_size, "plain")
+                for _ in range(repeats):
+                    seconds, ours.test_acc, net = run_visionlab(cfg)
+                    ours.epoch_seconds += seconds
+                    seconds, plain.test_acc, n_train = run_plain(cfg, epochs)
+                    plain.epoch_seconds += seconds
+                sample = torch.randn(batch_size, *net.input_shape)
+                epoch_flops = train_flops(net, sample, torch.zeros(batch_size, dtype=torch.long)) / batch_size * n_train
+                for result in (ours, plain):
+                    rows.append({
+                        **asdict(result),
+                        "median_epoch_s": result.median,
+                        "samples_per_s": n_train / result.median,
+                        "ratio_vs_plain": result.median / plain.median,
+                        "share_of_matmul_limit": epoch_flops / result.median / (gflops * 1e9),
+                        "matmul_gflops": gflops,
+                        "overrides": overrides,
+                    })
+    return rows
+
+
+def markdown(rows: list[dict], command: str) -> str:
+    """The results as a Markdown section: command, machine, one row per case and path."""
+    machine = f"{platform.node()}: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, " \
+              f"torch {torch.__version__}, matmul {rows[0]['matmul_gflops']:.0f} GFLOP/s" if rows else ""
+    lines = [f"Command: `{command}`", "", f"Machine: {machine}", "",
+             "| case | batch | path | median s/epoch | samples/s | vs plain | share of matmul limit | test acc |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['batch_size']} | {r['path']} | {r['median_epoch_s']:.2f} | "
+                     f"{r['samples_per_s']:.0f} | {r['ratio_vs_plain']:.2f} | {r['share_of_matmul_limit']:.1%} | "
+                     f"{r['test_acc']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 256])
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (the first includes warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each path")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last=true on both paths")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the net on both paths")
+    parser.add_argument("--precision", default=None, help="Lightning precision, e.g. bf16-mixed")
+    parser.add_argument("--json", type=Path, default=Path("outputs/benchmark.json"))
+    parser.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. data=synthetic")
+    args = parser.parse_args(argv)
+    extra = list(args.overrides)
+    extra += ["channels_last=true"] if args.channels_last else []
+    extra += ["compile=true"] if args.compile else []
+    if args.precision:
+        extra.append(f"trainer.precision={args.precision}")
+    rows = benchmark(args.cases, args.batch_sizes, args.epochs, args.repeats, extra)
+    command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    atomic_write(args.json, json.dumps({"command": command, "rows": rows}, indent=2))
+    table = markdown(rows, command.strip())
+    print(table)
+    if args.markdown:
+        previous = args.markdown.read_text() if args.markdown.exists() else ""
+        atomic_write(args.markdown, previous + "\n" + table)

@@ -1,0 +1,65 @@
+"""Shared fixtures: composing the real Hydra config with test overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from visionlab.config import CONF_DIR
+
+REPO = CONF_DIR.parent
+FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+
+# The tests are many tiny runs; more threads than cores only adds contention.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Small and quick: synthetic data, few batches, nothing written but into tmp_path.
+FAST = (
+    "data=synthetic",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks=none",
+    "trainer.enable_checkpointing=false",
+    "logger=none",
+    "test=false",
+)
+
+
+def compose_config(overrides: Sequence[str] = (), output_dir: Path | None = None, config_name: str = "train") -> DictConfig:
+    """The config `scripts/train.py` would build for these overrides (hydra node resolved)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+            cfg.trainer.default_root_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory(tmp_path: Path) -> Callable[..., DictConfig]:
+    """compose_config with the FAST overrides and output under tmp_path."""
+
+    def make(*overrides: str, fast: bool = True) -> DictConfig:
+        return compose_config([*(FAST if fast else ()), *overrides], output_dir=tmp_path)
+
+    return make
+
+
+def needs_real_fashion_mnist() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        not (FMNIST_SYSTEM / "train-images-idx3-ubyte.gz").exists(),
+        reason=f"real Fashion-MNIST not found in {FMNIST_SYSTEM} (apt-get install dataset-fashion-mnist)",
+    )

@@ -1,0 +1,91 @@
+import subprocess
+import sys
+
+import pytest
+from hydra.utils import instantiate
+
+from conftest import REPO, compose_config
+from visionlab.config import CONF_DIR, ConfigError, check_group_overrides, validate
+
+GROUPS = ("data", "model", "optimizer", "scheduler", "callbacks", "logger", "trainer")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_of_every_group_composes(group, option, tmp_path):
+    cfg = compose_config([f"{group}={option}"], output_dir=tmp_path)
+    validate(cfg)
+    assert cfg.hydra.runtime.choices[group] == option
+
+
+def test_defaults_are_cnn_adam_fashion_mnist(tmp_path):
+    choices = compose_config([], output_dir=tmp_path).hydra.runtime.choices
+    assert (choices.model, choices.optimizer, choices.data) == ("cnn", "adam", "fashion_mnist")
+
+
+def test_plateau_scheduler_is_the_notes_one(tmp_path):
+    cfg = compose_config(["scheduler=plateau"], output_dir=tmp_path)
+    sched = instantiate(cfg.scheduler)
+    assert sched["monitor"] == "val/loss"
+    assert sched["factory"].keywords["factor"] == 0.2 and sched["factory"].keywords["patience"] == 5
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.lr=-1", "optimizer.lr=-1 is not allowed; expected a number > 0"),
+        ("model.dropout=1.5", "model.dropout=1.5 is not allowed; expected a number in [0, 1)"),
+        ("model.activation=swish", "model.activation='swish' is not allowed; expected one of relu"),
+        ("model=mlp", None),
+        ("data.batch_size=0", "data.batch_size=0 is not allowed; expected an integer >= 1"),
+        ("task.loss=mse", "task.loss='mse' is not allowed; expected one of cross_entropy, hinge"),
+    ],
+)
+def test_validate_names_key_value_and_allowed(override, message, tmp_path):
+    cfg = compose_config([override], output_dir=tmp_path)
+    if message is None:
+        validate(cfg)
+        return
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert str(err.value).startswith(message)
+
+
+def test_mlp_with_empty_hidden_list_is_refused(tmp_path):
+    cfg = compose_config(["model=mlp", "model.hidden=[]"], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"model.hidden=\[\] is not allowed"):
+        validate(cfg)
+
+
+def test_unknown_group_option_lists_the_allowed_ones():
+    with pytest.raises(ConfigError, match="model=nope is not an option; allowed: cnn, mlp"):
+        check_group_overrides(["model=nope"])
+    with pytest.raises(ConfigError, match="optimizer=adamx is not an option"):
+        check_group_overrides(["optimizer=sgd,adamx"])
+    check_group_overrides(["model=mlp", "optimizer=sgd,adam", "model.dropout=0.1", "hydra.verbose=true"])
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("model=nope", "model=nope is not an option; allowed: cnn, mlp"),
+        ("optimizer.lr=-1", "optimizer.lr=-1 is not allowed"),
+        ("model.dropout=1.5", "model.dropout=1.5 is not allowed"),
+        ("data.val_size=70000", "data.val_size=70000 must be smaller than the 60000 training images"),
+        ("model.activation=swish", "model.activation='swish' is not allowed"),
+    ],
+)
+def test_bad_override_fails_fast_in_one_line(override, expected, tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), override, f"paths.log_dir={tmp_path}",
+         f"paths.data_dir={tmp_path}/data"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], run.stderr[-2000:]
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "data").exists(), "no data may be read or fetched before the config is checked"

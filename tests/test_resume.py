@@ -1,0 +1,97 @@
+"""Kill, preempt and resume: a resumed run ends with exactly the weights and metrics of a
+run that was never stopped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+COMMON = [
+    "data=synthetic", "model=mlp", "model.dropout=0.2", "data.chunk=4", "data.augment.rotation=10",
+    "scheduler=cosine", "trainer.max_epochs=4", "trainer.deterministic=true", "logger=csv",
+    "callbacks.progress_bar.refresh_rate=0", "callbacks.early_stopping.patience=100",
+]
+
+
+def run_train(args, log_dir: Path, wait: bool = True, **kw):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), *args, f"paths.log_dir={log_dir}",
+           f"hydra.run.dir={log_dir}/run"]
+    if wait:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, **kw)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def stall(epoch: int, step: int, marker: Path) -> list[str]:
+    return ["+callbacks.stall._target_=stall.StallAt", f"+callbacks.stall.epoch={epoch}",
+            f"+callbacks.stall.step={step}", f"+callbacks.stall.marker={marker}"]
+
+
+def wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "training never reached the stall point"
+        time.sleep(0.1)
+
+
+def final_state(run: Path) -> tuple[dict, dict]:
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    weights = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    return weights, json.loads((run / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("reference")
+    done = run_train(COMMON, log_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return final_state(log_dir / "run")
+
+
+def assert_same(reference, resumed):
+    (ref_w, ref_m), (got_w, got_m) = reference, resumed
+    assert ref_w.keys() == got_w.keys()
+    assert all(torch.equal(ref_w[k], got_w[k]) for k in ref_w)
+    assert ref_m == got_m
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights_and_metrics(reference, tmp_path):
+    marker = tmp_path / "stalled"
+    proc = run_train([*COMMON, *stall(epoch=2, step=1, marker=marker)], tmp_path, wait=False)
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    run = tmp_path / "run"
+    assert not (run / "metrics.json").exists()
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["epoch"] == 1  # the end of epoch 2 (0-based 1): nothing of epoch 3 was kept
+    resumed = run_train([f"ckpt_path={run}/checkpoints/last.ckpt", "~callbacks.stall"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same(reference, final_state(run))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_saves_a_mid_epoch_checkpoint_that_resumes_exactly(sig, reference, tmp_path):
+    marker = tmp_path / "stalled"
+    proc = run_train([*COMMON, *stall(epoch=1, step=1, marker=marker)], tmp_path, wait=False)
+    wait_for(marker, proc)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == 143, proc.stderr.read()[-3000:]
+    run = tmp_path / "run"
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["global_step"] == int(marker.read_text())  # mid-epoch: right after the stalled chunk
+    assert not list((run / "checkpoints").glob(".*.part"))
+    resumed = run_train([f"ckpt_path={run}/checkpoints/last.ckpt", "~callbacks.stall"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same(reference, final_state(run))

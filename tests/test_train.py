@@ -1,0 +1,87 @@
+"""Every model with every optimizer and scheduler trains a few batches through the real
+entry-point code (build + Trainer.fit) on tiny synthetic data."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import REPO
+from test_config import options
+from visionlab.train import build, train
+
+
+def fit_and_compare(cfg):
+    datamodule, task, trainer = build(cfg)
+    before = [p.detach().clone() for p in task.net.parameters()]
+    trainer.fit(task, datamodule=datamodule)
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, task.net.parameters()))
+    return task, trainer, changed
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+def test_each_model_trains_with_each_optimizer(model, optimizer, cfg_factory):
+    task, trainer, changed = fit_and_compare(cfg_factory(f"model={model}", f"optimizer={optimizer}"))
+    assert changed > 0
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert 0 <= trainer.callback_metrics["val/acc"] <= 1
+
+
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_each_scheduler_steps_the_learning_rate(scheduler, cfg_factory):
+    cfg = cfg_factory("model=mlp", "optimizer=sgd", f"scheduler={scheduler}", "trainer.max_epochs=2",
+                      "scheduler.factory.step_size=1" if scheduler == "step" else "seed=1")
+    task, trainer, changed = fit_and_compare(cfg)
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert changed > 0
+    if scheduler in ("none", "plateau"):  # plateau needs 5 flat epochs before it acts
+        assert lr == pytest.approx(0.01)
+    else:
+        assert lr != pytest.approx(0.01)
+
+
+def test_onecycle_gets_total_steps_in_optimizer_steps_not_chunks(cfg_factory):
+    cfg = cfg_factory("model=mlp", "scheduler=onecycle", "data.chunk=3", "trainer.limit_train_batches=1.0")
+    datamodule, task, trainer = build(cfg)
+    trainer.fit(task, datamodule=datamodule)
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    batches = -(-448 // 32)  # 512 synthetic images less 64 for validation, batch 32
+    assert scheduler.total_steps == batches
+    assert trainer.global_step == batches
+
+
+@pytest.mark.parametrize("loss,extra", [("hinge", ()), ("cross_entropy", ("task.label_smoothing=0.1", "task.l1=1e-4", "task.l2=1e-3"))])
+def test_losses_and_penalties_train(loss, extra, cfg_factory):
+    task, trainer, changed = fit_and_compare(cfg_factory("model=mlp", f"task.loss={loss}", *extra))
+    assert changed > 0 and torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_full_run_writes_config_checkpoints_events_and_metrics(tmp_path, cfg_factory):
+    cfg = cfg_factory("model=mlp", "callbacks=default", "logger=many", "test=true",
+                      "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true",
+                      "trainer.enable_checkpointing=true", "trainer.max_epochs=2")
+    metrics = train(cfg)
+    assert {"test/acc", "test/f1", "test/auroc", "test/precision", "test/recall", "val/acc"} <= metrics.keys()
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "train/loss", "train/acc", "val/loss", "val/acc"} <= set(header)
+    assert json.loads((tmp_path / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
+
+
+@pytest.mark.slow
+def test_train_script_runs_a_multirun_sweep(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "-m", "data=synthetic", "model=mlp",
+         "optimizer=sgd,adam", "model.dropout=0.0,0.5", "trainer.max_epochs=1", "logger=csv",
+         "callbacks=none", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = sorted((p for p in (tmp_path / "multirun").glob("*/*/*") if p.is_dir()), key=lambda p: int(p.name))
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    assert all((job / "metrics.json").exists() and (job / ".hydra" / "overrides.yaml").exists() for job in jobs)
