@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from visionlab.data.transforms import epoch_seed
+from visionlab.seeding import derive_seed
 
 
 class BatchGenerator:
@@ -39,7 +39,7 @@ class BatchGenerator:
         n = len(self.labels)
         if not self.shuffle:
             return torch.arange(n)
-        return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
+        return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.seed, epoch)))
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """(images, labels) batches of one epoch."""
