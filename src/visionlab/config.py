@@ -11,7 +11,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from visionlab.data.image_folder import COLORS
 from visionlab.models.activations import ACTIVATIONS
+from visionlab.models.backbones import BACKBONES
 from visionlab.task import LOSSES
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -43,6 +45,13 @@ RULES: tuple[Rule, ...] = (
     ("task.l1", lambda v: _num(v) and v >= 0, "a number >= 0"),
     ("task.l2", lambda v: _num(v) and v >= 0, "a number >= 0"),
     ("scheduler.interval", lambda v: v in ("step", "epoch"), "step or epoch"),
+    ("model.name", lambda v: v in BACKBONES, f"one of {', '.join(BACKBONES)}"),
+    ("model.backbone_lr_scale", lambda v: _num(v) and v > 0, "a number > 0"),
+    ("model.image_size", lambda v: _int(v) and v >= 1, "an integer >= 1, or null"),
+    ("finetune.unfreeze_at_epoch", lambda v: _int(v) and v >= 0, "an integer >= 0, or null"),
+    ("data.image_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("data.color", lambda v: v in COLORS, f"one of {', '.join(COLORS)}"),
+    ("data.augment.crop_padding", lambda v: _int(v) and v >= 0, "an integer >= 0"),
     ("trainer.max_epochs", lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1"),
 )
 

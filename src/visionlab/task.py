@@ -218,13 +218,27 @@ class ClassifierTask(LightningModule):
 
     # --- optimizer wiring -------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self._param_groups())
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)  # before any scheduler reads it
         if self.schedule is None:
             return optimizer
         kwargs = {}
         if "total_steps" in inspect.signature(self.schedule.factory).parameters:
             kwargs["total_steps"] = self.total_optimizer_steps()
         return [optimizer], [self.schedule.factory(optimizer, **kwargs)]
+
+    def _param_groups(self) -> Any:
+        """The net's own parameter groups when it defines `param_groups()` (layer-wise
+        learning rates: each group's lr is the optimizer's lr times its `lr_scale`), else
+        all parameters in one group."""
+        return self.net.param_groups() if hasattr(self.net, "param_groups") else self.parameters()
+
+    def setup(self, stage: str) -> None:
+        """Nets that adapt their own input (pretrained backbones) learn the data's normalisation."""
+        datamodule = self.trainer.datamodule
+        if hasattr(self.net, "set_input_normalization") and getattr(datamodule, "mean", None):
+            self.net.set_input_normalization(datamodule.mean, datamodule.std)
 
     def total_optimizer_steps(self) -> int:
         """Optimizer steps in the whole fit: batches per epoch (not chunks) x epochs."""

@@ -1,10 +1,13 @@
 """Data: sources (find, fetch, verify), readers, batch transforms, loaders, DataModules."""
 
+from visionlab.data.cifar10 import CIFAR10DataModule
 from visionlab.data.datamodule import InMemoryImageDataModule
 from visionlab.data.fashion_mnist import FashionMNISTDataModule
+from visionlab.data.image_folder import ImageFolderDataModule
 from visionlab.data.loaders import MemoryLoader
+from visionlab.data.mnist import MNISTDataModule
 from visionlab.data.synthetic import SyntheticDataModule
 from visionlab.data.transforms import Augment, BatchTransform
 
-__all__ = ["Augment", "BatchTransform", "FashionMNISTDataModule", "InMemoryImageDataModule",
-           "MemoryLoader", "SyntheticDataModule"]
+__all__ = ["Augment", "BatchTransform", "CIFAR10DataModule", "FashionMNISTDataModule", "ImageFolderDataModule",
+           "InMemoryImageDataModule", "MNISTDataModule", "MemoryLoader", "SyntheticDataModule"]

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
-from visionlab.data.datamodule import InMemoryImageDataModule, Split
-from visionlab.data.idx import read_idx
-from visionlab.data.sources import DatasetFiles, FileSpec, ensure_files
+from visionlab.data.file_datamodule import IdxDataModule
+from visionlab.data.sources import DatasetFiles, FileSpec
 
 FASHION_MNIST = DatasetFiles(
     title="Fashion-MNIST",
@@ -30,7 +25,7 @@ FASHION_MNIST = DatasetFiles(
 )
 
 
-class FashionMNISTDataModule(InMemoryImageDataModule):
+class FashionMNISTDataModule(IdxDataModule):
     """Fashion-MNIST from local copies or the official download, held in memory."""
 
     classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -38,19 +33,3 @@ class FashionMNISTDataModule(InMemoryImageDataModule):
     input_shape = (1, 28, 28)
     train_size = 60_000
     files = FASHION_MNIST
-
-    def __init__(self, *args, verify: bool = True, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.verify = verify
-
-    def prepare_data(self) -> None:
-        ensure_files(self.files, self.data_dir, verify=self.verify)
-
-    def read_split(self, name: str) -> Split:
-        prefix = "train" if name == "train" else "t10k"
-        folder = Path(self.data_dir)
-        images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
-        labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
-        if images.ndim != 3 or len(images) != len(labels):
-            raise ValueError(f"{folder}: {name} images {tuple(images.shape)} do not match labels {tuple(labels.shape)}")
-        return images.unsqueeze(1).contiguous(), labels.to(torch.int64)

@@ -4,7 +4,8 @@ A dataset is a few named files. `ensure_files` makes them present and verified i
 `data_dir`, looking in order at: `data_dir` itself, a directory named by an environment
 variable, system copies (such as Debian's dataset packages), and finally the official
 download. Every copy or download goes to a temporary name and is renamed only once
-verified, so an interrupted fetch never leaves a half-written file behind.
+verified, so an interrupted fetch never leaves a half-written file behind. An archive
+(CIFAR-10's tar.gz) is unpacked the same way: into a temporary folder renamed when done.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import gzip
 import hashlib
 import os
 import shutil
+import tarfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionlab.io import atomic_path
+from visionlab.io import atomic_dir, atomic_path
 
 
 class DataSourceError(RuntimeError):
@@ -27,17 +29,24 @@ class DataSourceError(RuntimeError):
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One file of a dataset. For a `.gz` file `md5` is of the decompressed content by
-    default, because mirrors re-wrap the same data in different gzip headers; set
-    `md5_of_content=False` where the official checksum is of the archive itself."""
+    """One file of a dataset.
+
+    `md5` is of the *decompressed* content when the file is gzipped, because mirrors
+    re-wrap the same data in different gzip headers; `raw_md5=True` makes it the md5 of
+    the file as stored, for files published with that checksum (MNIST, CIFAR-10's tar.gz).
+    `extract` names the folder a tar archive unpacks to: once that folder exists the
+    archive itself is no longer needed.
+    """
 
     name: str
     md5: str | None = None
-    md5_of_content: bool = True
+    raw_md5: bool = False
+    extract: str | None = None
 
     @property
     def gunzip(self) -> bool:
-        return self.md5_of_content and self.name.endswith(".gz")
+        """Whether the checksum is of the decompressed content."""
+        return self.name.endswith(".gz") and not self.raw_md5
 
 
 @dataclass(frozen=True)
@@ -102,12 +111,14 @@ def ensure_files(
     data_dir = Path(data_dir)
     looked: list[str] = []
     for spec in ds.files:
+        if spec.extract and (data_dir / spec.extract).is_dir():
+            continue
         target = data_dir / spec.name
         reason = check_file(target, spec, verify)
-        if reason is None:
-            continue
         looked_here = [f"{target} ({reason})"]
-        if _fetch_one(ds, spec, target, verify, download, looked_here):
+        if reason is None or _fetch_one(ds, spec, target, verify, download, looked_here):
+            if spec.extract and not (data_dir / spec.extract).is_dir():
+                extract_tar(target, data_dir / spec.extract)
             continue
         looked += looked_here
     if looked:
@@ -127,6 +138,10 @@ def _fetch_one(
     looked: list[str],
 ) -> bool:
     for label, folder in _candidate_dirs(ds):
+        if spec.extract and (folder / spec.extract).is_dir():
+            with atomic_dir(target.parent / spec.extract) as tmp:
+                shutil.copytree(folder / spec.extract, tmp, dirs_exist_ok=True)
+            return True
         source = folder / spec.name
         reason = check_file(source, spec, verify)
         if reason is None:
@@ -152,3 +167,22 @@ def _download_verified(url: str, tmp: Path, spec: FileSpec, verify: bool,
     if reason is not None:
         raise DataSourceError(f"downloaded file is bad: {reason}")
 
+
+def extract_tar(archive: Path, target: Path) -> None:
+    """Unpack the single top folder of `archive` to `target`, all or nothing.
+
+    The archive's top folder must be named like `target` (as CIFAR-10's is); members that
+    would land outside it are refused by tarfile's "data" filter.
+    """
+    with atomic_dir(target) as tmp:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise DataSourceError(f"{archive}: cannot unpack ({err})") from None
+        inner = tmp / target.name
+        if not inner.is_dir():
+            raise DataSourceError(f"{archive}: has no top folder {target.name}/")
+        for item in inner.iterdir():
+            item.rename(tmp / item.name)
+        inner.rmdir()

@@ -28,7 +28,9 @@ class Augment:
 
     rotation: max degrees either way; width_shift / height_shift: max fraction of the side;
     zoom: Keras' zoom_range (scale drawn in [1 - zoom, 1 + zoom]); horizontal_flip: flip
-    half of the images; brightness / contrast: max relative change either way.
+    half of the images; brightness / contrast: max relative change either way;
+    crop_padding: pad each side by this many pixels and crop back at a random place, i.e.
+    a random whole-pixel shift with zero fill (the usual CIFAR-10 crop).
     """
 
     rotation: float = 0.0
@@ -38,14 +40,17 @@ class Augment:
     horizontal_flip: bool = False
     brightness: float = 0.0
     contrast: float = 0.0
+    crop_padding: int = 0
 
-    NUM_PARAMS = 7
+    NUM_PARAMS = 9  # table columns: rotation, shifts, zoom, flip, contrast, brightness, crop rows/cols
 
     def __post_init__(self) -> None:
         for name in ("rotation", "width_shift", "height_shift", "zoom", "brightness", "contrast"):
             value = getattr(self, name)
             if value < 0:
                 raise ValueError(f"data.augment.{name}={value} must be >= 0")
+        if not isinstance(self.crop_padding, int) or self.crop_padding < 0:
+            raise ValueError(f"data.augment.crop_padding={self.crop_padding!r} must be an integer >= 0")
         if self.zoom >= 1:
             raise ValueError(f"data.augment.zoom={self.zoom} must be in [0, 1)")
 
@@ -55,12 +60,15 @@ class Augment:
 
     @property
     def enabled(self) -> bool:
-        return self.geometric or self.horizontal_flip or bool(self.brightness or self.contrast)
+        return (self.geometric or self.horizontal_flip or bool(self.brightness or self.contrast)
+                or self.crop_padding > 0)
 
     def __call__(self, x: Tensor, u: Tensor) -> Tensor:
         """Augment float images `x` (N, C, H, W) with uniform(0, 1) draws `u` (N, NUM_PARAMS)."""
         sym = u * 2 - 1  # uniform(-1, 1)
         flip = u[:, 4] < 0.5 if self.horizontal_flip else None
+        if self.crop_padding:
+            x = self._crop(x, u[:, 7:9])
         if self.geometric:
             x = self._affine(x, sym, flip)
         elif flip is not None:
@@ -72,6 +80,17 @@ class Augment:
         if self.brightness:
             x = x * (1 + self.brightness * sym[:, 6, None, None, None])
         return x
+
+    def _crop(self, x: Tensor, u: Tensor) -> Tensor:
+        """Each image padded by p zeros, then cropped back to its size at offsets drawn from `u`."""
+        p = self.crop_padding
+        n, _, h, w = x.shape
+        offsets = (u * (2 * p + 1)).long().clamp_max(2 * p)  # uniform over 0..2p
+        rows = offsets[:, 0, None] + torch.arange(h, device=x.device)  # (N, H)
+        cols = offsets[:, 1, None] + torch.arange(w, device=x.device)  # (N, W)
+        padded = F.pad(x, (p, p, p, p))
+        batch = torch.arange(n, device=x.device)[:, None, None]
+        return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
     def _affine(self, x: Tensor, sym: Tensor, flip: Tensor | None) -> Tensor:
         angle = sym[:, 0] * math.radians(self.rotation)

@@ -1,7 +1,8 @@
 """Plain `nn.Module` classifiers: no Lightning, no Hydra, no data code."""
 
 from visionlab.models.activations import ACTIVATIONS, make_activation
+from visionlab.models.backbones import BACKBONES, Backbone
 from visionlab.models.cnn import CNN
 from visionlab.models.mlp import MLP
 
-__all__ = ["ACTIVATIONS", "CNN", "MLP", "make_activation"]
+__all__ = ["ACTIVATIONS", "BACKBONES", "Backbone", "CNN", "MLP", "make_activation"]

@@ -1,0 +1,137 @@
+"""Your own images: a folder with one sub-folder per class, decoded once into memory.
+
+Layout: `root/<class>/*.png` (split here, 70/15/15 stratified by class with a seed) or
+`root/{train,val,test}/<class>/*` (used as given). Every image is decoded, converted to
+grayscale or RGB and resized to `image_size` once, in `setup`; then the in-memory path (or
+`loader=dataloader`) serves it like any other dataset. Files that are not readable images
+are logged by name and reason and skipped; a class left empty is an error before training.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from visionlab.data.datamodule import InMemoryImageDataModule, Split
+
+log = logging.getLogger("visionlab")
+
+COLORS = {"rgb": "RGB", "grayscale": "L"}
+SPLITS = ("train", "val", "test")
+
+
+def class_folders(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> sorted files under its sub-folder (hidden entries ignored)."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return {
+        c.name: sorted(f for f in c.rglob("*") if f.is_file() and not any(s.startswith(".") for s in f.relative_to(c).parts))
+        for c in classes
+    }
+
+
+def decode_image(path: Path, mode: str, size: int) -> np.ndarray:
+    """uint8 (C, size, size) array of the image at `path`; raises OSError/ValueError if unreadable."""
+    with Image.open(path) as img:
+        img = img.convert(mode).resize((size, size), Image.Resampling.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
+    """Indices of each part: every class is shuffled with `seed` and cut by `fractions`."""
+    gen = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in fractions]
+    for cls in labels.unique().tolist():
+        idx = (labels == cls).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        bounds = np.round(np.cumsum([0.0, *fractions]) / sum(fractions) * len(idx)).astype(int)
+        for k in range(len(fractions)):
+            parts[k].append(idx[bounds[k]: bounds[k + 1]])
+    return [torch.cat(p).sort().values for p in parts]
+
+
+class ImageFolderDataModule(InMemoryImageDataModule):
+    """A folder of class sub-folders as a dataset, held in memory as uint8 tensors."""
+
+    def __init__(self, root: str | None = None, *args: Any, image_size: int = 64, color: str = "rgb",
+                 split: Sequence[float] = (0.7, 0.15, 0.15), **kwargs: Any) -> None:
+        if not root:
+            raise ValueError("data.root is not set; give the folder of class sub-folders: data.root=PATH")
+        if color not in COLORS:
+            raise ValueError(f"data.color={color!r} is unknown; allowed: {', '.join(COLORS)}")
+        if len(split) != 3 or any(f <= 0 for f in split):
+            raise ValueError(f"data.split={list(split)} must be 3 fractions > 0 (train, val, test)")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"data.root={root} is not a folder")
+        presplit = all((self.root / s).is_dir() for s in SPLITS)
+        self.files = {s: class_folders(self.root / s) for s in SPLITS} if presplit else {"all": class_folders(self.root)}
+        first = self.files["train" if presplit else "all"]
+        self.classes = tuple(first)
+        self._check_listing(presplit)
+        self.image_size, self.color, self.split_fractions = image_size, color, tuple(split)
+        self.input_shape = (1 if color == "grayscale" else 3, image_size, image_size)
+        kwargs.setdefault("val_size", 0)
+        super().__init__(*args, **kwargs)
+
+    def _check_listing(self, presplit: bool) -> None:
+        where = f"data.root={self.root}" + (" (train/)" if presplit else "")
+        if not self.classes:
+            raise ValueError(f"{where} has no class sub-folders; expected one folder of images per class")
+        empty = [c for c, files in self.files["train" if presplit else "all"].items() if not files]
+        if empty:
+            raise ValueError(f"{where}: class folder(s) {', '.join(empty)} hold no files")
+        for s in ("val", "test") if presplit else ():
+            unknown = sorted(set(self.files[s]) - set(self.classes))
+            if unknown:
+                raise ValueError(f"{self.root / s} has classes not in train/: {', '.join(unknown)}")
+
+    def prepare_data(self) -> None:
+        """Nothing to fetch: the images are the user's."""
+
+    def read_folder(self, listing: dict[str, list[Path]], name: str) -> Split:
+        """Decode every file of `listing`; unreadable ones are reported and skipped."""
+        mode, arrays, labels, skipped = COLORS[self.color], [], [], 0
+        for cls, files in listing.items():
+            label = self.classes.index(cls)
+            for path in files:
+                try:
+                    arrays.append(decode_image(path, mode, self.image_size))
+                except Exception as err:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError...
+                    skipped += 1
+                    log.warning("skipping %s: %s", path, " ".join(str(err).split()) or type(err).__name__)
+                    continue
+                labels.append(label)
+        if skipped:
+            log.warning("%s: skipped %d unreadable file(s) of %d", name, skipped, skipped + len(labels))
+        if not arrays:
+            raise ValueError(f"data.root={self.root}: no readable images in {name}")
+        return torch.from_numpy(np.stack(arrays)), torch.tensor(labels, dtype=torch.int64)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        if "all" in self.files:
+            images, labels = self.read_folder(self.files["all"], "all images")
+            self._check_classes(labels, "the folder")
+            parts = stratified_split(labels, self.split_fractions, self.split_seed)
+            self.splits = {s: (images[idx], labels[idx]) for s, idx in zip(SPLITS, parts)}
+        else:
+            self.splits = {s: self.read_folder(self.files[s], f"{s}/") for s in SPLITS}
+            self._check_classes(self.splits["train"][1], "train/")
+        for s, (_, labels) in self.splits.items():
+            if len(labels) == 0:
+                raise ValueError(f"data.root={self.root}: the {s} split is empty; add images or change data.split")
+        self.mean, self.std = self._stats(self.splits["train"][0])
+
+    def _check_classes(self, labels: torch.Tensor, where: str) -> None:
+        counts = torch.bincount(labels, minlength=self.num_classes)
+        empty = [c for c, n in zip(self.classes, counts.tolist()) if n == 0]
+        if empty:
+            raise ValueError(f"data.root={self.root}: class(es) {', '.join(empty)} have no readable images in {where}")

@@ -1,0 +1,109 @@
+"""torchvision backbones: build without weights, train, freeze, unfreeze on schedule,
+layer-wise learning rates, local weight files, and the offline error. No network."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import lightning as L
+import pytest
+import torch
+from torchvision import models as tvm
+
+from visionlab.data import SyntheticDataModule
+from visionlab.finetune import BackboneUnfreeze
+from visionlab.models import BACKBONES, Backbone
+from visionlab.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+from visionlab.task import ClassifierTask
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_each_backbone_builds_and_takes_a_training_step(name):
+    torch.manual_seed(0)
+    net = Backbone((1, 28, 28), 4, name=name)  # grayscale 28x28: adapted to 3 x 32 x 32
+    x, y = torch.randn(2, 1, 28, 28), torch.tensor([0, 3])
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    before = [p.detach().clone() for p in net.backbone.parameters()][:3]
+    logits = net(x)
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    loss.backward()
+    opt.step()
+    assert logits.shape == (2, 4) and torch.isfinite(loss)
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.backbone.parameters()))
+
+
+def test_freezing_stops_backbone_gradients_and_batchnorm_updates():
+    net = Backbone((3, 32, 32), 5, name="resnet18", freeze_backbone=True).train()
+    stats = net.backbone.bn1.running_mean.clone()
+    torch.nn.functional.cross_entropy(net(torch.randn(6, 3, 32, 32)), torch.arange(6) % 5).backward()
+    assert all(p.grad is None for p in net.backbone.parameters())
+    assert all(p.grad is not None for p in net.head.parameters())
+    assert torch.equal(net.backbone.bn1.running_mean, stats) and not net.backbone.training
+    net.unfreeze_backbone()
+    assert net.backbone.training and all(p.requires_grad for p in net.backbone.parameters())
+
+
+class Recorder(L.Callback):
+    """Backbone weights at every epoch start (after the unfreeze callback ran)."""
+
+    def __init__(self) -> None:
+        self.frozen, self.weights = [], []
+
+    def on_train_epoch_start(self, trainer, task):
+        self.frozen.append(task.net.frozen)
+        self.weights.append(task.net.backbone.features[0][0].weight.detach().clone())
+
+
+def test_unfreeze_happens_at_the_set_epoch_with_the_lower_lr(tmp_path):
+    torch.manual_seed(0)
+    dm = SyntheticDataModule(input_shape=(1, 28, 28), num_classes=3, train_size=20, test_size=4, val_size=4,
+                             batch_size=8, eval_batch_size=8, chunk=1)
+    net = Backbone(dm.input_shape, dm.num_classes, name="mobilenet_v3_small", freeze_backbone=True,
+                   backbone_lr_scale=0.1)
+    task = ClassifierTask(net, lambda params: torch.optim.Adam(params, lr=0.01))
+    recorder = Recorder()
+    trainer = L.Trainer(max_epochs=3, callbacks=[BackboneUnfreeze(unfreeze_at_epoch=2), recorder], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(task, datamodule=dm)
+    assert recorder.frozen == [True, True, False]
+    w0, w1, w2 = recorder.weights
+    assert torch.equal(w0, w1) and torch.equal(w1, w2)  # untouched while frozen
+    assert not torch.equal(w2, net.backbone.features[0][0].weight)  # trained after the unfreeze
+    head, backbone = trainer.optimizers[0].param_groups
+    assert (head["name"], backbone["name"]) == ("head", "backbone")
+    assert head["lr"] == pytest.approx(0.01) and backbone["lr"] == pytest.approx(0.001)
+    assert net.adapt.in_mean.flatten().tolist() == pytest.approx(dm.mean)  # the data told the net
+
+
+def test_weights_path_loads_a_local_state_dict(tmp_path):
+    torch.manual_seed(1)
+    reference = tvm.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    net = Backbone((3, 32, 32), 7, name="resnet18", pretrained=True, weights_path=str(tmp_path / "resnet18.pth"))
+    assert torch.equal(net.backbone.conv1.weight, reference.conv1.weight)
+    assert torch.equal(net.backbone.layer4[1].bn2.running_var, reference.layer4[1].bn2.running_var)
+    assert net.head[1].out_features == 7 and net.adapt.imagenet
+    torch.save(tvm.mobilenet_v3_small(weights=None).state_dict(), tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="not resnet18 ImageNet weights"):
+        Backbone((3, 32, 32), 7, name="resnet18", weights_path=str(tmp_path / "other.pth"))
+
+
+def test_pretrained_offline_without_a_file_says_how_to_supply_one(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(ValueError, match=r"cannot get the resnet18 ImageNet weights .* model\.weights_path=FILE"):
+        Backbone((3, 32, 32), 10, name="resnet18", pretrained=True)
+
+
+def test_pretrained_input_is_renormalised_to_imagenet_statistics(tmp_path):
+    torch.save(tvm.resnet18(weights=None).state_dict(), tmp_path / "w.pth")
+    net = Backbone((1, 40, 40), 2, name="resnet18", weights_path=str(tmp_path / "w.pth"))
+    net.set_input_normalization((0.3,), (0.2,))
+    pixels = torch.rand(2, 1, 40, 40)  # in [0, 1]
+    out = net.adapt((pixels - 0.3) / 0.2)
+    expected = (pixels.expand(-1, 3, -1, -1) - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) \
+        / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    assert out.shape == (2, 3, 40, 40) and torch.allclose(out, expected, atol=1e-5)
