@@ -166,7 +166,8 @@ class ClassifierTask(LightningModule):
         self._rng = torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else torch.default_generator
 
     def on_train_epoch_end(self) -> None:
-        sums = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum")
+        # clone: on one device reduce() returns the buffer itself, which zero_() would clear
+        sums = self.trainer.strategy.reduce(self._train_sums.clone(), reduce_op="sum")
         self._train_sums.zero_()  # kept in checkpoints, so a mid-epoch resume keeps its partial sums
         count = sums[2].clamp_min(1)
         self.log_dict({"train/loss": sums[0] / count, "train/acc": sums[1] / count})
