@@ -24,8 +24,8 @@ def fit_and_compare(cfg):
 def test_each_model_trains_with_each_optimizer(model, optimizer, cfg_factory):
     task, trainer, changed = fit_and_compare(cfg_factory(f"model={model}", f"optimizer={optimizer}"))
     assert changed > 0
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
-    assert 0 <= trainer.callback_metrics["val/acc"] <= 1
+    assert torch.isfinite(trainer.callback_metrics["train/loss"]) and trainer.callback_metrics["train/loss"] > 0
+    assert 0 < trainer.callback_metrics["train/acc"] <= 1 and 0 <= trainer.callback_metrics["val/acc"] <= 1
 
 
 @pytest.mark.parametrize("scheduler", options("scheduler"))
