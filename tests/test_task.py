@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from visionlab.config import ConfigError
 from visionlab.models import MLP
 from visionlab.task import ClassifierTask
 from visionlab.train import build
@@ -45,13 +46,24 @@ def test_penalties_are_lasso_ridge_and_their_sum_on_weights_only():
     assert make().penalty().item() == 0
 
 
-def test_plateau_monitor_that_is_never_logged_is_named(cfg_factory):
-    datamodule, task, trainer = build(cfg_factory("model=mlp", "scheduler=plateau", "scheduler.monitor=val/los"))
-    with pytest.raises(ValueError, match="scheduler.monitor='val/los' is never logged; logged metrics: .*val/loss"):
-        trainer.fit(task, datamodule=datamodule)
+@pytest.mark.parametrize("key", ["scheduler.monitor", "callbacks.early_stopping.monitor"])
+def test_a_monitor_that_is_never_logged_is_refused_before_building(key, cfg_factory):
+    cfg = cfg_factory("model=mlp", "scheduler=plateau", "callbacks=default", f"{key}=val/los")
+    with pytest.raises(ConfigError, match=f"{key}='val/los' is never logged; expected one of train/loss, .*val/loss"):
+        build(cfg)
 
 
 def test_plateau_scheduler_cuts_the_rate_when_val_loss_stalls(cfg_factory):
     _, trainer = trained_weights(cfg_factory, "model=mlp", "scheduler=plateau", "scheduler.factory.patience=0", "scheduler.factory.min_lr=0",
                                  "optimizer=sgd", "optimizer.lr=1e-5", "trainer.max_epochs=3")
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-5 * 0.2**2)
+
+
+def test_a_non_finite_loss_stops_training_naming_the_step_and_a_hint(cfg_factory, tmp_path):
+    cfg = cfg_factory("model=mlp", "optimizer=sgd", "optimizer.lr=1e12", "trainer.max_epochs=3",
+                      "trainer.limit_train_batches=null", "callbacks=default", "trainer.enable_checkpointing=true",
+                      "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true")
+    datamodule, task, trainer = build(cfg)
+    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step \d+ \(epoch 0\); .*lower the learning rate"):
+        trainer.fit(task, datamodule=datamodule)
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists(), "no checkpoint of non-finite weights"

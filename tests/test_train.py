@@ -68,6 +68,8 @@ def test_full_run_writes_config_checkpoints_events_and_metrics(tmp_path, cfg_fac
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"epoch", "train/loss", "train/acc", "val/loss", "val/acc"} <= set(header)
     assert json.loads((tmp_path / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["seed"] == cfg.seed and info["versions"]["torch"] == torch.__version__
 
 
 @pytest.mark.slow

@@ -61,8 +61,9 @@ class EarlyStopping(_EarlyStopping):
         if self.restore_best_weights and self.best_weights is not None:
             pl_module.load_state_dict(self.best_weights)
             self.restored = True
-            log.info("EarlyStopping: restored the weights from the end of the best epoch: %d (%s=%.4f)",
-                     self.best_epoch + 1, self.monitor, float(self.best_score))
+            if trainer.is_global_zero:
+                log.info("EarlyStopping: restored the weights from the end of the best epoch: %d (%s=%.4f)",
+                         self.best_epoch + 1, self.monitor, float(self.best_score))
 
 
 def restored_best_weights(trainer: L.Trainer) -> bool:

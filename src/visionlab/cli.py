@@ -23,7 +23,7 @@ from visionlab.data.sources import DataSourceError
 log = logging.getLogger("visionlab")
 
 # Errors that mean "the input is wrong", not "the code is wrong": reported in one line.
-USER_ERRORS = (ConfigError, ValueError, DataSourceError, FileNotFoundError)
+USER_ERRORS = (ConfigError, ValueError, DataSourceError, FileNotFoundError, FloatingPointError)
 
 
 def one_line(err: BaseException) -> str:

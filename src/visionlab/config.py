@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from visionlab.data.image_folder import COLORS
 from visionlab.models.activations import ACTIVATIONS
 from visionlab.models.backbones import BACKBONES
-from visionlab.task import LOSSES
+from visionlab.task import LOGGED_METRICS, LOSSES
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -68,8 +68,19 @@ def _sizes(v: Any, allow_empty: bool) -> bool:
     return isinstance(v, Sequence) and (allow_empty or len(v) > 0) and all(_int(s) and s > 0 for s in v)
 
 
+def _monitored(cfg: DictConfig) -> list[tuple[str, str]]:
+    keys = [("scheduler.monitor", OmegaConf.select(cfg, "scheduler.monitor", default=None))]
+    for name, callback in (OmegaConf.select(cfg, "callbacks", default=None) or {}).items():
+        if isinstance(callback, DictConfig):
+            keys.append((f"callbacks.{name}.monitor", callback.get("monitor")))
+    return [(key, value) for key, value in keys if value is not None]
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first value that breaks a rule."""
+    for key, value in _monitored(cfg):
+        if value not in LOGGED_METRICS:
+            raise ConfigError(f"{key}={value!r} is never logged; expected one of {', '.join(LOGGED_METRICS)}")
     for key, ok, allowed in RULES:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:

@@ -35,6 +35,9 @@ from visionlab.checkpoint import METADATA_KEY, checkpoint_metadata
 from visionlab.seeding import derive_seed
 
 LOSSES = ("cross_entropy", "hinge")
+EVAL_METRICS = ("loss", "acc", "precision", "recall", "f1", "auroc")
+# Everything the task logs, per epoch: what schedulers and callbacks may monitor.
+LOGGED_METRICS = ("train/loss", "train/acc", *(f"{stage}/{m}" for stage in ("val", "test") for m in EVAL_METRICS))
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 
 
@@ -199,7 +202,8 @@ class ClassifierTask(LightningModule):
         sums = self.trainer.strategy.reduce(self._train_sums.clone(), reduce_op="sum")
         self._train_sums.zero_()  # kept in checkpoints, so a mid-epoch resume keeps its partial sums
         count = sums[2].clamp_min(1)
-        self.log_dict({"train/loss": sums[0] / count, "train/acc": sums[1] / count})
+        # values are already reduced over ranks; sync_dist only averages identical numbers
+        self.log_dict({"train/loss": sums[0] / count, "train/acc": sums[1] / count}, sync_dist=True)
         if self.schedule and self.schedule.interval == "epoch":
             self._step_epoch_scheduler()
 
@@ -229,7 +233,7 @@ class ClassifierTask(LightningModule):
     def _eval_epoch_end(self, stage: str, metrics: MetricCollection, mean_loss: MeanMetric) -> None:
         values = metrics.compute()
         values[f"{stage}/loss"] = mean_loss.compute()
-        self.log_dict(values)
+        self.log_dict(values, sync_dist=True)  # torchmetrics already synced: averaging identical values
         metrics.reset()
         mean_loss.reset()
 

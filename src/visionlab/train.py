@@ -4,6 +4,8 @@ then test the best checkpoint. `python scripts/train.py model=mlp optimizer=sgd`
 from __future__ import annotations
 
 import json
+import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Mo
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+import visionlab
 from visionlab.callbacks import restored_best_weights
 from visionlab.cli import hydra_entry
 from visionlab.config import validate
@@ -76,9 +79,22 @@ def flat_hparams(cfg: DictConfig, keys: tuple[str, ...] = HPARAM_KEYS) -> dict[s
     return out
 
 
+def run_info(cfg: DictConfig) -> dict[str, Any]:
+    """What reproducing this run needs beyond its config: seed, versions, command."""
+    return {
+        "seed": cfg.seed,
+        "versions": {"visionlab": visionlab.__version__, "torch": torch.__version__, "lightning": L.__version__,
+                     "python": platform.python_version()},
+        "command": " ".join(sys.argv),
+        "machine": f"{platform.node()} ({platform.machine()}, {torch.get_num_threads()} threads)",
+    }
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
     datamodule, task, trainer = build(cfg)
+    if trainer.is_global_zero:
+        atomic_write(Path(trainer.default_root_dir) / "run_info.json", json.dumps(run_info(cfg), indent=2))
     hparams = flat_hparams(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
