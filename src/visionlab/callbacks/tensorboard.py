@@ -3,8 +3,8 @@ model graph, a confusion matrix and labelled sample images each validation epoch
 first conv layer's filters, and optional weight and gradient histograms.
 
 Everything runs at fit start or at an epoch's end, never per step, so training speed is
-unchanged; the images cost one extra forward pass over the validation split (capped by
-`max_images`). Each callback does nothing when the run has no TensorBoard logger, and
+unchanged; the images cost one extra forward pass over (the first `max_images` of) the
+validation split. Each callback does nothing when the run has no TensorBoard logger, and
 only rank 0 writes.
 """
 
@@ -41,15 +41,20 @@ def tensorboard_writer(trainer: Trainer) -> SummaryWriter | None:
 
 
 @contextmanager
-def evaluating(net: nn.Module) -> Iterator[nn.Module]:
-    """`net` in eval mode without gradients, restored to its previous mode afterwards."""
+def evaluating(net: nn.Module, grad: bool = False) -> Iterator[nn.Module]:
+    """`net` in eval mode (gradients off unless `grad`), then back to its previous mode."""
     was_training = net.training
     net.eval()
     try:
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             yield net
     finally:
         net.train(was_training)
+
+
+def net_inputs(trainer: Trainer, net: nn.Module, images: Tensor) -> Tensor:
+    """uint8 images as the net sees them in evaluation: normalised, on its device."""
+    return trainer.datamodule.transform(train=False)(images.to(next(net.parameters()).device))
 
 
 def validation_split(trainer: Trainer) -> tuple[Tensor, Tensor] | None:
@@ -62,13 +67,10 @@ def validation_split(trainer: Trainer) -> tuple[Tensor, Tensor] | None:
 
 
 def predict_classes(trainer: Trainer, net: nn.Module, images: Tensor) -> Tensor:
-    """Predicted class of every uint8 image, in eval batches on the net's device."""
-    datamodule = trainer.datamodule
-    transform = datamodule.transform(train=False)
-    device = next(net.parameters()).device
-    batch = getattr(datamodule, "eval_batch_size", 1000)
+    """Predicted class of every uint8 image, in evaluation batches."""
+    batch = getattr(trainer.datamodule, "eval_batch_size", 1000)
     with evaluating(net):
-        preds = [net(transform(images[i : i + batch].to(device))).argmax(1).cpu()
+        preds = [net(net_inputs(trainer, net, images[i : i + batch])).argmax(1).cpu()
                  for i in range(0, len(images), batch)]
     return torch.cat(preds)
 
@@ -173,7 +175,7 @@ class ModelGraph(Callback):
         if writer is None or split is None:
             return
         net = pl_module.net
-        x = trainer.datamodule.transform(train=False)(split[0][:2].to(next(net.parameters()).device))
+        x = net_inputs(trainer, net, split[0][:2])
         with evaluating(net), warnings.catch_warnings():
             # TensorBoard's graph still comes from torch.jit.trace, deprecated in torch 2.x
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace", category=FutureWarning)
@@ -257,16 +259,10 @@ def probe_gradients(trainer: Trainer, pl_module: LightningModule, size: int) -> 
         return {}
     net = pl_module.net
     images, labels = (t[:size] for t in splits["train"])
-    device = next(net.parameters()).device
-    x = trainer.datamodule.transform(train=False)(images.to(device))
     criterion = getattr(pl_module, "criterion", F.cross_entropy)
     params = {name: p for name, p in net.named_parameters() if p.requires_grad}
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.enable_grad():
-            loss = criterion(net(x), labels.to(device))
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-    finally:
-        net.train(was_training)
+    with evaluating(net, grad=True):
+        logits = net(net_inputs(trainer, net, images))
+        grads = torch.autograd.grad(criterion(logits, labels.to(logits.device)), list(params.values()),
+                                    allow_unused=True)
     return {name: g for name, g in zip(params, grads) if g is not None}
