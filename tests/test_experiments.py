@@ -2,6 +2,7 @@
 options compose into a valid config."""
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 
 from conftest import compose_config
@@ -14,9 +15,11 @@ def sweep_jobs(experiment: str) -> list[list[str]]:
     """The override list of each job the experiment's own sweep launches."""
     cfg = compose_config([f"experiment={experiment}"])
     params = cfg.hydra.sweeper.get("params") or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
     jobs = [[]]
-    for key, values in params.items():
-        jobs = [job + [f"{key}={v.strip()}"] for job in jobs for v in str(values).split(",")]
+    for override in parsed:
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        jobs = [job + [f"{override.get_key_element()}={v}"] for job in jobs for v in values]
     return jobs
 
 
@@ -32,8 +35,8 @@ def test_every_job_of_every_experiment_composes(experiment, tmp_path):
         validate(cfg)
         net = instantiate(cfg.model, input_shape=[1, 28, 28], num_classes=10)
         assert net.num_classes == 10
-    if experiment in ("activations", "optimizers", "regularization"):
-        assert len(jobs) >= 6
+    expected = {"activations": 6, "optimizers": 7, "regularization": 7, "kernel_vs_filters": 9, "augmentation": 3}
+    assert len(jobs) == expected.get(experiment, len(jobs))
 
 
 def test_experiments_set_what_the_notes_say(tmp_path):
