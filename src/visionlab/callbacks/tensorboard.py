@@ -151,6 +151,12 @@ class HParamsMetric(Callback):
         self.monitor, self.mode = monitor, mode
         self.best: float | None = None
 
+    def state_dict(self) -> dict[str, float | None]:
+        return {"best": self.best}  # a resumed run goes on from its best so far
+
+    def load_state_dict(self, state_dict: dict[str, float | None]) -> None:
+        self.best = state_dict.get("best")
+
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         for logger in tensorboard_loggers(trainer):
             params = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in logger.hparams.items()}
