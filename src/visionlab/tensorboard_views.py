@@ -26,6 +26,8 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
+from visionlab.plots import confusion_figure
+
 
 def tensorboard_loggers(trainer: Trainer) -> list[TensorBoardLogger]:
     """The run's TensorBoard loggers; empty on ranks other than 0."""
@@ -79,26 +81,6 @@ def confusion_matrix(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """counts[true, predicted]."""
     index = labels.long() * num_classes + preds.long()
     return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def confusion_figure(counts: Tensor, classes: Sequence[str]) -> Figure:
-    """Row-normalised confusion matrix (recall on the diagonal) annotated with counts."""
-    n = len(classes)
-    rates = counts.float() / counts.sum(1, keepdim=True).clamp_min(1)
-    fig = Figure(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n), dpi=90)
-    ax = fig.subplots()
-    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for t in range(n):
-        for p in range(n):
-            if counts[t, p]:
-                ax.text(p, t, int(counts[t, p]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[t, p] > 0.5 else "black")
-    fig.tight_layout()
-    return fig
 
 
 def samples_figure(images: Tensor, preds: Tensor, labels: Tensor, classes: Sequence[str]) -> Figure:
