@@ -15,10 +15,11 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from visionlab.config import CONF_DIR, ConfigError, check_group_overrides
 from visionlab.data.sources import DataSourceError
+from visionlab.io import atomic_write
 
 log = logging.getLogger("visionlab")
 
@@ -75,25 +76,62 @@ def resume_overrides(argv: Sequence[str]) -> list[str]:
     return [*original, *rest, f"ckpt_path={ckpt.resolve()}", f"hydra.run.dir={run_dir}"]
 
 
+ERROR_FILE = "error.txt"  # in a failed run's folder: what went wrong, for the report
+
+
+def _error_file() -> Path | None:
+    try:
+        return Path(HydraConfig.get().runtime.output_dir) / ERROR_FILE
+    except ValueError:
+        return None
+
+
+def _record_failure(message: str) -> None:
+    """Write `message` to the run folder's error.txt, so a report lists the run as failed."""
+    if (path := _error_file()) is not None:
+        atomic_write(path, message + "\n")
+
+
+def _sweeper_reads_failures() -> bool:
+    """Whether the sweeper must see a failed job as an exception rather than a NaN result.
+
+    Hydra's basic sweeper ignores results, so a NaN lets the sweep (and its report) finish.
+    Other sweepers score results: Optuna's marks a raising trial FAILED and counts it
+    against `max_failure_rate`, but crashes on NaN (optuna 2.10 refuses NaN values).
+    """
+    target = str(OmegaConf.select(HydraConfig.get(), "sweeper._target_", default=""))
+    return not target.endswith("BasicSweeper")
+
+
 def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any]) -> Callable[[], None]:
     """A `main()` that runs `fn(cfg)` under Hydra with the checks above.
 
-    In a multirun a failing job is logged and returns NaN, so the other jobs go on.
-    Set VISIONLAB_DEBUG=1 to get full tracebacks instead.
+    A failing run writes its message to error.txt in its folder. Bad input ends a single
+    run with one line on stderr (exit 2). In a multirun a failing job is logged (bad input
+    in one line, a crash with its traceback) and the other jobs go on: the basic sweeper
+    gets NaN, other sweepers the exception. VISIONLAB_DEBUG=1 gives full tracebacks.
     """
 
     def task_function(cfg: DictConfig) -> Any:
         try:
-            return fn(cfg)
-        except USER_ERRORS + (InstantiationException,) as err:
-            if os.environ.get("VISIONLAB_DEBUG"):
+            result = fn(cfg)
+            if (stale := _error_file()) is not None:
+                stale.unlink(missing_ok=True)  # a resumed run that now succeeded
+            return result
+        except Exception as err:
+            user_error = isinstance(err, USER_ERRORS + (InstantiationException,))
+            message = f"error: {one_line(err)}" if user_error else f"error: {type(err).__name__}: {one_line(err)}"
+            _record_failure(message)
+            multirun = _in_multirun()
+            if os.environ.get("VISIONLAB_DEBUG") or not (user_error or multirun):
                 raise
-            message = f"error: {one_line(err)}"
-            log.error(message)
-            if _in_multirun():
-                return float("nan")
-            print(message, file=sys.stderr)
-            sys.exit(2)
+            log.error(message, exc_info=not user_error)
+            if not multirun:
+                print(message, file=sys.stderr)
+                sys.exit(2)
+            if _sweeper_reads_failures():
+                raise
+            return float("nan")
 
     wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task_function)
 

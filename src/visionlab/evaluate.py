@@ -25,6 +25,7 @@ from torchmetrics.classification import (
 from visionlab.cli import hydra_entry
 from visionlab.config import ConfigError
 from visionlab.io import atomic_path, atomic_write
+from visionlab.plots import confusion_figure
 from visionlab.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities
 from visionlab.task import eval_metrics
 
@@ -47,30 +48,10 @@ def classification_report(probs: Tensor, labels: Tensor, classes: tuple[str, ...
 
 
 def plot_confusion(confusion: Tensor, classes: tuple[str, ...], path: Path, title: str) -> None:
-    """Counts with class names, true classes as rows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.6 + 0.75 * n, 1.2 + 0.7 * n))
-    ax.imshow(confusion.numpy(), cmap="Blues")
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    high = confusion.max().item() / 2
-    for i in range(n):
-        for j in range(n):
-            value = int(confusion[i, j])
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
-                    color="white" if value > high else "black")
-    fig.tight_layout()
+    """The confusion matrix figure (visionlab.plots) as a PNG file."""
+    fig = confusion_figure(confusion, classes, title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def write_report(report: dict[str, Any], classes: tuple[str, ...], out: Path, info: dict[str, Any]) -> None:

@@ -48,7 +48,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Tra
                           channels_last=bool(cfg.get("channels_last")), seed=cfg.seed, **cfg.task)
     task.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    # non-mapping entries are options read by callbacks (logger.histograms), not loggers
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if isinstance(c, DictConfig) and c]
     # logger=none and trainer.enable_*=false win over the callbacks group
     switched_off = [kind for flag, kind in SWITCHES if not cfg.trainer.get(flag, True)]
     switched_off += [LearningRateMonitor] if not loggers else []

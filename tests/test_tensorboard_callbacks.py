@@ -1,0 +1,71 @@
+"""The TensorBoard views land in the event files: read back with TensorBoard's own reader."""
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from visionlab.tensorboard_views import confusion_matrix, filters_image
+from visionlab.train import train
+
+
+def read_events(folder) -> EventAccumulator:
+    events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0, "histograms": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def hparams_data(events: EventAccumulator) -> dict[str, plugin_data_pb2.HParamsPluginData]:
+    return {tag: plugin_data_pb2.HParamsPluginData.FromString(content)
+            for tag, content in events.PluginTagToContent("hparams").items()}
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory):
+    """Two epochs of a small CNN with every TensorBoard view on."""
+    from conftest import FAST, compose_config
+
+    out = tmp_path_factory.mktemp("tb")
+    cfg = compose_config([*FAST, "model=cnn", "model.channels=[4,8]", "model.dense=[16]", "trainer.max_epochs=2",
+                          "logger=tensorboard", "logger.histograms=true", "callbacks=tensorboard"], output_dir=out)
+    train(cfg)
+    return read_events(out / "tensorboard")
+
+
+def test_hp_metric_is_the_best_val_acc_and_hparams_are_registered(cnn_run):
+    val_acc = [s.value for s in cnn_run.Scalars("val/acc")]
+    hp_metric = [s.value for s in cnn_run.Scalars("hp_metric") if s.value == s.value]  # NaN until the first val
+    assert len(val_acc) == 2 and hp_metric == [max(val_acc[:1]), max(val_acc)]
+    data = hparams_data(cnn_run)
+    assert [m.name.tag for m in data["_hparams_/experiment"].experiment.metric_infos] == ["hp_metric"]
+    session = data["_hparams_/session_start_info"].session_start_info.hparams
+    assert session["model.activation"].string_value == "relu"
+    assert session["optimizer.lr"].number_value == pytest.approx(0.001)
+
+
+def test_images_graph_and_histograms_are_written_each_epoch(cnn_run):
+    tags = cnn_run.Tags()
+    for tag in ("val/confusion_matrix", "val/samples", "model/first_conv_filters"):
+        images = cnn_run.Images(tag)
+        assert [i.step for i in images] == [0, 1], tag
+        assert images[0].encoded_image_string.startswith(b"\x89PNG")
+    assert tags["graph"]
+    assert "weights/features.0.weight" in tags["histograms"] and "grads/features.0.weight" in tags["histograms"]
+
+
+def test_histograms_stay_off_by_default_and_mlp_has_no_filters(tmp_path, cfg_factory):
+    cfg = cfg_factory("model=mlp", "logger=tensorboard", "callbacks=tensorboard")
+    train(cfg)
+    tags = read_events(tmp_path / "tensorboard").Tags()
+    assert tags["histograms"] == []
+    assert "val/confusion_matrix" in tags["images"] and "model/first_conv_filters" not in tags["images"]
+
+
+def test_confusion_matrix_counts_true_rows_predicted_columns():
+    counts = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    assert counts.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_filters_image_is_one_grid_scaled_to_unit_range():
+    grid = filters_image(torch.randn(8, 1, 3, 3))
+    assert grid.shape[0] == 3 and grid.min() >= 0 and grid.max() <= 1 and grid.shape[1] >= 2 * 24
