@@ -127,6 +127,7 @@ class History(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
+        self._start = time.perf_counter()  # a run resumed mid-epoch starts no new epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)
@@ -135,8 +136,9 @@ class History(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         optimizers = trainer.optimizers
         lr = optimizers[0].param_groups[0]["lr"] if optimizers else math.nan
-        self._pending = {"epoch": trainer.current_epoch + 1, "lr": float(lr),
-                         "epoch_seconds": time.perf_counter() - self._start}
+        seconds = time.perf_counter() - self._start
+        self._pending = {"epoch": trainer.current_epoch + 1, "lr": float(lr), "epoch_seconds": seconds}
+        pl_module.log("time/epoch_s", seconds)  # TensorBoard's view of the same figure
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)

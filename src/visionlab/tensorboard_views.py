@@ -11,7 +11,6 @@ only rank 0 writes.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -110,16 +109,6 @@ def filters_image(weight: Tensor, size: int = 24) -> Tensor:
     w = (w - low) / (high - low).clamp_min(1e-12)
     w = F.interpolate(w, scale_factor=max(1, size // max(w.shape[-2:])), mode="nearest")
     return make_grid(w, nrow=math.ceil(math.sqrt(len(w))), padding=2, pad_value=1.0)
-
-
-class EpochTimer(Callback):
-    """Logs `time/epoch_s`, the wall time of each training epoch (its validation included)."""
-
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        pl_module.log("time/epoch_s", time.perf_counter() - self._start)
 
 
 class HParamsMetric(Callback):
