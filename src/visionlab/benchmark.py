@@ -34,9 +34,9 @@ from visionlab.io import atomic_write
 
 # Each case: the Hydra overrides that make it, on top of the default config.
 CASES: dict[str, tuple[str, ...]] = {
-    "notes_mlp": ("model=mlp", "optimizer=sgd"),
-    "notes_cnn": ("model=cnn", "model.padding=0", "optimizer=adam"),
-    "default_cnn": ("model=cnn", "optimizer=adam"),
+    "notes_mlp": ("model=mlp", "optimizer=sgd", "scheduler=none"),
+    "notes_cnn": ("model=cnn", "model.padding=0", "optimizer=adam", "scheduler=none"),
+    "default_cnn": ("model=cnn", "optimizer=adam", "scheduler=none"),
 }
 
 

@@ -18,6 +18,10 @@ from visionlab.task import LOGGED_METRICS, LOSSES
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
+# `${visionlab.mul:${optimizer.lr},2}`: configs may scale one value by another.
+if not OmegaConf.has_resolver("visionlab.mul"):
+    OmegaConf.register_new_resolver("visionlab.mul", lambda a, b: float(a) * float(b))
+
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message is one line."""
