@@ -52,7 +52,6 @@ class MemoryLoader:
         shuffle: bool = False,
         seed: int = 0,
         chunk: int = 1,
-        drop_last: bool = False,
         env: Callable[[], LoaderEnv] = LoaderEnv,
     ) -> None:
         if batch_size < 1:
@@ -61,7 +60,7 @@ class MemoryLoader:
             raise ValueError(f"chunk={chunk} must be >= 1")
         self.images, self.labels = images, labels
         self.batch_size, self.transform = batch_size, transform
-        self.shuffle, self.seed, self.chunk, self.drop_last = shuffle, seed, chunk, drop_last
+        self.shuffle, self.seed, self.chunk = shuffle, seed, chunk
         self.env = env
         self._device_copy: tuple[torch.device, Tensor, Tensor] | None = None
         self._resume_at: tuple[int, int] | None = None
@@ -74,7 +73,7 @@ class MemoryLoader:
     def num_batches(self) -> int:
         """Batches (optimizer steps when training) per pass on this rank."""
         size = self._shard_size(self.env().world_size)
-        return size // self.batch_size if self.drop_last else math.ceil(size / self.batch_size)
+        return math.ceil(size / self.batch_size)
 
     def __len__(self) -> int:
         return math.ceil(self.num_batches / self.chunk) if self.shuffle else self.num_batches
@@ -114,10 +113,7 @@ class MemoryLoader:
                 skip = self._resume_at[1]
             self._resume_at = None
         images, labels = self._on(env.device)
-        order = self.order(env)
-        if self.drop_last:
-            order = order[: len(order) // self.batch_size * self.batch_size]
-        order = order.to(env.device)
+        order = self.order(env).to(env.device)
         if not self.shuffle:
             for idx in order.split(self.batch_size):
                 yield self.transform(images[idx]), labels[idx]
