@@ -266,8 +266,14 @@ class ClassifierTask(LightningModule):
         if self.schedule is None:
             return optimizer
         kwargs = {}
-        if "total_steps" in inspect.signature(self.schedule.factory).parameters:
+        accepted = inspect.signature(self.schedule.factory).parameters
+        if "total_steps" in accepted:
             kwargs["total_steps"] = self.total_optimizer_steps()
+        if "cycle_momentum" in accepted and "cycle_momentum" not in getattr(self.schedule.factory, "keywords", {}):
+            # cycle momentum only where the optimizer has some: Adagrad has none, and plain
+            # SGD (momentum 0) must not silently become momentum SGD
+            defaults = optimizer.defaults
+            kwargs["cycle_momentum"] = "betas" in defaults or defaults.get("momentum", 0) > 0
         return [optimizer], [self.schedule.factory(optimizer, **kwargs)]
 
     def _param_groups(self) -> Any:
@@ -283,12 +289,15 @@ class ClassifierTask(LightningModule):
             self.net.set_input_normalization(datamodule.mean, datamodule.std)
 
     def total_optimizer_steps(self) -> int:
-        """Optimizer steps in the whole fit: batches per epoch (not chunks) x epochs."""
+        """Optimizer steps in the whole fit: batches per epoch (not chunks) x epochs, with
+        trainer.limit_train_batches (which counts chunks) and max_steps applied. At least 8,
+        so a one-cycle schedule stays well defined on the tiniest smoke runs."""
         trainer = self.trainer
         chunks = trainer.estimated_stepping_batches  # also sets up the train loader
         loader = trainer.train_dataloader
         per_epoch = getattr(loader, "num_batches", None)
         if per_epoch is None or trainer.max_epochs is None or trainer.max_epochs < 0:
-            return int(chunks)
+            return max(int(chunks), 8)
+        per_epoch = min(per_epoch, int(trainer.num_training_batches) * getattr(loader, "chunk", 1))
         steps = per_epoch * trainer.max_epochs
-        return min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps
+        return max(min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps, 8)
