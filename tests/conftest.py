@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from visionlab.config import CONF_DIR
+from visionlab.config import CONF_DIR, compose_config
 
 REPO = CONF_DIR.parent
 FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
@@ -34,18 +32,6 @@ FAST = (
     "logger=none",
     "test=false",
 )
-
-
-def compose_config(overrides: Sequence[str] = (), output_dir: Path | None = None, config_name: str = "train") -> DictConfig:
-    """The config `scripts/train.py` would build for these overrides (hydra node resolved)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
-            cfg.trainer.default_root_dir = str(output_dir)
-    return cfg
 
 
 @pytest.fixture

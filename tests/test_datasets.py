@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from visionlab.config import CONF_DIR
+from visionlab.config import compose_config
 from visionlab.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule
 from visionlab.data.cifar import read_cifar_batch
 from visionlab.data.cifar10 import CIFAR10
@@ -35,10 +34,9 @@ def md5(path: Path) -> str:
 
 def run_train(tmp_path: Path, *overrides: str) -> dict[str, float]:
     """One tiny fit + test through the real config and entry code."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path / 'run'}", "logger=csv", "~callbacks.model_summary",
-                                          "trainer.max_epochs=1", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
-                                          "trainer.num_sanity_val_steps=0", *overrides])
+    cfg = compose_config(["logger=csv", "~callbacks.model_summary", "trainer.max_epochs=1", "~callbacks.progress_bar",
+                          "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0", *overrides],
+                         output_dir=tmp_path / "run")
     return train(cfg)
 
 

@@ -12,13 +12,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from visionlab.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint
-from visionlab.config import CONF_DIR
+from visionlab.config import compose_config
 
 TEST_SIZE = 60
 TINY = ("data=synthetic", "data.train_size=160", "data.val_size=32", f"data.test_size={TEST_SIZE}",
@@ -29,12 +28,7 @@ TINY = ("data=synthetic", "data.train_size=160", "data.val_size=32", f"data.test
 
 def make_cfg(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """The config the entry point `name` would compose, writing into `output_dir`."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
+    return compose_config(overrides, output_dir, config_name=name)
 
 
 @pytest.fixture(scope="module")

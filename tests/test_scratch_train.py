@@ -7,11 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from visionlab.config import CONF_DIR, ConfigError
+from visionlab.config import ConfigError, compose_config
 from visionlab.data.fashion_mnist import FASHION_MNIST
 from visionlab.data.idx import write_idx
 from visionlab.scratch_train import compare
@@ -31,10 +29,8 @@ def fake_fashion_mnist(folder: Path, n_train: int = 400, n_test: int = 100) -> N
 
 
 def scratch_config(tmp_path: Path, *overrides: str) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("scratch", [f"data.data_dir={tmp_path / 'data'}", "data.verify=false",
-                                   f"paths.output_dir={tmp_path / 'run'}", *overrides])
+    return compose_config([f"data.data_dir={tmp_path / 'data'}", "data.verify=false",
+                           f"paths.output_dir={tmp_path / 'run'}", *overrides], config_name="scratch")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -26,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from visionlab.config import compose_config
 from visionlab.io import atomic_write
 
 # Each case: the Hydra overrides that make it, on top of the default config.
@@ -70,19 +71,8 @@ class EpochTimer(Callback):
 
 def compose(overrides: Sequence[str], output_dir: str) -> DictConfig:
     """The config scripts/train.py would use for `overrides`, writing under `output_dir`."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    from visionlab.config import CONF_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    cfg = compose_config(overrides, output_dir)
     with open_dict(cfg):
-        cfg.paths.output_dir = output_dir
-        cfg.trainer.default_root_dir = output_dir
         del cfg.hydra
     return cfg
 

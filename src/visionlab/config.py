@@ -9,7 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visionlab.data.image_folder import COLORS
 from visionlab.models.activations import ACTIVATIONS
@@ -93,6 +95,21 @@ def validate(cfg: DictConfig) -> None:
             value = OmegaConf.to_container(value)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is not allowed; expected {allowed}")
+
+
+def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None,
+                   config_name: str = "train") -> DictConfig:
+    """The config an entry point would compose for `overrides`, outside a Hydra run (tests,
+    the benchmark), with the hydra node included and writing under `output_dir` if given."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+            if "trainer" in cfg:
+                cfg.trainer.default_root_dir = str(output_dir)
+    return cfg
 
 
 def check_group_overrides(overrides: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
