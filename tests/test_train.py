@@ -57,6 +57,31 @@ def test_losses_and_penalties_train(loss, extra, cfg_factory):
     assert changed > 0 and torch.isfinite(trainer.callback_metrics["train/loss"])
 
 
+def test_bf16_and_channels_last_reach_the_training_step(cfg_factory):
+    """The task bypasses Lightning's backward wrapper; autocast and NHWC must still apply."""
+    datamodule, task, trainer = build(cfg_factory("model=cnn", "trainer.precision=bf16-mixed", "channels_last=true"))
+    seen = []
+    conv = task.net.features[0]
+    conv.register_forward_hook(lambda m, args, out: seen.append(
+        (out.dtype, args[0].is_contiguous(memory_format=torch.channels_last), m.training)))
+    trainer.fit(task, datamodule=datamodule)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.dtype == torch.float32
+    assert {s for s in seen if s[2]} == {(torch.bfloat16, True, True)}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(native, monkeypatch, caplog, cfg_factory):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with caplog.at_level("WARNING", logger="visionlab"):
+        build(cfg_factory("trainer.precision=bf16-mixed", "trainer.accelerator=cpu"))
+    warned = [r.getMessage() for r in caplog.records if "no native bfloat16" in r.getMessage()]
+    if native:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and "trainer.precision=bf16-mixed" in warned[0]
+
+
 def test_full_run_writes_config_checkpoints_events_and_metrics(tmp_path, cfg_factory):
     cfg = cfg_factory("model=mlp", "callbacks=default", "logger=many", "test=true",
                       "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true",

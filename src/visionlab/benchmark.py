@@ -62,11 +62,30 @@ class EpochTimer(Callback):
         self._start = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(pl_module.device)
         self._start = time.perf_counter()
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
+            synchronize(pl_module.device)
             self.seconds.append(time.perf_counter() - self._start)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training_device(cfg: DictConfig) -> torch.device:
+    """The device Lightning trains on for this config: a GPU when allowed and present."""
+    allowed = str(cfg.trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if allowed and torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(precision: object) -> torch.dtype | None:
+    """The autocast dtype of a Lightning mixed precision, None for full precision."""
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
 
 
 def compose(overrides: Sequence[str], output_dir: str) -> DictConfig:
@@ -77,13 +96,16 @@ def compose(overrides: Sequence[str], output_dir: str) -> DictConfig:
     return cfg
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 matmul throughput of this machine, the compute ceiling."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048,
+                  repeats: int = 10) -> float:
+    """Measured matmul throughput of the device in the training dtype, the compute ceiling."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     a @ b
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    synchronize(device)
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
@@ -108,32 +130,43 @@ def run_visionlab(cfg: DictConfig) -> tuple[list[float], float, nn.Module]:
 
 
 def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], float, int]:
-    """The minimal loop: normalised float tensors in memory, randperm batches, no framework."""
+    """The minimal loop: normalised float tensors in memory, randperm batches, no framework.
+
+    It trains on the device and in the autocast dtype Lightning would use for `cfg`.
+    """
     L.seed_everything(cfg.seed, verbose=False)
+    device, dtype = training_device(cfg), autocast_dtype(cfg.trainer.get("precision"))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup()
     to_float = datamodule.transform()
     (x_u8, y), (xt_u8, yt) = datamodule.splits["train"], datamodule.splits["test"]
-    x, x_test = to_float(x_u8), to_float(xt_u8)
+    x, y, x_test, yt = (t.to(device) for t in (to_float(x_u8), y, to_float(xt_u8), yt))
     net = instantiate(cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes)
+    net = net.to(device)
     if cfg.channels_last:
         net, x, x_test = (t.to(memory_format=torch.channels_last) for t in (net, x, x_test))
     if cfg.compile:
         net.compile()
     opt = instantiate(cfg.optimizer)(net.parameters())
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
     batch, gen, seconds = cfg.data.batch_size, torch.Generator().manual_seed(cfg.seed), []
     for _ in range(epochs):
         net.train()
+        synchronize(device)
         start = time.perf_counter()
-        for idx in torch.randperm(len(y), generator=gen).split(batch):
-            loss = F.cross_entropy(net(x[idx]), y[idx])
+        for idx in torch.randperm(len(y), generator=gen).to(device).split(batch):
+            with autocast:
+                loss = F.cross_entropy(net(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
     net.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         correct = sum((net(xb).argmax(1) == yb).sum().item() for xb, yb in zip(x_test.split(1000), yt.split(1000)))
     return seconds, correct / len(yt), len(y)
 
@@ -142,21 +175,23 @@ def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, rep
               extra: Sequence[str]) -> list[dict]:
     """Run every case at every batch size, visionlab and plain alternating `repeats` times."""
     rows: list[dict] = []
-    gflops = matmul_gflops()
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
             for batch_size in batch_sizes:
                 overrides = [*CASES[case], f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}",
                              "data.val_size=1000", "callbacks.early_stopping.patience=1000", *extra]
                 cfg = compose(overrides, tmp)
+                device = training_device(cfg)
+                gflops = matmul_gflops(device, autocast_dtype(cfg.trainer.get("precision")) or torch.float32)
                 ours, plain = Result(case, batch_size, "visionlab"), Result(case, batch_size, "plain")
                 for _ in range(repeats):
                     seconds, ours.test_acc, net = run_visionlab(cfg)
                     ours.epoch_seconds += seconds
                     seconds, plain.test_acc, n_train = run_plain(cfg, epochs)
                     plain.epoch_seconds += seconds
-                sample = torch.randn(batch_size, *net.input_shape)
-                epoch_flops = train_flops(net, sample, torch.zeros(batch_size, dtype=torch.long)) / batch_size * n_train
+                sample = torch.randn(batch_size, *net.input_shape, device=next(net.parameters()).device)
+                labels = torch.zeros(batch_size, dtype=torch.long, device=sample.device)
+                epoch_flops = train_flops(net, sample, labels) / batch_size * n_train
                 for result in (ours, plain):
                     rows.append({
                         **asdict(result),
@@ -165,15 +200,23 @@ def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, rep
                         "ratio_vs_plain": result.median / plain.median,
                         "share_of_matmul_limit": epoch_flops / result.median / (gflops * 1e9),
                         "matmul_gflops": gflops,
+                        "device": device_name(device),
                         "overrides": overrides,
                     })
     return rows
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU with its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
 def markdown(rows: list[dict], command: str) -> str:
     """The results as a Markdown section: command, machine, one row per case and path."""
-    machine = f"{platform.node()}: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, " \
-              f"torch {torch.__version__}, matmul {rows[0]['matmul_gflops']:.0f} GFLOP/s" if rows else ""
+    machine = f"{platform.node()}: {rows[0]['device']}, torch {torch.__version__}, " \
+              f"matmul {rows[0]['matmul_gflops']:.0f} GFLOP/s" if rows else ""
     lines = [f"Command: `{command}`", "", f"Machine: {machine}", "",
              "| case | batch | path | median s/epoch | samples/s | vs plain | share of matmul limit | test acc |",
              "|---|---|---|---|---|---|---|---|"]
@@ -192,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each path")
     parser.add_argument("--channels-last", action="store_true", help="channels_last=true on both paths")
     parser.add_argument("--compile", action="store_true", help="torch.compile the net on both paths")
-    parser.add_argument("--precision", default=None, help="Lightning precision, e.g. bf16-mixed")
+    parser.add_argument("--precision", default=None, choices=("32-true", "bf16-mixed", "16-mixed"),
+                        help="Lightning precision on both paths (autocast in the plain loop)")
     parser.add_argument("--json", type=Path, default=Path("outputs/benchmark.json"))
     parser.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. data=synthetic")

@@ -4,6 +4,7 @@ then test the best checkpoint. `python scripts/train.py model=mlp optimizer=sgd`
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -24,6 +26,7 @@ from visionlab.io import atomic_write
 from visionlab.resilience import PreemptionCheckpoint
 from visionlab.task import ClassifierTask, Schedule
 
+log = logging.getLogger("visionlab")
 
 # Trainer flags that turn kinds of callbacks off (Lightning refuses the contradiction).
 SWITCHES = (
@@ -55,7 +58,17 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Tra
     switched_off += [LearningRateMonitor] if not loggers else []
     callbacks = [c for c in callbacks if not isinstance(c, tuple(switched_off))]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    warn_if_bf16_is_emulated(trainer)
     return datamodule, task, trainer
+
+
+def warn_if_bf16_is_emulated(trainer: L.Trainer) -> None:
+    """bfloat16 on a CPU without bfloat16 instructions is emulated: slower than float32, not faster."""
+    if "bf16" not in str(trainer.precision) or not isinstance(trainer.accelerator, CPUAccelerator):
+        return
+    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        log.warning("trainer.precision=%s: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so it is "
+                    "emulated and usually slower; trainer.precision=32-true is likely faster here", trainer.precision)
 
 
 HPARAM_KEYS = ("data", "model", "optimizer", "scheduler", "task", "trainer", "seed")

@@ -1,0 +1,48 @@
+"""scripts/benchmark.py end to end on tiny synthetic data; its timings are reported, never asserted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from visionlab.benchmark import main
+
+TINY = ("--batch-sizes", "32", "--epochs", "1", "data=synthetic", "data.val_size=64")
+
+
+def run(tmp_path: Path, *args: str) -> tuple[list[dict], str]:
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "BENCH.md"
+    out_md.write_text("# Earlier results\n")
+    main([*args, *TINY, "--json", str(out_json), "--markdown", str(out_md)])
+    return json.loads(out_json.read_text())["rows"], out_md.read_text()
+
+
+def test_benchmark_times_both_paths_and_appends_the_table(tmp_path: Path) -> None:
+    rows, md = run(tmp_path, "--cases", "notes_mlp")
+    assert [r["path"] for r in rows] == ["visionlab", "plain"]
+    for row in rows:
+        assert len(row["epoch_seconds"]) == 1 and row["epoch_seconds"][0] > 0
+        assert 0.0 <= row["test_acc"] <= 1.0
+        assert row["samples_per_s"] == pytest.approx(448 / row["median_epoch_s"])  # 512 - 64 val
+        assert 0 < row["share_of_matmul_limit"]
+    assert rows[1]["ratio_vs_plain"] == 1.0
+    assert rows[0]["ratio_vs_plain"] == pytest.approx(rows[0]["median_epoch_s"] / rows[1]["median_epoch_s"])
+    assert md.startswith("# Earlier results\n")  # appended, not overwritten
+    assert "| notes_mlp | 32 | visionlab |" in md and "| notes_mlp | 32 | plain |" in md
+    assert "Command: `python scripts/benchmark.py --cases notes_mlp" in md
+
+
+def test_benchmark_speed_flags_apply_to_both_paths(tmp_path: Path) -> None:
+    rows, _ = run(tmp_path, "--cases", "notes_cnn", "--channels-last", "--precision", "bf16-mixed")
+    assert len(rows) == 2
+    assert all("trainer.precision=bf16-mixed" in r["overrides"] and "channels_last=true" in r["overrides"]
+               for r in rows)
+    assert all(0.0 <= r["test_acc"] <= 1.0 for r in rows)
+
+
+def test_benchmark_rejects_an_unknown_precision(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--precision", "fp8", *TINY])
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
