@@ -39,6 +39,7 @@ def test_plateau_scheduler_is_the_notes_one(tmp_path):
         ("optimizer.lr=-1", "optimizer.lr=-1 is not allowed; expected a number > 0"),
         ("model.dropout=1.5", "model.dropout=1.5 is not allowed; expected a number in [0, 1)"),
         ("model.activation=swish", "model.activation='swish' is not allowed; expected one of relu"),
+        ("model.init=xavier", "model.init='xavier' is not allowed; expected one of torch, glorot_uniform"),
         ("model=mlp", None),
         ("data.batch_size=0", "data.batch_size=0 is not allowed; expected an integer >= 1"),
         ("task.loss=mse", "task.loss='mse' is not allowed; expected one of cross_entropy, hinge"),

@@ -55,3 +55,41 @@ def test_every_activation_by_name(name):
 def test_unknown_activation_names_the_allowed_ones():
     with pytest.raises(ValueError, match="activation='swish' is unknown; allowed: relu, leaky_relu"):
         make_activation("swish")
+
+
+@pytest.mark.parametrize("net_kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("init,bound,std", [
+    # Keras: glorot_uniform limit sqrt(6 / (fan_in + fan_out)); he_normal std sqrt(2 / fan_in), cut at 2 std
+    ("glorot_uniform", lambda i, o: (6 / (i + o)) ** 0.5, lambda i, o: (2 / (i + o)) ** 0.5),
+    ("glorot_normal", lambda i, o: 2 * (2 / (i + o)) ** 0.5 / 0.8796, lambda i, o: (2 / (i + o)) ** 0.5),
+    ("he_uniform", lambda i, o: (6 / i) ** 0.5, lambda i, o: (2 / i) ** 0.5),
+    ("he_normal", lambda i, o: 2 * (2 / i) ** 0.5 / 0.8796, lambda i, o: (2 / i) ** 0.5),
+])
+def test_keras_initialisations_draw_weights_of_the_right_scale_and_zero_biases(net_kind, init, bound, std):
+    torch.manual_seed(0)
+    net = MLP((1, 28, 28), 10, init=init) if net_kind == "mlp" else CNN((1, 28, 28), 10, init=init)
+    layers = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    for layer in layers:
+        w = layer.weight.detach()
+        fan_in = w[0].numel()
+        fan_out = w.shape[0] * w[0, 0].numel()
+        assert w.abs().max() <= bound(fan_in, fan_out) + 1e-6
+        if w.numel() >= 5000:  # enough draws for the sample std to be within 5%
+            assert w.std().item() == pytest.approx(std(fan_in, fan_out), rel=0.05)
+        assert layer.bias is None or not layer.bias.any()
+
+
+def test_torch_init_keeps_pytorch_defaults():
+    torch.manual_seed(0)
+    default = MLP((1, 28, 28), 10)
+    torch.manual_seed(0)
+    keras = MLP((1, 28, 28), 10, init="glorot_uniform")
+    torch.manual_seed(0)
+    same = MLP((1, 28, 28), 10, init="torch")
+    assert all(torch.equal(a, b) for a, b in zip(default.parameters(), same.parameters()))
+    assert not torch.equal(default[1].weight, keras[1].weight) and default[1].bias.any()
+
+
+def test_unknown_init_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="model.init='xavier' is unknown; allowed: torch, glorot_uniform"):
+        CNN((1, 28, 28), 10, init="xavier")

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visionlab.data.image_folder import COLORS
 from visionlab.models.activations import ACTIVATIONS
+from visionlab.models.init import INITS
 from visionlab.models.backbones import BACKBONES
 from visionlab.task import LOGGED_METRICS, LOSSES
 
@@ -37,6 +38,7 @@ RULES: tuple[Rule, ...] = (
     ("optimizer.momentum", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("model.dropout", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("model.activation", lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
+    ("model.init", lambda v: v in INITS, f"one of {', '.join(INITS)}"),
     ("model.hidden", lambda v: _sizes(v, allow_empty=False), "a non-empty list of positive integers"),
     ("model.channels", lambda v: _sizes(v, allow_empty=False), "a non-empty list of positive integers"),
     ("model.dense", lambda v: _sizes(v, allow_empty=True), "a list of positive integers"),

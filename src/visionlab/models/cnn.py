@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from visionlab.models.activations import make_activation
+from visionlab.models.init import check_init, initialize
 from visionlab.models.mlp import dense_block
 
 
@@ -32,8 +33,10 @@ class CNN(nn.Module):
         activation: str = "relu",
         batch_norm: bool = True,
         dropout: float = 0.5,
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        check_init(init)
         if not channels:
             raise ValueError("model.channels=[] is empty; give at least one conv block")
         in_ch = input_shape[0]
@@ -56,6 +59,7 @@ class CNN(nn.Module):
             width = size
         head.append(nn.Linear(width, num_classes))
         self.classifier = nn.Sequential(*head)
+        initialize(self, init)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
 

@@ -8,6 +8,7 @@ from math import prod
 from torch import Tensor, nn
 
 from visionlab.models.activations import make_activation
+from visionlab.models.init import check_init, initialize
 
 
 def dense_block(n_in: int, n_out: int, activation: str, batch_norm: bool, dropout: float) -> list[nn.Module]:
@@ -25,7 +26,8 @@ class MLP(nn.Sequential):
     """Multi-layer perceptron over flattened images.
 
     With `hidden=[300, 100]`, ReLU, no BatchNorm and no Dropout on 1x28x28 inputs and
-    10 classes it has the 266,610 parameters of the notes' Keras model.
+    10 classes it has the 266,610 parameters of the notes' Keras model (and its start with
+    `init="glorot_uniform"`, see visionlab.models.init).
     """
 
     def __init__(
@@ -36,7 +38,9 @@ class MLP(nn.Sequential):
         activation: str = "relu",
         batch_norm: bool = False,
         dropout: float = 0.0,
+        init: str = "torch",
     ) -> None:
+        check_init(init)
         if not hidden:
             raise ValueError("model.hidden=[] is empty; give at least one hidden layer size")
         layers: list[nn.Module] = [nn.Flatten()]
@@ -46,6 +50,7 @@ class MLP(nn.Sequential):
             width = size
         layers.append(nn.Linear(width, num_classes))
         super().__init__(*layers)
+        initialize(self, init)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
 
