@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visionlab.data.image_folder import COLORS
 from visionlab.models.activations import ACTIVATIONS
-from visionlab.models.init import INITS
 from visionlab.models.backbones import BACKBONES
+from visionlab.models.init import INITS
 from visionlab.task import LOGGED_METRICS, LOSSES
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"

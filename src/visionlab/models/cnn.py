@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from visionlab.models.activations import make_activation
-from visionlab.models.init import check_init, initialize
+from visionlab.models.init import initialize
 from visionlab.models.mlp import dense_block
 
 
@@ -36,7 +36,6 @@ class CNN(nn.Module):
         init: str = "torch",
     ) -> None:
         super().__init__()
-        check_init(init)
         if not channels:
             raise ValueError("model.channels=[] is empty; give at least one conv block")
         in_ch = input_shape[0]

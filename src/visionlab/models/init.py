@@ -24,12 +24,6 @@ INITS = ("torch", *SCHEMES)
 _TRUNCATED_STD = 0.87962566103423978
 
 
-def check_init(name: str) -> None:
-    """Fail at construction, with the allowed names, rather than after data loading."""
-    if name not in INITS:
-        raise ValueError(f"model.init={name!r} is unknown; allowed: {', '.join(INITS)}")
-
-
 def variance_scaling_(weight: Tensor, scale: float, mode: str, distribution: str) -> None:
     """Keras' VarianceScaling: variance scale / n, n the fan in or the mean of fan in and out."""
     fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
@@ -44,7 +38,8 @@ def variance_scaling_(weight: Tensor, scale: float, mode: str, distribution: str
 
 def initialize(net: nn.Module, name: str) -> None:
     """Re-draw every Linear and Conv weight by scheme `name`, biases zero; 'torch' keeps PyTorch's."""
-    check_init(name)
+    if name not in INITS:
+        raise ValueError(f"model.init={name!r} is unknown; allowed: {', '.join(INITS)}")
     if name == "torch":
         return
     for module in net.modules():

@@ -8,7 +8,7 @@ from math import prod
 from torch import Tensor, nn
 
 from visionlab.models.activations import make_activation
-from visionlab.models.init import check_init, initialize
+from visionlab.models.init import initialize
 
 
 def dense_block(n_in: int, n_out: int, activation: str, batch_norm: bool, dropout: float) -> list[nn.Module]:
@@ -40,7 +40,6 @@ class MLP(nn.Sequential):
         dropout: float = 0.0,
         init: str = "torch",
     ) -> None:
-        check_init(init)
         if not hidden:
             raise ValueError("model.hidden=[] is empty; give at least one hidden layer size")
         layers: list[nn.Module] = [nn.Flatten()]
