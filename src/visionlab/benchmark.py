@@ -12,6 +12,7 @@ plain, the share of the machine's measured matmul throughput, and test accuracy.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -96,9 +97,13 @@ def compose(overrides: Sequence[str], output_dir: str) -> DictConfig:
     return cfg
 
 
+@functools.cache
 def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048,
                   repeats: int = 10) -> float:
-    """Measured matmul throughput of the device in the training dtype, the compute ceiling."""
+    """Measured matmul throughput of the device in the training dtype, the compute ceiling.
+
+    Measured once per (device, dtype) in a run, so every row of a table shares one ceiling.
+    """
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     a @ b
     synchronize(device)
