@@ -64,7 +64,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
         with path.open("rb") as f:
             head = f.read(4)
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        refused = re.search(r"unsupported global:? GLOBAL (\S+)", str(err), re.IGNORECASE)
         if not head:
             reason = "the file is empty"
         elif refused and head.startswith((b"PK", b"\x80")):
@@ -118,19 +118,25 @@ def build_net(model_config: Mapping[str, Any], input_shape: tuple[int, ...], num
     return cls(input_shape=list(input_shape), num_classes=num_classes, **config)
 
 
-def load_weights(net: nn.Module, state: Mapping[str, Tensor], path: str | Path) -> None:
-    """`net.load_state_dict(state)`, failing in one line that says how the two differ."""
+def weight_mismatch(net: nn.Module, state: Mapping[str, Tensor]) -> str | None:
+    """How `state` fails to fit `net` (missing, unexpected and mis-shaped keys), or None."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
                   if k in state and state[k].shape != v.shape]
-    if missing or unexpected or mismatched:
-        parts = [f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                     ("shape mismatch", mismatched)) if keys]
+    parts = [f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+             for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                 ("shape mismatch", mismatched)) if keys]
+    return "; ".join(parts) or None
+
+
+def load_weights(net: nn.Module, state: Mapping[str, Tensor], path: str | Path) -> None:
+    """`net.load_state_dict(state)`, failing in one line that says how the two differ."""
+    mismatch = weight_mismatch(net, state)
+    if mismatch:
         raise CheckpointError(
-            f"ckpt_path={path}: weights do not fit {type(net).__name__} (another architecture?): {'; '.join(parts)}"
+            f"ckpt_path={path}: weights do not fit {type(net).__name__} (another architecture?): {mismatch}"
         )
     net.load_state_dict(state)
 

@@ -3,28 +3,35 @@ input reported as one line instead of a traceback."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
-import yaml
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from visionlab.config import CONF_DIR, ConfigError, check_group_overrides
+from visionlab.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, validate
 from visionlab.data.sources import DataSourceError
 from visionlab.io import atomic_write
+from visionlab.resume import check_fits
+from visionlab.resume import prepare as prepare_resume
+from visionlab.runlock import RunLock
 
 log = logging.getLogger("visionlab")
 
 # Errors that mean "the input is wrong", not "the code is wrong": reported in one line.
-USER_ERRORS = (ConfigError, ValueError, DataSourceError, FileNotFoundError, FloatingPointError)
+USER_ERRORS = (ConfigError, ValueError, DataSourceError, FileNotFoundError, PermissionError, FloatingPointError,
+               MisconfigurationException)
 
 
 def one_line(err: BaseException) -> str:
@@ -39,41 +46,6 @@ def _in_multirun() -> bool:
         return HydraConfig.get().mode == RunMode.MULTIRUN
     except ValueError:
         return False
-
-
-def _latest_last_checkpoint(log_dir: Path) -> Path | None:
-    found = sorted(log_dir.glob("runs/*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
-
-
-def resume_overrides(argv: Sequence[str]) -> list[str]:
-    """Expand `ckpt_path=PATH` (or `last`: the newest run's last.ckpt) into a resume.
-
-    A checkpoint inside a run folder (RUN/checkpoints/x.ckpt) resumes that run in RUN, with
-    the overrides it was started with, so the model and data match what was saved.
-    """
-    argv = list(argv)
-    values = [a.partition("=")[2] for a in argv if a.startswith("ckpt_path=")]
-    if not values or values[-1] in ("", "null") or "-m" in argv or "--multirun" in argv:
-        return argv
-    value = values[-1]
-    if value == "last":
-        log_dir = next((Path(a.partition("=")[2]) for a in argv if a.startswith("paths.log_dir=")),
-                       Path(os.environ.get("VISIONLAB_ROOT", ".")) / "outputs")
-        ckpt = _latest_last_checkpoint(log_dir)
-        if ckpt is None:
-            raise ConfigError(f"ckpt_path=last: no run under {log_dir}/runs has checkpoints/last.ckpt")
-    else:
-        ckpt = Path(value)
-        if not ckpt.is_file():
-            raise ConfigError(f"ckpt_path={value}: no such checkpoint file")
-    rest = [a for a in argv if not a.startswith("ckpt_path=")]
-    run_dir, saved = ckpt.parent.parent, ckpt.parent.parent / ".hydra" / "overrides.yaml"
-    if ckpt.parent.name != "checkpoints" or not saved.is_file():
-        return [*rest, f"ckpt_path={ckpt.resolve()}"]
-    original = [o for o in yaml.safe_load(saved.read_text()) or []
-                if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
-    return [*original, *rest, f"ckpt_path={ckpt.resolve()}", f"hydra.run.dir={run_dir}"]
 
 
 ERROR_FILE = "error.txt"  # in a failed run's folder: what went wrong, for the report
@@ -103,13 +75,16 @@ def _sweeper_reads_failures() -> bool:
     return not target.endswith("BasicSweeper")
 
 
-def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any]) -> Callable[[], None]:
+def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, resumes: bool = False,
+                locks: bool = False) -> Callable[[], None]:
     """A `main()` that runs `fn(cfg)` under Hydra with the checks above.
 
     A failing run writes its message to error.txt in its folder. Bad input ends a single
     run with one line on stderr (exit 2). In a multirun a failing job is logged (bad input
     in one line, a crash with its traceback) and the other jobs go on: the basic sweeper
     gets NaN, other sweepers the exception. VISIONLAB_DEBUG=1 gives full tracebacks.
+    Before Hydra starts, `prepare_run` checks the arguments (`resumes`: `ckpt_path=`
+    resumes a run; `locks`: the run folder is locked while the run writes there).
     """
 
     def task_function(cfg: DictConfig) -> Any:
@@ -136,11 +111,77 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any]) -> Callable[[
     wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task_function)
 
     def main() -> None:
+        argv, lock = sys.argv[1:], None
         try:
-            check_group_overrides(sys.argv[1:])
-            sys.argv[1:] = resume_overrides(sys.argv[1:])
-        except ConfigError as err:
-            sys.exit(f"error: {err}")
-        wrapped()
+            if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP's child processes get the prepared argv
+                argv, lock = prepare_run(config_name, argv, resumes=resumes, locks=locks)
+        except USER_ERRORS as err:
+            if os.environ.get("VISIONLAB_DEBUG"):
+                raise
+            sys.exit(f"error: {one_line(err)}")
+        sys.argv[1:] = argv
+        try:
+            wrapped()
+        finally:
+            if lock is not None:
+                lock.release()
 
     return main
+
+
+def _is_multirun(argv: Sequence[str]) -> bool:
+    return "-m" in argv or "--multirun" in argv
+
+
+def prepare_run(config_name: str, argv: Sequence[str], resumes: bool = False,
+                locks: bool = False) -> tuple[list[str], RunLock | None]:
+    """Everything checkable before Hydra starts and writes a run folder: group options,
+    unknown keys, the composed config's values, a resume's checkpoint, the folder's lock.
+
+    Returns the arguments Hydra should run with (a resume's replayed overrides, the run
+    folder pinned) and the lock taken, if any. Raises a USER_ERRORS exception otherwise.
+    """
+    argv = list(argv)
+    check_group_overrides(argv)
+    resume = None
+    if resumes:
+        argv, resume = prepare_resume(argv)
+        check_group_overrides(argv)
+    if _is_multirun(argv):
+        return argv, None  # each job is checked when it builds
+    check_new_keys(argv, config_name)
+    cfg = precompose(config_name, argv)
+    validate(cfg)
+    if resume is not None:
+        check_fits(cfg, resume)
+    if not locks:
+        return argv, None
+    run_dir = str(cfg.hydra.run.dir)
+    lock = RunLock(run_dir).acquire()
+    if not any(a.startswith("hydra.run.dir=") for a in argv):
+        argv.append(f"hydra.run.dir={run_dir}")  # the folder locked is the folder Hydra uses
+    return argv, lock
+
+
+def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:
+    """The config Hydra will compose for `argv`, with Hydra's own errors in one line."""
+    try:
+        return compose_config([a for a in argv if a not in ("-m", "--multirun")], config_name=config_name)
+    except (HydraException, OmegaConfBaseException) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+        raise ConfigError(" ".join(lines[:2]) or type(err).__name__) from None
+
+
+def check_new_keys(argv: Sequence[str], config_name: str, conf_dir: Path = CONF_DIR) -> None:
+    """`+key=value` may add keys inside a group (`+trainer.accumulate_grad_batches=4`), but
+    a new top-level key is almost always a typo: refuse it and suggest the closest."""
+    entry = OmegaConf.load(conf_dir / f"{config_name}.yaml")
+    known = {p.name for p in conf_dir.iterdir() if p.is_dir()} | {str(k) for k in entry if k != "defaults"} | {"hydra"}
+    for arg in argv:
+        if not arg.startswith("+"):
+            continue
+        top = re.split(r"[./=]", arg.lstrip("+"), maxsplit=1)[0]
+        if top not in known:
+            close = difflib.get_close_matches(top, sorted(known), n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
+            raise ConfigError(f"{arg}: {top} is not a key of {config_name}'s config{hint}")

@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visionlab.data.image_folder import COLORS
+from visionlab.errors import ConfigError
 from visionlab.models.activations import ACTIVATIONS
 from visionlab.models.backbones import BACKBONES
 from visionlab.models.init import INITS
@@ -26,13 +27,10 @@ if not OmegaConf.has_resolver("visionlab.mul"):
     OmegaConf.register_new_resolver("visionlab.mul", lambda a, b: float(a) * float(b))
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message is one line."""
-
-
 Rule = tuple[str, Callable[[Any], bool], str]
 
 RULES: tuple[Rule, ...] = (
+    ("seed", lambda v: _int(v) and v >= 0, "an integer >= 0"),
     ("optimizer.lr", lambda v: _num(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0"),
     ("optimizer.momentum", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
@@ -46,7 +44,8 @@ RULES: tuple[Rule, ...] = (
     ("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.eval_batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.chunk", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    ("data.val_size", lambda v: _num(v) and v >= 0, "a count >= 0 or a fraction in (0, 1)"),
+    ("data.val_size", lambda v: (_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v < 1),
+     "a whole count >= 0 (5000) or a fraction below 1 (0.1); 1.0 could mean either"),
     ("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
     ("task.loss", lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),
     ("task.label_smoothing", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),

@@ -26,6 +26,7 @@ from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from visionlab.cli import ERROR_FILE
 from visionlab.io import atomic_path, atomic_write
@@ -44,7 +45,7 @@ class Run:
     """One run's row of the report, and its validation-accuracy curve."""
 
     name: str
-    status: str  # ok | failed | incomplete (stopped before metrics.json) | no metrics
+    status: str  # ok | failed | incomplete (stopped before metrics.json) | no metrics | unreadable
     overrides: list[str]
     label: str = ""  # the overrides that differ between the compared runs
     curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, val/acc)
@@ -85,10 +86,18 @@ def read_epochs(path: Path) -> dict[int, dict[str, float]]:
 def read_run(path: Path, root: Path) -> Run:
     """One run folder as a report row."""
     overrides_file = path / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
     metrics_file, error_file = path / "metrics.json", path / ERROR_FILE
-    final = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    epochs = read_epochs(path / "csv" / "metrics.csv")
+    name = str(path.relative_to(root))
+    try:
+        overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+        final = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        if not isinstance(final, dict):
+            raise ValueError("not a JSON object")
+        epochs = read_epochs(path / "csv" / "metrics.csv")
+    except (OSError, ValueError, TypeError, OmegaConfBaseException) as err:  # one bad run must not end the report
+        reason = f"unreadable files ({' '.join(str(err).split())[:160]})"
+        log.warning("report: %s: %s", path, reason)
+        return Run(name=name, status="unreadable", overrides=[], error=reason)
     val = [(e, m) for e, m in sorted(epochs.items()) if "val/acc" in m]
     if error_file.is_file():
         status = "failed"
@@ -96,7 +105,7 @@ def read_run(path: Path, root: Path) -> Run:
         status = "ok"
     else:
         status = "incomplete" if epochs else "no metrics"
-    run = Run(name=str(path.relative_to(root)), status=status, overrides=overrides,
+    run = Run(name=name, status=status, overrides=overrides,
               error=error_file.read_text().strip() if error_file.is_file() else "")
     run.curve = [(e, m["val/acc"]) for e, m in val]
     if val:

@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from visionlab.checkpoint import METADATA_KEY, CheckpointError, LoadedModel, load_model, read_checkpoint
 from visionlab.config import ConfigError, validate
 from visionlab.data.datamodule import InMemoryImageDataModule
+from visionlab.safety import check_targets
 
 
 def checkpoint_path(cfg: DictConfig) -> Path:
@@ -36,11 +38,18 @@ def checkpoint_path(cfg: DictConfig) -> Path:
 
 
 def run_config(ckpt: Path) -> DictConfig | None:
-    """The composed config saved by the run that wrote `ckpt`, if it is still beside it."""
+    """The composed config saved by the run that wrote `ckpt`, if it is still beside it;
+    read as data (its targets are checked where something is built from it)."""
     for folder in (ckpt.parent.parent, ckpt.parent):
         saved = folder / ".hydra" / "config.yaml"
         if saved.is_file():
-            return OmegaConf.load(saved)
+            try:
+                config = OmegaConf.load(saved)
+            except Exception as err:  # noqa: BLE001 - yaml and omegaconf raise many types
+                raise ConfigError(f"{saved}: not a readable run config ({' '.join(str(err).split())[:120]})") from None
+            if not isinstance(config, DictConfig):
+                raise ConfigError(f"{saved}: not a run config (a mapping)")
+            return config
     return None
 
 
@@ -73,6 +82,8 @@ def build_datamodule(cfg: DictConfig) -> InMemoryImageDataModule:
     if not cfg.get("data"):
         raise ConfigError("no data config: no training run config beside the checkpoint names one; "
                           "choose one, e.g. data=fashion_mnist")
+    # the data config may come from a run folder someone sent: only DataModule classes
+    check_targets(cfg.data, "data", base=LightningDataModule)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup()

@@ -24,6 +24,7 @@ from visionlab.cli import hydra_entry
 from visionlab.config import validate
 from visionlab.io import atomic_write
 from visionlab.resilience import PreemptionCheckpoint
+from visionlab.runlock import RunLock
 from visionlab.task import ClassifierTask, Schedule
 
 log = logging.getLogger("visionlab")
@@ -71,6 +72,7 @@ def warn_if_bf16_is_emulated(trainer: L.Trainer) -> None:
                     "emulated and usually slower; trainer.precision=32-true is likely faster here", trainer.precision)
 
 
+RESTORED_BEST = "restored_best.ckpt"  # early stopping's restored weights, as tested
 HPARAM_KEYS = ("data", "model", "optimizer", "scheduler", "task", "trainer", "seed")
 
 
@@ -104,37 +106,67 @@ def run_info(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def record_run_info(folder: Path, cfg: DictConfig) -> None:
+    """run_info.json: written when a run starts; a resume adds itself to `resumes`."""
+    path, info = folder / "run_info.json", run_info(cfg)
+    if cfg.get("ckpt_path") and path.is_file():
+        try:
+            first = json.loads(path.read_text())
+        except ValueError:
+            first = None
+        if isinstance(first, dict):
+            first.setdefault("resumes", []).append({**info, "ckpt_path": str(cfg.ckpt_path)})
+            info = first
+    atomic_write(path, json.dumps(info, indent=2))
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
     datamodule, task, trainer = build(cfg)
+    folder = Path(trainer.default_root_dir)
+    lock = RunLock(folder).acquire() if trainer.is_global_zero else None
+    try:
+        return _fit_and_test(cfg, datamodule, task, trainer)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: ClassifierTask,
+                  trainer: L.Trainer) -> dict[str, float]:
+    folder = Path(trainer.default_root_dir)
     if trainer.is_global_zero:
-        atomic_write(Path(trainer.default_root_dir) / "run_info.json", json.dumps(run_info(cfg), indent=2))
+        record_run_info(folder, cfg)
     hparams = flat_hparams(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     except SIGTERMException:
         raise SystemExit(143) from None  # PreemptionCheckpoint saved last.ckpt
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    tested: dict[str, str] = {}
     checkpoint = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
     if cfg.get("test", True):
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
         if restored_best_weights(trainer):
-            best = None  # Keras' restore_best_weights: test the weights the module now holds
-        results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=False)
+            # Keras' restore_best_weights: the module holds the best epoch's weights; saved, so
+            # that what is tested is a file evaluate can reproduce
+            best = str(folder / "checkpoints" / RESTORED_BEST)
+            trainer.save_checkpoint(best, weights_only=True)
+        results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update(results[0] if results else {})
+        tested = {"test/ckpt_path": best} if best else {}
     if trainer.is_global_zero:
-        atomic_write(Path(trainer.default_root_dir) / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+        atomic_write(folder / "metrics.json", json.dumps({**metrics, **tested}, indent=2, sort_keys=True))
     return metrics
-
 
 def _run(cfg: DictConfig) -> float:
     metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric", "val/acc"), float("nan"))
 
 
-main = hydra_entry("train", _run)
+main = hydra_entry("train", _run, resumes=True, locks=True)
 
 if __name__ == "__main__":
     main()

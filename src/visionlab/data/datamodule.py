@@ -65,7 +65,10 @@ class InMemoryImageDataModule(LightningDataModule):
             raise ValueError(f"data.loader={loader!r} is unknown; allowed: {', '.join(LOADERS)}")
         self.data_dir = data_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        resolve_val_size(val_size, self.train_size)  # fail before reading anything
+        n_train = self.train_size - resolve_val_size(val_size, self.train_size)  # fail before reading anything
+        if self.train_size and batch_size > n_train:
+            raise ValueError(f"data.batch_size={batch_size} is larger than the {n_train} training images; "
+                             f"expected at most {n_train}")
         self.val_size = val_size
         self.split_seed, self.normalization = split_seed, normalization
         self.augment = Augment(**dict(augment or {}))
@@ -96,7 +99,25 @@ class InMemoryImageDataModule(LightningDataModule):
             "val": (images[val_idx], labels[val_idx]),
             "test": self.read_split("test"),
         }
+        self.check_splits()
         self.mean, self.std = self._stats(self.splits["train"][0])
+
+    def check_splits(self) -> None:
+        """Every split must hold what the dataset claims, checked before any training:
+        images of `input_shape`, labels in range, and a training split of at least a batch."""
+        where = getattr(self, "root", None) or self.data_dir
+        for name, (images, labels) in self.splits.items():
+            if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.input_shape):
+                raise ValueError(f"{where}: {name} images have shape {tuple(images.shape[1:])}; "
+                                 f"expected {tuple(self.input_shape)} like the training images")
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                bad = int(labels.max()) if int(labels.max()) >= self.num_classes else int(labels.min())
+                raise ValueError(f"{where}: {name} labels hold {bad}; expected 0..{self.num_classes - 1} "
+                                 f"({self.num_classes} classes)")
+        n_train = len(self.splits["train"][1])
+        if self.batch_size > n_train:
+            raise ValueError(f"data.batch_size={self.batch_size} is larger than the {n_train} training images; "
+                             f"expected at most {n_train}")
 
     def _stats(self, images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
         channels = images.shape[1]
@@ -154,9 +175,13 @@ class InMemoryImageDataModule(LightningDataModule):
 
 
 def resolve_val_size(val_size: float, train_size: int) -> int:
-    """A count stays a count; a fraction in (0, 1) becomes a count of `train_size`."""
+    """A count (an integer) stays a count; a fraction in (0, 1) becomes a count of
+    `train_size`. 1.0 or 5000.0 could mean either, so they are refused."""
     if val_size < 0:
         raise ValueError(f"data.val_size={val_size} must be >= 0 (a count, or a fraction below 1)")
+    if isinstance(val_size, float) and val_size >= 1:
+        raise ValueError(f"data.val_size={val_size} is ambiguous; give a fraction below 1 (e.g. 0.1) "
+                         f"or a whole count without a decimal point (e.g. {int(val_size)})")
     count = round(val_size * train_size) if 0 < val_size < 1 else int(val_size)
     if train_size and count >= train_size:
         raise ValueError(f"data.val_size={val_size} must be smaller than the {train_size} training images")

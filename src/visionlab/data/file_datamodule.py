@@ -35,8 +35,8 @@ class IdxDataModule(FileDataModule):
     def read_split(self, name: str) -> Split:
         prefix = "train" if name == "train" else "t10k"
         folder = Path(self.data_dir)
-        images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
-        labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
-        if images.ndim != 3 or len(images) != len(labels):
+        images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", ndim=3, uint8=True)
+        labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", ndim=1, uint8=True)
+        if len(images) != len(labels):
             raise ValueError(f"{folder}: {name} images {tuple(images.shape)} do not match labels {tuple(labels.shape)}")
         return images.unsqueeze(1).contiguous(), labels.to(torch.int64)

@@ -11,8 +11,12 @@ import torch
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | Path) -> torch.Tensor:
-    """The array stored in an idx file, as a tensor; a malformed file raises ValueError."""
+def read_idx(path: str | Path, ndim: int | None = None, uint8: bool = False) -> torch.Tensor:
+    """The array stored in an idx file, as a tensor; a malformed file raises ValueError.
+
+    `ndim` and `uint8` say what the caller expects (MNIST's images are 3-d uint8, its
+    labels 1-d uint8): a file that claims anything else is refused, not reinterpreted.
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -22,6 +26,10 @@ def read_idx(path: str | Path) -> torch.Tensor:
         raise ValueError(f"{path}: cannot read idx file ({err})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise ValueError(f"{path}: not an idx file (bad magic number)")
+    if uint8 and raw[2] != 0x08:
+        raise ValueError(f"{path}: idx type byte is 0x{raw[2]:02x} ({np.dtype(_DTYPES[raw[2]]).name}); expected 0x08 (uint8)")
+    if ndim is not None and raw[3] != ndim:
+        raise ValueError(f"{path}: idx file has {raw[3]} dimensions; expected {ndim}")
     ndim = raw[3]
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))

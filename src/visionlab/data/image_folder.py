@@ -10,6 +10,7 @@ are logged by name and reason and skipped; a class left empty is an error before
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 from PIL import Image
 
 from visionlab.data.datamodule import InMemoryImageDataModule, Split
+from visionlab.limits import check_decoded_fits
 
 log = logging.getLogger("visionlab")
 
@@ -26,13 +28,49 @@ COLORS = {"rgb": "RGB", "grayscale": "L"}
 SPLITS = ("train", "val", "test")
 
 
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _walk_files(folder: Path, root: Path, seen: set[Path]) -> list[Path]:
+    """Files under `folder`, following symlinks only to places inside `root`, never twice
+    into one real folder (so a link loop ends), hidden entries ignored."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = Path(dirpath).resolve()
+        if real in seen or not _inside(real, root):
+            log.warning("skipping %s: a link %s", dirpath, "loop" if real in seen else f"out of {root}")
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if name.startswith(".") or not path.is_file():
+                continue
+            if not _inside(path.resolve(), root):
+                log.warning("skipping %s: a link out of %s", path, root)
+                continue
+            found.append(path)
+    return found
+
+
 def class_folders(folder: Path) -> dict[str, list[Path]]:
-    """Class name -> sorted files under its sub-folder (hidden entries ignored)."""
-    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return {
-        c.name: sorted(f for f in c.rglob("*") if f.is_file() and not any(s.startswith(".") for s in f.relative_to(c).parts))
-        for c in classes
-    }
+    """Class name -> sorted files under its sub-folder (hidden entries ignored).
+
+    A sub-folder that is a link to the folder itself, to another class or out of the data
+    root is not a class: it would hold copies of other images, or images from elsewhere.
+    """
+    root = folder.resolve()
+    classes: dict[str, list[Path]] = {}
+    seen: set[Path] = {root}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        real = sub.resolve()
+        if real in seen or not _inside(real, root) or any(_inside(s, real) for s in seen if s != root):
+            log.warning("skipping %s: a link to %s, not a class folder", sub, real)
+            continue
+        classes[sub.name] = sorted(_walk_files(sub, root, seen))
+    return classes
 
 
 def decode_image(path: Path, mode: str, size: int) -> np.ndarray:
@@ -97,6 +135,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
 
     def read_folder(self, listing: dict[str, list[Path]], name: str) -> Split:
         """Decode every file of `listing`; unreadable ones are reported and skipped."""
+        check_decoded_fits(sum(map(len, listing.values())), self.input_shape, f"data.root={self.root} ({name})",
+                           "data.image_size")
         mode, arrays, labels, skipped = COLORS[self.color], [], [], 0
         for cls, files in listing.items():
             label = self.classes.index(cls)

@@ -115,6 +115,8 @@ def ensure_files(
             continue
         target = data_dir / spec.name
         reason = check_file(target, spec, verify)
+        if reason is None and not verify:
+            reason = _differs_from_source(ds, spec, target)
         looked_here = [f"{target} ({reason})"]
         if reason is None or _fetch_one(ds, spec, target, verify, download, looked_here):
             if spec.extract and not (data_dir / spec.extract).is_dir():
@@ -127,6 +129,19 @@ def ensure_files(
             f"{ds.title}: could not get its files. Looked at: {lines}. {ds.how_to}".strip()
         )
     return data_dir
+
+
+def _differs_from_source(ds: DatasetFiles, spec: FileSpec, target: Path) -> str | None:
+    """Without checksums, a cached copy is trusted only while it matches its source's size
+    and is not older than it: a corrupt copy is then replaced once the source is fixed."""
+    for _, folder in _candidate_dirs(ds):
+        source = folder / spec.name
+        if source.is_file():
+            here, there = target.stat(), source.stat()
+            if here.st_size != there.st_size or here.st_mtime < there.st_mtime:
+                return f"differs from {source}"
+            return None
+    return None
 
 
 def _fetch_one(
@@ -146,7 +161,7 @@ def _fetch_one(
         reason = check_file(source, spec, verify)
         if reason is None:
             with atomic_path(target) as tmp:
-                shutil.copyfile(source, tmp)
+                shutil.copy2(source, tmp)  # with its time stamp, for _differs_from_source
             return True
         looked.append(f"{label} {source} ({reason})")
     for base in ds.urls:
