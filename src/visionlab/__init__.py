@@ -1,3 +1,25 @@
-"""visionlab: image classifiers in PyTorch, trained with Lightning, configured with Hydra."""
+"""visionlab: image classifiers in PyTorch, trained with Lightning, configured with Hydra.
+
+The Python API (visionlab.api) mirrors the scripts: `visionlab.train(overrides)`,
+`visionlab.load_model(path)` and the LightningModule `visionlab.ClassifierTask`. They are
+imported on first use, so `import visionlab` stays quick.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["ClassifierTask", "load_model", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("train", "load_model"):
+        from visionlab import api
+
+        return getattr(api, name)
+    if name == "ClassifierTask":
+        from visionlab.task import ClassifierTask
+
+        return ClassifierTask
+    raise AttributeError(f"module 'visionlab' has no attribute {name!r}")

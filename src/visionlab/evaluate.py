@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor
+from torchmetrics import MeanMetric
 from torchmetrics.classification import (
     MulticlassConfusionMatrix,
     MulticlassF1Score,
@@ -26,18 +27,27 @@ from visionlab.cli import hydra_entry
 from visionlab.config import ConfigError
 from visionlab.io import atomic_path, atomic_write
 from visionlab.plots import confusion_figure
-from visionlab.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities
+from visionlab.runs import batch_logits, build_datamodule, check_data_fits, load_run, pick_device
 from visionlab.task import eval_metrics
 
 log = logging.getLogger("visionlab")
 SPLITS = ("test", "val")
 
 
-def classification_report(probs: Tensor, labels: Tensor, classes: tuple[str, ...]) -> dict[str, Any]:
-    """Overall metrics (as the training logs them), per-class rows and the confusion matrix."""
+def classification_report(logits: list[Tensor], labels: Tensor, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Overall metrics, per-class rows and the confusion matrix of per-batch `logits`.
+
+    The overall metrics are accumulated batch by batch exactly as the task's test step
+    does, so for the same checkpoint and split they equal the test metrics training printed.
+    """
     n = len(classes)
-    overall = {k: float(v) for k, v in eval_metrics(n, "")(probs, labels).items()}
-    overall["loss"] = float(F.nll_loss(probs.clamp_min(1e-12).log(), labels))
+    metrics, mean_loss = eval_metrics(n, ""), MeanMetric()
+    for scores, y in zip(logits, labels.split(len(logits[0]) if logits else 1)):
+        metrics.update(scores.softmax(1), y)
+        mean_loss.update(F.cross_entropy(scores, y), weight=len(y))
+    overall = {k: float(v) for k, v in metrics.compute().items()}
+    overall["loss"] = float(mean_loss.compute())
+    probs = torch.cat([scores.softmax(1) for scores in logits])
     per_class = {name: metric(n, average=None)(probs, labels).tolist() for name, metric in
                  (("precision", MulticlassPrecision), ("recall", MulticlassRecall), ("f1", MulticlassF1Score))}
     support = torch.bincount(labels, minlength=n).tolist()
@@ -91,8 +101,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     images, labels = datamodule.splits[split]
     if len(labels) == 0:
         raise ConfigError(f"split={split} is empty for this data config")
-    probs = probabilities(model, images, datamodule.eval_batch_size, device)
-    report = classification_report(probs, labels, model.classes)
+    logits = batch_logits(model, images, datamodule.eval_batch_size, device)
+    report = classification_report(logits, labels, model.classes)
     out = Path(combined.paths.output_dir)
     write_report(report, model.classes, out, {"ckpt_path": str(model.path), "split": split, "size": len(labels)})
     print(format_report(report, split))

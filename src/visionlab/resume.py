@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,20 @@ RESUME_MAY_CHANGE = (
 FIXED_LENGTH_SCHEDULES = ("OneCycleLR", "CosineAnnealingLR")
 
 
+MAY_CHANGE_IN_WORDS = ("epochs and steps, batch limits, validation cadence, the logger, callbacks, devices, "
+                       "paths, data.num_workers and data.eval_batch_size")
+
+
 @dataclass
 class Resume:
-    """A checked resume: the checkpoint, its dict, and the run folder it continues (if any)."""
+    """A checked resume: the checkpoint, its dict, the run folder it continues (if any),
+    the run's own overrides and the new ones that may change what the run is."""
 
     ckpt: Path
     checkpoint: dict[str, Any]
     run_dir: Path | None
+    replayed: list[str] = field(default_factory=list)
+    suspect: list[str] = field(default_factory=list)
 
 
 def _key(override: str) -> str:
@@ -110,19 +117,52 @@ def prepare(argv: Sequence[str]) -> tuple[list[str], Resume | None]:
     run_dir, saved = ckpt.parent.parent, ckpt.parent.parent / ".hydra" / "overrides.yaml"
     if ckpt.parent.name != "checkpoints" or not saved.is_file():
         return [*rest, f"ckpt_path={ckpt.resolve()}"], Resume(ckpt, checkpoint, None)
-    changed = [a for a in rest if not any(fnmatch.fnmatchcase(_key(a), p) for p in RESUME_MAY_CHANGE)]
-    if changed:
+    replayed = _replayed(saved)
+    suspect = [a for a in rest if not _may_change(a) and a not in replayed]
+    # hydra.output_subdir=null: the run's .hydra/ keeps the config it started with (the
+    # resume is recorded in run_info.json)
+    return ([*replayed, *rest, f"ckpt_path={ckpt.resolve()}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"],
+            Resume(ckpt, checkpoint, run_dir, replayed, suspect))
+
+
+def _may_change(override: str) -> bool:
+    return any(fnmatch.fnmatchcase(_key(override), p) for p in RESUME_MAY_CHANGE)
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def check_unchanged(cfg: DictConfig, resume: Resume, config_name: str = "train") -> None:
+    """Refuse new overrides that change the run's config outside RESUME_MAY_CHANGE
+    (`model=cnn` on a CNN run changes nothing and passes; `model=mlp` does not)."""
+    if not resume.suspect:
+        return
+    from visionlab.config import compose_config
+
+    allowed = [a for a in resume.suspect if _may_change(a)]
+    before = _flat(OmegaConf.to_container(compose_config([*resume.replayed, *allowed], config_name=config_name)))
+    after = _flat(OmegaConf.to_container(cfg))
+    differs = sorted(k for k in before.keys() | after.keys()
+                     if before.get(k) != after.get(k) and not k.startswith("hydra.")
+                     and not any(fnmatch.fnmatchcase(k, p) or fnmatch.fnmatchcase(k, p + ".*") for p in RESUME_MAY_CHANGE))
+    if differs:
         raise ConfigError(
-            f"ckpt_path={ckpt}: resuming run {run_dir} cannot change {', '.join(changed)}: it would no longer be "
-            f"the same run; a resume may change only {', '.join(RESUME_MAY_CHANGE)}. To train something else, "
-            "start a new run"
+            f"ckpt_path={resume.ckpt}: {' '.join(resume.suspect)} would change what run {resume.run_dir} is "
+            f"({', '.join(differs[:3])}{', ...' if len(differs) > 3 else ''}); a resume may change only "
+            f"{MAY_CHANGE_IN_WORDS}. To train something else, start a new run"
         )
-    return ([*_replayed(saved), *rest, f"ckpt_path={ckpt.resolve()}", f"hydra.run.dir={run_dir}"],
-            Resume(ckpt, checkpoint, run_dir))
 
 
 def check_fits(cfg: DictConfig, resume: Resume) -> None:
-    """The composed config must build the net the checkpoint holds, and keep its schedule."""
+    """The composed config must keep the run what it was, build the net the checkpoint
+    holds, and keep its schedule."""
+    check_unchanged(cfg, resume)
     meta = resume.checkpoint.get(METADATA_KEY, {})
     shape, classes = meta.get("input_shape"), meta.get("classes")
     if shape and classes:

@@ -126,8 +126,14 @@ def pick_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
+def batch_logits(model: LoadedModel, images: Tensor, batch_size: int, device: torch.device) -> list[Tensor]:
+    """Class scores of uint8 images (N, C, H, W), one (batch, classes) tensor per batch of
+    `batch_size`, on the CPU: the batches training's validation and test steps see."""
+    net, transform = model.net.to(device).eval(), model.transform()
+    return [net(transform(chunk.to(device))).cpu() for chunk in images.split(batch_size)]
+
+
 def probabilities(model: LoadedModel, images: Tensor, batch_size: int, device: torch.device) -> Tensor:
     """Class probabilities (N, classes) of uint8 images (N, C, H, W), on the CPU."""
-    net, transform = model.net.to(device).eval(), model.transform()
-    out = [net(transform(chunk.to(device))).softmax(1).cpu() for chunk in images.split(batch_size)]
+    out = [logits.softmax(1) for logits in batch_logits(model, images, batch_size, device)]
     return torch.cat(out) if out else torch.empty(0, len(model.classes))

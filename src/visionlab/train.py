@@ -23,6 +23,7 @@ from visionlab.callbacks import restored_best_weights
 from visionlab.cli import hydra_entry
 from visionlab.config import validate
 from visionlab.io import atomic_write
+from visionlab.limits import check_batch_fits
 from visionlab.resilience import PreemptionCheckpoint
 from visionlab.runlock import RunLock
 from visionlab.task import ClassifierTask, Schedule
@@ -123,6 +124,8 @@ def record_run_info(folder: Path, cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
     datamodule, task, trainer = build(cfg)
+    if not cfg.get("compile"):  # a compiled net would compile for the estimate
+        check_batch_fits(task.net, datamodule.input_shape, datamodule.batch_size, trainer.strategy.root_device)
     folder = Path(trainer.default_root_dir)
     lock = RunLock(folder).acquire() if trainer.is_global_zero else None
     try:

@@ -49,10 +49,7 @@ def read_image(path: str | Path, input_shape: Sequence[int], max_pixels: int) ->
             if image.width * image.height > max_pixels:
                 raise ImageError(f"{path}: too large to decode safely ({image.width}x{image.height} pixels, "
                                  f"limit predict.max_pixels={max_pixels})")
-            image = image.convert(MODES[channels])
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
+            return image_to_tensor(image, input_shape)
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -60,5 +57,13 @@ def read_image(path: str | Path, input_shape: Sequence[int], max_pixels: int) ->
     except (OSError, SyntaxError, ValueError) as err:
         reason = "not an image" if isinstance(err, Image.UnidentifiedImageError) else f"unreadable image ({err})"
         raise ImageError(f"{path}: {reason}") from None
-    tensor = torch.from_numpy(array.copy())
+
+
+def image_to_tensor(image: Image.Image, input_shape: Sequence[int]) -> Tensor:
+    """uint8 (C, H, W) of `input_shape` from a PIL image: grayscale or RGB, resized to H x W."""
+    channels, height, width = input_shape
+    image = image.convert(MODES[channels])
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
     return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
