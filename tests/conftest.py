@@ -49,3 +49,32 @@ def needs_real_fashion_mnist() -> pytest.MarkDecorator:
         not (FMNIST_SYSTEM / "train-images-idx3-ubyte.gz").exists(),
         reason=f"real Fashion-MNIST not found in {FMNIST_SYSTEM} (apt-get install dataset-fashion-mnist)",
     )
+
+
+def run_main(main: Callable[[], None], args: list[str]) -> tuple[int, str]:
+    """An entry point's `main()` in this process with `args` as its command line, as a user
+    runs it: (exit status, stderr). Hydra's global state is cleared first."""
+    import contextlib
+    import io
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
+        mp.setattr(sys, "argv", ["prog", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_info:
+            code = exit_info.code if isinstance(exit_info.code, int) else 1
+    return code, err.getvalue()
+
+
+def tree_hash(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (hidden ones too) -> its sha256."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

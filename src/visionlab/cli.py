@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from visionlab.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, validate
 from visionlab.data.sources import DataSourceError
 from visionlab.io import atomic_write
-from visionlab.resume import check_fits
+from visionlab.resume import check_fits, check_unchanged
 from visionlab.resume import prepare as prepare_resume
 from visionlab.runlock import RunLock
 
@@ -118,7 +118,8 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, resumes: b
         except USER_ERRORS as err:
             if os.environ.get("VISIONLAB_DEBUG"):
                 raise
-            sys.exit(f"error: {one_line(err)}")
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            sys.exit(2)
         sys.argv[1:] = argv
         try:
             wrapped()
@@ -147,6 +148,8 @@ def prepare_run(config_name: str, argv: Sequence[str], resumes: bool = False,
     if resumes:
         argv, resume = prepare_resume(argv)
         check_group_overrides(argv)
+        if resume is not None:
+            check_unchanged(argv, resume, config_name)
     if _is_multirun(argv):
         return argv, None  # each job is checked when it builds
     check_new_keys(argv, config_name)

@@ -116,9 +116,13 @@ def export(cfg: DictConfig) -> Path:
     model.net.cpu().eval()
     suffix, write = FORMATS[fmt]
     target = Path(combined.paths.output_dir) / f"{cfg.name}{suffix}"
-    with atomic_path(target) as tmp:
-        worst = write(model, tmp, tolerance)
-    atomic_write(target.with_suffix(".json"), json.dumps(consumer_info(model, fmt, target.name), indent=2))
+    try:
+        with atomic_path(target) as tmp:
+            worst = write(model, tmp, tolerance)
+        atomic_write(target.with_suffix(".json"), json.dumps(consumer_info(model, fmt, target.name), indent=2))
+    except OSError as err:
+        raise ConfigError(f"paths.output_dir={target.parent}: cannot write the export there "
+                          f"({err.strerror or type(err).__name__}); choose a writable folder") from None
     print(f"Exported {fmt}: {target} (+ {target.with_suffix('.json').name}); max |export - PyTorch| = "
           f"{worst:.2e} on batches of {' and '.join(map(str, CHECK_BATCHES))}")
     return target

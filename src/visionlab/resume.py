@@ -138,16 +138,19 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def check_unchanged(cfg: DictConfig, resume: Resume, config_name: str = "train") -> None:
+def check_unchanged(argv: Sequence[str], resume: Resume, config_name: str = "train") -> None:
     """Refuse new overrides that change the run's config outside RESUME_MAY_CHANGE
     (`model=cnn` on a CNN run changes nothing and passes; `model=mlp` does not)."""
     if not resume.suspect:
         return
     from visionlab.config import compose_config
 
-    allowed = [a for a in resume.suspect if _may_change(a)]
-    before = _flat(OmegaConf.to_container(compose_config([*resume.replayed, *allowed], config_name=config_name)))
-    after = _flat(OmegaConf.to_container(cfg))
+    allowed = [a for a in argv if a not in resume.suspect]
+    before = _flat(OmegaConf.to_container(compose_config(allowed, config_name=config_name)))
+    try:
+        after = _flat(OmegaConf.to_container(compose_config(argv, config_name=config_name)))
+    except Exception:  # noqa: BLE001 - the run's own overrides do not fit the change (model=mlp on model.channels)
+        after = {"(the run's own overrides no longer compose)": True}
     differs = sorted(k for k in before.keys() | after.keys()
                      if before.get(k) != after.get(k) and not k.startswith("hydra.")
                      and not any(fnmatch.fnmatchcase(k, p) or fnmatch.fnmatchcase(k, p + ".*") for p in RESUME_MAY_CHANGE))
@@ -160,9 +163,7 @@ def check_unchanged(cfg: DictConfig, resume: Resume, config_name: str = "train")
 
 
 def check_fits(cfg: DictConfig, resume: Resume) -> None:
-    """The composed config must keep the run what it was, build the net the checkpoint
-    holds, and keep its schedule."""
-    check_unchanged(cfg, resume)
+    """The composed config must build the net the checkpoint holds and keep its schedule."""
     meta = resume.checkpoint.get(METADATA_KEY, {})
     shape, classes = meta.get("input_shape"), meta.get("classes")
     if shape and classes:
