@@ -28,7 +28,7 @@ MATRIX = {
     "model": ["model=mlp", "model.hidden=[32]"],
     "optimizer": [*SMALL_CNN, "optimizer=sgd"],
     "scheduler": [*SMALL_CNN, "scheduler=step"],
-    "data": [*SMALL_CNN, "data.input_shape=[3,16,16]", "data.normalization=scale"],
+    "data": [*SMALL_CNN, "data.input_shape=[3,16,16]", "data.normalization=scale", "data.loader=dataloader"],
     "task": [*SMALL_CNN, "task.l2=1e-4", "task.label_smoothing=0.1"],
     "callbacks": [*SMALL_CNN, "callbacks.model_checkpoint.save_best_only=false",
                   "callbacks.early_stopping.restore_best_weights=false"],
@@ -151,3 +151,15 @@ def test_the_python_api_trains_predicts_and_evaluates_in_process(runs, tmp_path,
         assert model.evaluate("test")["acc"] == final["test/acc"]
     assert set(model.evaluate("val")) >= {"acc", "loss", "f1", "auroc"}
     assert visionlab.ClassifierTask.__name__ == "ClassifierTask"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["+trainer.gradient_clip_val=1", "+trainer.gradient_clip_algorithm=bogus"],  # Lightning's own check
+     "error: `gradient_clip_algorithm` bogus is invalid."),
+    (["trainer.nope=1"], "error: Could not override 'trainer.nope'."),  # Hydra's own check
+])
+def test_lightning_and_hydra_errors_on_bad_flags_come_as_one_line(args, message, tmp_path):
+    code, err = run_main(train_main, [*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}"])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and lines[-1].startswith(message), err[-2000:]
+    assert "Traceback" not in err

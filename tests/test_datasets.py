@@ -26,6 +26,7 @@ from visionlab.data.mnist import MNIST
 from visionlab.data.sources import DataSourceError, ensure_files
 from visionlab.data.transforms import Augment, BatchTransform
 from visionlab.train import train
+from visionlab.data.sources import COPIES_RECORD
 
 
 def md5(path: Path) -> str:
@@ -58,7 +59,7 @@ def test_mnist_from_env_dir_then_trains(tmp_path, monkeypatch):
     dm = MNISTDataModule(data_dir=str(tmp_path / "mnist"), val_size=10, verify=False)
     dm.prepare_data()
     dm.setup()
-    assert sorted(os.listdir(tmp_path / "mnist")) == sorted(s.name for s in MNIST.files)
+    assert sorted(set(os.listdir(tmp_path / "mnist")) - {COPIES_RECORD}) == sorted(s.name for s in MNIST.files)
     assert dm.classes == tuple("0123456789") and dm.num_classes == 10 and dm.input_shape == (1, 28, 28)
     assert [len(dm.splits[s][1]) for s in ("train", "val", "test")] == [50, 10, 20]
     assert dm.splits["test"][0].dtype == torch.uint8 and dm.splits["test"][1][:3].tolist() == [0, 1, 2]

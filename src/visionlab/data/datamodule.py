@@ -8,6 +8,8 @@ the same float tensors for the same image, because both run the same BatchTransf
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from visionlab.data.loaders import LoaderEnv, MemoryLoader
 from visionlab.data.transforms import NORMALIZATIONS, Augment, BatchTransform
 
+log = logging.getLogger("visionlab")
 LOADERS = ("memory", "dataloader")
 Split = tuple[Tensor, Tensor]
 
@@ -65,10 +68,7 @@ class InMemoryImageDataModule(LightningDataModule):
             raise ValueError(f"data.loader={loader!r} is unknown; allowed: {', '.join(LOADERS)}")
         self.data_dir = data_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        n_train = self.train_size - resolve_val_size(val_size, self.train_size)  # fail before reading anything
-        if self.train_size and batch_size > n_train:
-            raise ValueError(f"data.batch_size={batch_size} is larger than the {n_train} training images; "
-                             f"expected at most {n_train}")
+        resolve_val_size(val_size, self.train_size)  # fail before reading anything
         self.val_size = val_size
         self.split_seed, self.normalization = split_seed, normalization
         self.augment = Augment(**dict(augment or {}))
@@ -104,7 +104,8 @@ class InMemoryImageDataModule(LightningDataModule):
 
     def check_splits(self) -> None:
         """Every split must hold what the dataset claims, checked before any training:
-        images of `input_shape`, labels in range, and a training split of at least a batch."""
+        images of `input_shape` and labels in range. A batch larger than the training split is
+        one batch of the whole split, as a DataLoader makes it; the log says so."""
         where = getattr(self, "root", None) or self.data_dir
         for name, (images, labels) in self.splits.items():
             if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.input_shape):
@@ -116,8 +117,8 @@ class InMemoryImageDataModule(LightningDataModule):
                                  f"({self.num_classes} classes)")
         n_train = len(self.splits["train"][1])
         if self.batch_size > n_train:
-            raise ValueError(f"data.batch_size={self.batch_size} is larger than the {n_train} training images; "
-                             f"expected at most {n_train}")
+            log.info("data.batch_size=%d is larger than the %d training images: each epoch is one batch of %d",
+                     self.batch_size, n_train, n_train)
 
     def _stats(self, images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
         channels = images.shape[1]

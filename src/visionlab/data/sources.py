@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionlab.io import atomic_dir, atomic_path
+from visionlab.io import atomic_dir, atomic_path, atomic_write
 
 
 class DataSourceError(RuntimeError):
@@ -116,7 +117,7 @@ def ensure_files(
         target = data_dir / spec.name
         reason = check_file(target, spec, verify)
         if reason is None and not verify:
-            reason = _differs_from_source(ds, spec, target)
+            reason = _differs_from_source(target)
         looked_here = [f"{target} ({reason})"]
         if reason is None or _fetch_one(ds, spec, target, verify, download, looked_here):
             if spec.extract and not (data_dir / spec.extract).is_dir():
@@ -131,17 +132,40 @@ def ensure_files(
     return data_dir
 
 
-def _differs_from_source(ds: DatasetFiles, spec: FileSpec, target: Path) -> str | None:
-    """Without checksums, a cached copy is trusted only while it matches its source's size
-    and is not older than it: a corrupt copy is then replaced once the source is fixed."""
-    for _, folder in _candidate_dirs(ds):
-        source = folder / spec.name
-        if source.is_file():
-            here, there = target.stat(), source.stat()
-            if here.st_size != there.st_size or here.st_mtime < there.st_mtime:
-                return f"differs from {source}"
-            return None
+COPIES_RECORD = ".copies.json"  # in a data_dir: which files were copied from where, and as what
+
+
+def _copies(folder: Path) -> dict[str, dict]:
+    try:
+        record = json.loads((folder / COPIES_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _differs_from_source(target: Path) -> str | None:
+    """Without checksums, a copy this module made is trusted only while it and its source
+    are as they were when it was copied (size and time stamp, recorded in COPIES_RECORD):
+    a copy damaged since, or whose source was replaced, is fetched again. Files a user put
+    there themselves have no record and are used as they are."""
+    made = _copies(target.parent).get(target.name)
+    if not isinstance(made, dict):
+        return None
+    source = Path(str(made.get("source", "")))
+    if _stamp(target) != made.get("copy") or (source.is_file() and _stamp(source) != made.get("copy")):
+        return f"changed since it was copied from {source}"
     return None
+
+
+def _record_copy(source: Path, target: Path) -> None:
+    record = _copies(target.parent)
+    record[target.name] = {"source": str(source), "copy": _stamp(target)}
+    atomic_write(target.parent / COPIES_RECORD, json.dumps(record, indent=1))
 
 
 def _fetch_one(
@@ -162,6 +186,7 @@ def _fetch_one(
         if reason is None:
             with atomic_path(target) as tmp:
                 shutil.copy2(source, tmp)  # with its time stamp, for _differs_from_source
+            _record_copy(source, target)
             return True
         looked.append(f"{label} {source} ({reason})")
     for base in ds.urls:
