@@ -24,7 +24,7 @@ COMMON = [
 
 
 def run_train(args, log_dir: Path, wait: bool = True, **kw):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, str(REPO / "scripts" / "train.py"), *args, f"paths.log_dir={log_dir}",
            f"hydra.run.dir={log_dir}/run"]
     if wait:

@@ -102,6 +102,8 @@ class ClassifierTask(LightningModule):
             raise ValueError(f"task.loss={loss!r} is unknown; allowed: {', '.join(LOSSES)}")
         self.net = net
         self.optimizer_factory = optimizer
+        # the learning rate, where Lightning's LearningRateFinder(update_attr=True) finds and sets it
+        self.lr: float | None = (getattr(optimizer, "keywords", None) or {}).get("lr")
         self.schedule = scheduler if scheduler is not None and scheduler.factory is not None else None
         num_classes = num_classes or getattr(net, "num_classes")
         self.loss_name = loss
@@ -229,21 +231,22 @@ class ClassifierTask(LightningModule):
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError("ClassifierTask has no optimizer to train with; pass optimizer=...")
-        optimizer = self.optimizer_factory(self._param_groups())
+        kwargs = {} if self.lr is None else {"lr": self.lr}
+        optimizer = self.optimizer_factory(self._param_groups(), **kwargs)
         for group in optimizer.param_groups:
             group["lr"] *= group.get("lr_scale", 1.0)  # before any scheduler reads it
         if self.schedule is None:
             return optimizer
-        kwargs = {}
+        schedule_kwargs = {}
         accepted = inspect.signature(self.schedule.factory).parameters
         if "total_steps" in accepted:
-            kwargs["total_steps"] = self.total_optimizer_steps()
+            schedule_kwargs["total_steps"] = self.total_optimizer_steps()
         if "cycle_momentum" in accepted and "cycle_momentum" not in getattr(self.schedule.factory, "keywords", {}):
             # cycle momentum only where the optimizer has some: Adagrad has none, and plain
             # SGD (momentum 0) must not silently become momentum SGD
             defaults = optimizer.defaults
-            kwargs["cycle_momentum"] = "betas" in defaults or defaults.get("momentum", 0) > 0
-        config = {"scheduler": self.schedule.factory(optimizer, **kwargs), "interval": self.schedule.interval}
+            schedule_kwargs["cycle_momentum"] = "betas" in defaults or defaults.get("momentum", 0) > 0
+        config = {"scheduler": self.schedule.factory(optimizer, **schedule_kwargs), "interval": self.schedule.interval}
         if self.schedule.monitor:
             config["monitor"] = self.schedule.monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
