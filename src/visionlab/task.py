@@ -5,7 +5,8 @@ Lightning's usual shape: `training_step` gets one (x, y) batch and returns its l
 Lightning does backward, clipping, accumulation, precision and the optimizer step, so every
 Trainer flag and callback behaves as Lightning documents. Training loss and accuracy sums
 stay in a device buffer (kept in checkpoints, so a mid-epoch resume keeps its partial
-sums) and are logged once per epoch; the per-step loss is logged as `train/loss_step`.
+sums) and are logged once per epoch; the per-step loss is logged as `train/loss_step` at
+the steps Lightning writes to its loggers (every `trainer.log_every_n_steps`).
 """
 
 from __future__ import annotations
@@ -161,8 +162,18 @@ class ClassifierTask(LightningModule):
         detached = loss.detach()
         hits = (logits.detach().argmax(1) == hard_labels(y)).sum()
         self._train_sums += torch.stack((detached * len(y), hits.to(detached.dtype), detached.new_tensor(len(y))))
-        self.log("train/loss_step", detached, on_step=True, on_epoch=False, batch_size=len(y))
+        if self._loggers_write_this_step():
+            self.log("train/loss_step", detached, on_step=True, on_epoch=False, batch_size=len(y))
         return loss
+
+    def _loggers_write_this_step(self) -> bool:
+        """Lightning's rule for writing step metrics to the loggers: every log_every_n_steps
+        optimizer steps, when stopping, and every step of a fast_dev_run. `self.log` costs about as much as a small model's
+        whole step on a CPU, so the step loss is logged only when it will be written (and
+        callback_metrics holds the latest written value in between)."""
+        trainer = self.trainer
+        n = trainer.log_every_n_steps
+        return bool(trainer.fast_dev_run) or (n > 0 and ((self.global_step + 1) % n == 0 or trainer.should_stop))
 
     def on_train_epoch_end(self) -> None:
         # clone: on one device reduce() returns the buffer itself, which zero_() would clear
