@@ -43,7 +43,6 @@ RULES: tuple[Rule, ...] = (
     ("model.kernel_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.eval_batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    ("data.chunk", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.val_size", lambda v: (_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v < 1),
      "a whole count >= 0 (5000) or a fraction below 1 (0.1); 1.0 could mean either"),
     ("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
