@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from conftest import run_main, tree_hash
-from visionlab import evaluate, export, predict
-from visionlab.train import main as train_main
+from visionlab.entrypoints import evaluate, export, predict
+from visionlab.entrypoints.train import main as train_main
 
 TINY = ["data=synthetic", "data.train_size=120", "data.val_size=40", "data.test_size=40", "data.batch_size=20",
         "data.eval_batch_size=16", "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.accelerator=cpu",

@@ -25,7 +25,7 @@ from visionlab.data.idx import write_idx
 from visionlab.data.mnist import MNIST
 from visionlab.data.sources import DataSourceError, ensure_files
 from visionlab.data.transforms import Augment, BatchTransform
-from visionlab.train import train
+from visionlab.entrypoints.train import train
 from visionlab.data.sources import COPIES_RECORD
 
 

@@ -34,7 +34,7 @@ def make_cfg(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained run folder laid out as scripts/train.py leaves it."""
-    from visionlab.train import train
+    from visionlab.entrypoints.train import train
 
     run = tmp_path_factory.mktemp("run")
     cfg = make_cfg("train", list(TINY), run)
@@ -65,7 +65,7 @@ def test_training_writes_history_and_a_self_describing_weights_only_checkpoint(r
 
 
 def test_evaluate_writes_metrics_per_class_and_confusion_matrix(run_dir, tmp_path, capsys):
-    from visionlab.evaluate import evaluate
+    from visionlab.entrypoints.evaluate import evaluate
 
     overall = evaluate(make_cfg("evaluate", [f"ckpt_path={best_ckpt(run_dir)}"], tmp_path))
     confusion = np.loadtxt(tmp_path / "confusion_matrix.csv", delimiter=",", skiprows=1,
@@ -83,7 +83,7 @@ def test_evaluate_writes_metrics_per_class_and_confusion_matrix(run_dir, tmp_pat
 
 
 def test_predict_files_converts_images_and_skips_bad_ones(run_dir, tmp_path, capsys):
-    from visionlab.predict import predict
+    from visionlab.entrypoints.predict import predict
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -106,7 +106,7 @@ def test_predict_files_converts_images_and_skips_bad_ones(run_dir, tmp_path, cap
 
 def test_predict_from_test_names_the_true_classes(run_dir, tmp_path):
     from visionlab.data import SyntheticDataModule
-    from visionlab.predict import predict
+    from visionlab.entrypoints.predict import predict
 
     rows = predict(make_cfg("predict", [f"ckpt_path={best_ckpt(run_dir)}", "predict.from_test=5"], tmp_path))
     labels = SyntheticDataModule(val_size=32, test_size=TEST_SIZE).read_split("test")[1][:5]
@@ -115,7 +115,7 @@ def test_predict_from_test_names_the_true_classes(run_dir, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "state_dict"])
 def test_export_matches_pytorch_and_describes_itself(fmt, run_dir, tmp_path):
-    from visionlab.export import export
+    from visionlab.entrypoints.export import export
 
     ckpt = tmp_path / "moved.ckpt"  # away from its run folder: the checkpoint metadata must suffice
     shutil.copy(best_ckpt(run_dir), ckpt)
@@ -161,7 +161,7 @@ def test_bad_checkpoints_get_one_line_errors(run_dir, tmp_path):
 
 
 def test_cli_reports_a_corrupt_checkpoint_in_one_line(run_dir, tmp_path, monkeypatch, capsys):
-    from visionlab.evaluate import main
+    from visionlab.entrypoints.evaluate import main
 
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(best_ckpt(run_dir).read_bytes()[:-100])

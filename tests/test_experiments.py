@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 
 from conftest import compose_config, needs_real_fashion_mnist
 from visionlab.config import CONF_DIR, validate
-from visionlab.train import train
+from visionlab.entrypoints.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 

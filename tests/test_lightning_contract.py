@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionlab.train import build
+from visionlab.entrypoints.train import build
 
 TRAIN, VAL, BATCH, EVAL_BATCH = 200, 64, 32, 16  # 7 training batches (the last one short), 4 validation batches
 DATA = ("data=synthetic", f"data.train_size={TRAIN + VAL}", f"data.val_size={VAL}", f"data.batch_size={BATCH}",

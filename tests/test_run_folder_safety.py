@@ -18,8 +18,8 @@ import torch
 import yaml
 
 from conftest import run_main, tree_hash
-from visionlab import evaluate, export, predict
-from visionlab.train import main as train_main
+from visionlab.entrypoints import evaluate, export, predict
+from visionlab.entrypoints.train import main as train_main
 from visionlab.data.idx import write_idx
 
 BASE = ["model.channels=[4]", "model.dense=[8]", "trainer.max_epochs=1", "trainer.accelerator=cpu",
@@ -134,7 +134,7 @@ def test_a_resume_of_another_architecture_is_refused_in_one_line(run, tmp_path):
 
 
 def test_a_resume_keeps_every_earlier_row_and_the_report_counts_every_epoch(run):
-    from visionlab.report import read_run
+    from visionlab.entrypoints.report import read_run
 
     rows_before = (run / "csv" / "metrics.csv").read_text().splitlines()
     code, err = run_main(train_main, [f"ckpt_path={run}/checkpoints/last.ckpt", "trainer.max_epochs=3",
@@ -315,7 +315,7 @@ def test_bad_top_level_values_and_unknown_keys_fail_in_one_line_naming_the_key(a
 
 # --- 8. messages that say what happened -------------------------------------------------------
 def test_a_report_names_a_bad_metrics_file_and_goes_on(trained, tmp_path):
-    from visionlab.report import write_report
+    from visionlab.entrypoints.report import write_report
 
     sweep = tmp_path / "sweep"
     shutil.copytree(trained, sweep / "0")

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from visionlab.config import ConfigError, compose_config
 from visionlab.data.fashion_mnist import FASHION_MNIST
 from visionlab.data.idx import write_idx
-from visionlab.scratch_train import compare
+from visionlab.entrypoints.scratch_train import compare
 
 
 def fake_fashion_mnist(folder: Path, n_train: int = 400, n_test: int = 100) -> None:

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from visionlab.report import main as report_main
-from visionlab.report import short_override
+from visionlab.entrypoints.report import main as report_main
+from visionlab.entrypoints.report import short_override
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="hydra-optuna-sweeper not installed (pip install -e .[sweep])")
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from visionlab.config import ConfigError
 from visionlab.models import MLP
 from visionlab.task import ClassifierTask
-from visionlab.train import build
+from visionlab.entrypoints.train import build
 
 
 def trained_weights(cfg_factory, *overrides):

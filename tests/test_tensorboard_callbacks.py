@@ -6,7 +6,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from visionlab.tensorboard_views import confusion_matrix, filters_image
-from visionlab.train import train
+from visionlab.entrypoints.train import train
 
 
 def read_events(folder) -> EventAccumulator:

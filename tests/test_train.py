@@ -8,7 +8,7 @@ import torch
 
 from conftest import REPO
 from test_config import options
-from visionlab.train import build, train
+from visionlab.entrypoints.train import build, train
 
 
 def fit_and_compare(cfg):

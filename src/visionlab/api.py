@@ -42,7 +42,7 @@ def train(overrides: Sequence[str] = ()) -> dict[str, float]:
     `hydra.run.dir=...`), with .hydra/config.yaml, train.log and everything train writes.
     `ckpt_path=...` resumes as on the command line. Sweeps (`-m`) need the command line.
     """
-    from visionlab.train import train as train_run
+    from visionlab.entrypoints.train import train as train_run
 
     if _is_multirun(overrides):
         raise ConfigError("visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ...")
@@ -123,7 +123,7 @@ class Model:
 
     def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3) -> list[dict[str, Any]]:
         """Per image: the most probable class, its probability and the top-k (class, p) pairs."""
-        from visionlab.predict import top_k as best_of
+        from visionlab.entrypoints.predict import top_k as best_of
 
         probs = self.probabilities(images)
         return [{"class": top[0][0], "probability": top[0][1], "top": top}
@@ -131,7 +131,7 @@ class Model:
 
     def evaluate(self, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, float]:
         """evaluate.py's metrics for `split`, written into a new evaluate folder."""
-        from visionlab.evaluate import evaluate
+        from visionlab.entrypoints.evaluate import evaluate
 
         return evaluate(_entry_config("evaluate", self.loaded.path, [f"split={split}", *overrides]))
 

@@ -157,7 +157,7 @@ def train_flops(net: nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> in
 
 def run_visionlab(cfg: DictConfig) -> tuple[list[float], list[float], float, nn.Module]:
     """Fit through build(): Trainer, task module, DataModule and the default callbacks."""
-    from visionlab.train import build
+    from visionlab.entrypoints.train import build
 
     datamodule, task, trainer = build(cfg)
     timer = EpochTimer()
