@@ -28,6 +28,7 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from visionlab.config import compose_config
+from visionlab.serve.uploads import Upload  # at module level: FastAPI resolves the annotation here
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("data=synthetic", "data.train_size=160", "data.val_size=32", "data.test_size=60", "data.batch_size=32",
@@ -215,6 +216,37 @@ def bad_requests(good: bytes) -> list[tuple[str, dict, int, str]]:
         ("multipart without the image field", {"files": {"photo": ("x.png", good, "image/png")}}, 400,
          "no file field named image"),
     ]
+
+
+def test_upload_checks_in_process():
+    """The request checks alone, on a bare FastAPI app: the odd cases, quickly."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from visionlab.serve.uploads import Limits
+
+    app = FastAPI()
+    app.state.upload_limits = Limits((3, 8, 8), 10_000, 10_000)
+
+    @app.post("/p")
+    async def echo(payload: Upload) -> dict:
+        return {"shape": list(payload["pixels"].shape), "preview": payload["preview"]}
+
+    client = TestClient(app)
+    gray = png(np.zeros((1, 20, 10), dtype=np.uint8))
+    data_url = "data:image/png;base64," + base64.b64encode(gray).decode()
+    assert client.post("/p", json={"image": data_url, "preview": True}).json() == {"shape": [3, 8, 8], "preview": True}
+    assert client.post("/p", files={"file": ("g.png", gray)}, data={"preview": "no"}).json()["preview"] is False
+    for kwargs, status, reason in (
+        ({"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 400, "Missing boundary"),
+        ({"content": b"\xff\xfe", "headers": {"content-type": "application/json"}}, 400, "malformed JSON"),
+        ({"json": {"image": 5}}, 400, "must be an object"),
+        ({"content": b"{}"}, 415, "content type '(none)'"),
+        ({"files": {"image": ("big.png", png(np.zeros((1, 200, 200), dtype=np.uint8)))}}, 413,
+         "too large to decode safely (200x200 pixels, limit serve.max_pixels=10000)"),
+    ):
+        response = client.post("/p", **kwargs)
+        assert (response.status_code, reason in response.json()["detail"]) == (status, True), response.text
 
 
 def test_bad_input_gets_a_4xx_with_one_line_and_the_next_request_succeeds(server, test_images):

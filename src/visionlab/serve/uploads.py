@@ -50,6 +50,8 @@ class NamedBytes(io.BytesIO):
 
 @dataclass(frozen=True)
 class Limits:
+    """What a request is checked against: the model's input shape and the serve.* limits."""
+
     input_shape: tuple[int, ...]
     max_upload_bytes: int
     max_pixels: int
@@ -114,11 +116,13 @@ def decode(data: bytes, name: str, limits: Limits) -> np.ndarray:
         raise reject(400, f"{name}: empty upload (0 bytes)")
     try:
         return read_image(NamedBytes(data, name), limits.input_shape, limits.max_pixels).numpy()
-    except ImageError as err:
-        raise reject(413 if "too large" in str(err) else 400, str(err).replace("predict.max_pixels", "serve.max_pixels"))
+    except ImageError as err:  # read_image words its refusals for predict.py's options
+        reason = str(err).replace("predict.max_pixels", "serve.max_pixels")
+        raise reject(413 if "too large to decode" in reason else 400, reason) from None
 
 
 def wants(fields: dict[str, Any], key: str) -> bool:
+    """Whether a form field, JSON key or query parameter `key` says yes."""
     value = fields.get(key, False)
     return value is True or str(value).lower() in TRUE
 
