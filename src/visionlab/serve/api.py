@@ -9,6 +9,7 @@ import litserve as ls
 import numpy as np
 import torch
 
+from visionlab.predict import top_k
 from visionlab.serve import metrics
 from visionlab.serve.backends import Backend, BackendSource
 from visionlab.serve.uploads import Upload, png_base64
@@ -38,23 +39,19 @@ class ClassifierAPI(ls.LitAPI):
         items = x if isinstance(x, list) else [x]
         assert self.backend is not None, "setup() loads the backend"
         probs = self.backend.probabilities(torch.from_numpy(np.stack([item["pixels"] for item in items])))
-        values, indices = probs.topk(min(self.top_k, probs.shape[1]), dim=1)
-        classes = self.backend.classes
-        answers = [{"top_k": [{"class": classes[i], "probability": p} for p, i in zip(vs, ix)]}
-                   for vs, ix in zip(values.tolist(), indices.tolist())]
+        answers = [{"top_k": [{"class": name, "probability": p} for name, p in best]}
+                   for best in top_k(probs, self.backend.classes, self.top_k)]
         metrics.observe_batch([a["top_k"][0]["class"] for a in answers])
         for item, answer in zip(items, answers):
             answer["model"], answer["backend"] = self.backend.name, self.backend.kind
             if item["preview"]:
                 answer["input_png"] = png_base64(item["pixels"])
-            answer.update(self.explain(item))
+            answer.update(self.explain(item, answer))
         return answers if isinstance(x, list) else answers[0]
 
-    def explain(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Hook for an explanation of the answer (Grad-CAM): extra response keys. The page
-        draws `overlay_png` (a base64 PNG the size of `input_png`) over the model's input
-        when present. Nothing yet."""
+    def explain(self, item: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        """Hook for explaining an answer (Grad-CAM, being built elsewhere): extra response
+        keys for the image `item["pixels"]` and its `answer`, computed with `self.backend`.
+        The page draws `overlay_png` (a base64 PNG, shown at the size of `input_png`) over
+        the model's input when an answer has it. Nothing yet."""
         return {}
-
-    def encode_response(self, output: dict[str, Any]) -> dict[str, Any]:
-        return output
