@@ -31,17 +31,20 @@ def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 OPTIONS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("host", lambda v: v in HOSTS, f"one of {', '.join(HOSTS)}"),
     ("port", lambda v: _int(v) and 1024 <= v <= 65535, "an integer in [1024, 65535]"),
     ("workers", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("max_batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1 (1: no batching)"),
-    ("batch_timeout", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
-     "a number of seconds >= 0"),
+    ("batch_timeout", lambda v: _num(v) and v >= 0, "a number of seconds >= 0"),
     ("top_k", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("max_upload_bytes", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("max_pixels", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    ("timeout", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "seconds > 0"),
+    ("timeout", lambda v: _num(v) and v > 0, "a number of seconds > 0"),
     ("log_level", lambda v: v in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
 )
 
