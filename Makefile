@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data train test
+.PHONY: install data browser train test
 
 install: $(STAMP)
 
@@ -25,8 +25,16 @@ data:
 		echo "note: apt-get could not install dataset-fashion-mnist; training will try the official download"; \
 	fi
 
+# Headless Chromium and its driver for the serve page's browser test (which skips without them).
+browser:
+	@if ! command -v chromedriver >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1)) || \
+		echo "note: apt-get could not install chromium; the browser test will be skipped"; \
+	fi
+
 train: install data
 	$(PY) scripts/train.py $(ARGS)
 
-test: install data
+test: install data browser
 	$(PY) -m pytest -q $(ARGS)

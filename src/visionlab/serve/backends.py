@@ -1,0 +1,117 @@
+"""The two backends a server can run: the PyTorch net of a checkpoint, or an ONNX file made
+by scripts/export.py (read with ONNX Runtime, its JSON sidecar giving class names, input
+shape and normalisation). Both take uint8 images and apply the training normalisation, so
+the same image gets the same answer from either."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from visionlab.config import ConfigError
+from visionlab.data.transforms import BatchTransform
+
+BACKENDS = ("pytorch", "onnx")
+
+
+class Backend(Protocol):
+    name: str
+    kind: str
+    classes: tuple[str, ...]
+    input_shape: tuple[int, ...]
+
+    def probabilities(self, images: Tensor) -> Tensor:
+        """Class probabilities (N, classes) of uint8 images (N, C, H, W)."""
+
+
+class TorchBackend:
+    """A checkpoint's net, loaded as evaluate and predict load it."""
+
+    kind = "pytorch"
+
+    def __init__(self, cfg: DictConfig, device: str = "cpu") -> None:
+        from visionlab.runs import load_run, pick_device
+
+        self.model, _ = load_run(cfg)
+        self.device = pick_device(device)
+        self.model.net.to(self.device).eval()
+        self.classes, self.input_shape = self.model.classes, self.model.input_shape
+        self.name = cfg.get("name") or f"{type(self.model.net).__name__} {Path(self.model.path).name}"
+
+    def probabilities(self, images: Tensor) -> Tensor:
+        from visionlab.runs import probabilities
+
+        return probabilities(self.model, images, max(len(images), 1), self.device)
+
+
+class OnnxBackend:
+    """An exported .onnx file run by ONNX Runtime on the CPU, fed as its JSON sidecar says."""
+
+    kind = "onnx"
+
+    def __init__(self, path: str | Path, name: str | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        info = read_sidecar(path)
+        self.classes = tuple(info["classes"])
+        self.input_shape = tuple(int(s) for s in info["input"]["shape"][1:])
+        self.input_name = info["input"]["name"]
+        self.transform = BatchTransform(info["normalization"]["mean"], info["normalization"]["std"])
+        try:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise ConfigError(f"model_path={path}: cannot load: {str(err).splitlines()[0][:160]}") from None
+        target = str((info.get("model") or {}).get("_target_", "model")).rpartition(".")[2]
+        self.name = name or f"{target} {path.name}"
+
+    def probabilities(self, images: Tensor) -> Tensor:
+        x = self.transform(images).numpy()
+        logits = self.session.run(None, {self.input_name: x})[0]
+        return torch.from_numpy(logits).softmax(1)
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The JSON scripts/export.py writes beside X.onnx, checked for what serving needs."""
+    if path.suffix != ".onnx" or not path.is_file():
+        raise ConfigError(f"model_path={path}: expected an .onnx file written by scripts/export.py")
+    sidecar = path.with_suffix(".json")
+    try:
+        info = json.loads(sidecar.read_text())
+        ok = (isinstance(info["classes"], list) and len(info["input"]["shape"]) == 4
+              and len(info["normalization"]["mean"]) == len(info["normalization"]["std"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"model_path={path}: {sidecar.name} beside it is missing or lacks classes, "
+                          "input.shape and normalization (re-export with scripts/export.py)")
+    return info
+
+
+@dataclass(frozen=True)
+class BackendSource:
+    """What an inference worker needs to load the backend again in its own process: small
+    and picklable (workers are spawned, models are not sent over)."""
+
+    kind: str
+    config: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> BackendSource:
+        ckpt, onnx = cfg.get("ckpt_path"), cfg.get("model_path")
+        if bool(ckpt) == bool(onnx):
+            raise ConfigError("give either ckpt_path=RUN/checkpoints/X.ckpt or model_path=X.onnx (an export), not both")
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved.pop("hydra", None)
+        return cls("pytorch" if ckpt else "onnx", resolved)
+
+    def load(self, device: str = "cpu") -> Backend:
+        if self.kind == "onnx":
+            return OnnxBackend(self.config["model_path"], self.config.get("name"))
+        return TorchBackend(OmegaConf.create(self.config), device)
