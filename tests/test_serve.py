@@ -108,7 +108,7 @@ def bomb_png(side: int = 20000) -> bytes:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint in a run folder as scripts/train.py leaves it."""
-    from visionlab.train import train
+    from visionlab.entrypoints.train import train
 
     run = tmp_path_factory.mktemp("run")
     cfg = compose_config(list(TINY), run)
@@ -124,7 +124,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def servers(ckpt, tmp_path_factory) -> Iterator[dict[str, Server]]:
     """A server per backend: the checkpoint's, and its ONNX export's (exported while the
     first one starts: starting is mostly imports)."""
-    from visionlab.export import export
+    from visionlab.entrypoints.export import export
 
     started = {"pytorch": start(f"ckpt_path={ckpt}", tmp_path_factory.mktemp("serve_pt"))}
     try:
@@ -163,7 +163,7 @@ def classify(url: str, image: bytes, as_json: bool = False) -> dict:
 
 
 def test_test_images_get_predict_py_answers(server, ckpt, test_images, tmp_path):
-    from visionlab.predict import predict
+    from visionlab.entrypoints.predict import predict
 
     rows = predict(compose_config([f"ckpt_path={ckpt}", "predict.from_test=20", "predict.top_k=5"], tmp_path,
                                   config_name="predict"))
