@@ -43,7 +43,7 @@ def test_benchmark_times_both_paths_and_appends_the_table(tmp_path: Path) -> Non
 
 def test_benchmark_speed_flags_apply_to_both_paths(tmp_path: Path) -> None:
     # the MLP: bfloat16 is emulated (slow) on CPUs without AVX512-BF16, and only the wiring is tested
-    rows, _ = run(tmp_path, "--cases", "notes_mlp", "--channels-last", "--precision", "bf16-mixed")
+    rows, _ = run(tmp_path, "--cases", "notes_mlp", "--channels-last", "--precision", "bf16-mixed", "--clock", "cpu")
     assert len(rows) == 2
     assert all("trainer.precision=bf16-mixed" in r["overrides"] and "channels_last=true" in r["overrides"]
                for r in rows)

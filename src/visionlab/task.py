@@ -120,9 +120,6 @@ class ClassifierTask(LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.register_buffer("_train_sums", torch.zeros(3))  # loss*n, hits, n of the epoch so far
         self.seed = seed
-        # the device's default generator, set in on_fit_start: a Generator attribute would
-        # not pass to ddp_spawn's processes
-        self._rng: torch.Generator | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -137,9 +134,11 @@ class ClassifierTask(LightningModule):
         return total
 
     # --- training --------------------------------------------------------------------
-    def on_fit_start(self) -> None:
+    def _generator(self) -> torch.Generator:
+        """The device's default generator (dropout's source). Looked up, not stored: a
+        Generator attribute would not pass to ddp_spawn's processes."""
         device = self.device
-        self._rng = torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else torch.default_generator
+        return torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else torch.default_generator
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """The loss of one batch (plus penalties); Lightning does backward and the step.
@@ -150,7 +149,7 @@ class ClassifierTask(LightningModule):
         x, y = batch
         if y.ndim == 2 and self.loss_name == "hinge":
             raise ValueError("task.loss=hinge cannot take soft labels (mixup/cutmix); use task.loss=cross_entropy")
-        self._rng.manual_seed(derive_seed(derive_seed(self.seed, self.current_epoch, DROPOUT_SALT), batch_idx))
+        self._generator().manual_seed(derive_seed(derive_seed(self.seed, self.current_epoch, DROPOUT_SALT), batch_idx))
         logits = self.net(x.contiguous(memory_format=self.memory_format))
         loss = self.criterion(logits, y)
         if self._penalised:

@@ -18,6 +18,7 @@ from visionlab.data.transforms import BatchTransform
 from visionlab.seeding import derive_seed
 
 Batch = tuple[Tensor, Tensor]
+BLOCK = 16  # batches transformed at once; bounds the waste when a run stops mid-epoch
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,9 @@ class MemoryLoader:
                 skip = self._resume_at[1]
             self._resume_at = None
         images, labels = self._on(env.device)
-        order = self.order(env).to(env.device)
-        for idx in order.split(self.batch_size)[skip:]:
-            if self.shuffle:
-                yield self.transform(images[idx], idx, env.epoch), labels[idx]
-            else:
-                yield self.transform(images[idx]), labels[idx]
+        order = self.order(env).to(env.device)[skip * self.batch_size :]
+        # Transformed BLOCK batches at a time (one set of tensor ops, then views): the same
+        # values as batch by batch, since every image's draws depend on its index only.
+        for block in order.split(self.batch_size * BLOCK):
+            x = self.transform(images[block], block, env.epoch) if self.shuffle else self.transform(images[block])
+            yield from zip(x.split(self.batch_size), labels[block].split(self.batch_size))
