@@ -61,7 +61,7 @@ def test_evaluate_figures_are_pngs_of_their_figure_size_and_list_what_they_show(
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         with Image.open(tmp_path / name) as image:
             assert image.size == png_size(fig), name
-    assert png_size(expected["mistakes.png"]) == (460, 540)  # 3 pairs of <= 3: (1.4 * 3 + 0.4) x (1.7 * 3 + 0.3) inches at 100 dpi
+    assert png_size(expected["mistakes.png"]) == (460, 610)  # 3 pairs of <= 3: (1.4 * 3 + 0.4) x (1.9 * 3 + 0.4) inches at 100 dpi
     lines = (tmp_path / "mistakes.csv").read_text().splitlines()
     assert lines[0] == "index,true,predicted,probability"
     assert [line.split(",")[:3] for line in lines[1:]] == [

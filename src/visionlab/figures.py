@@ -91,7 +91,7 @@ def mistakes_figure(images: Tensor, found: Sequence[ConfusedPair], classes: Sequ
     mistakes left to right, each titled with the predicted probability."""
     rows = max(1, len(found))
     cols = max([len(p.indices) for p in found] + [1])
-    fig = Figure(figsize=(1.4 * cols + 0.4, 1.7 * rows + 0.3), dpi=DPI)
+    fig = Figure(figsize=(1.4 * cols + 0.4, 1.9 * rows + 0.4), dpi=DPI)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -100,11 +100,12 @@ def mistakes_figure(images: Tensor, found: Sequence[ConfusedPair], classes: Sequ
     for row, pair in zip(axes, found):
         for ax, index, p in zip(row, pair.indices, pair.probabilities):
             _show(ax, images[index])
-            ax.set_title(f"p={p:.2f}", fontsize=7)
-        row[0].text(0, -0.35, f"true {classes[pair.true]} -> predicted {classes[pair.predicted]} "
-                    f"({pair.count} in all)", transform=row[0].transAxes, fontsize=8, ha="left", va="top")
-    fig.suptitle("most confident mistakes", fontsize=9)
-    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.35 / fig.get_figheight(), bottom=0.08, hspace=0.6)
+            ax.set_title(f"p={p:.2f}", fontsize=7, pad=2)
+        row[0].text(0, 1.2, f"true {classes[pair.true]} -> predicted {classes[pair.predicted]} "
+                    f"({pair.count} in all)", transform=row[0].transAxes, fontsize=8, ha="left", va="bottom")
+    height = fig.get_figheight()
+    fig.suptitle("most confident mistakes", fontsize=9, y=1 - 0.05 / height)
+    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.6 / height, bottom=0.05 / height + 0.02, hspace=0.75)
     return fig
 
 
@@ -126,10 +127,10 @@ def per_class_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None
         ax.bar([i + (j - 1) * width for i in range(n)], [float(r[metric]) for r in rows], width, label=metric)
     ax.set_xticks(range(n), [str(r["class"]) for r in rows], rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, ncols=len(METRICS), loc="lower right")
+    ax.legend(fontsize=7, ncols=len(METRICS), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     if title:
-        ax.set_title(title, fontsize=9)
-    fig.subplots_adjust(bottom=0.3, top=0.9)
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(bottom=0.3, top=0.85)
     return fig
 
 
