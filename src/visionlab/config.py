@@ -60,6 +60,8 @@ RULES: tuple[Rule, ...] = (
     ("data.image_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.color", lambda v: v in COLORS, f"one of {', '.join(COLORS)}"),
     ("data.augment.crop_padding", lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    ("explain", lambda v: v in ("gradcam", "saliency"), "gradcam or saliency, or null"),
+    ("explain_layer", lambda v: isinstance(v, str) and v != "", "a layer name such as features.4, or null"),
     ("trainer.max_epochs", lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1"),
 )
 
