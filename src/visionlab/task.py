@@ -159,7 +159,7 @@ class ClassifierTask(LightningModule):
             if step_scheduler is not None:
                 step_scheduler.step()
             losses.append(loss.detach())
-            hits.append((logits.detach().argmax(1) == y).sum())
+            hits.append((logits.detach().argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum())  # soft: mixup
             sizes.append(len(y))
         if sizes:
             self._accumulate(torch.stack(losses), torch.stack(hits), sizes, first_step)

@@ -119,5 +119,5 @@ class MemoryLoader:
                 yield self.transform(images[idx]), labels[idx]
             return
         for idx in order.split(self.batch_size * self.chunk)[skip:]:
-            x = self.transform(images[idx], idx, env.epoch)
-            yield list(zip(x.split(self.batch_size), labels[idx].split(self.batch_size)))
+            x, y = self.transform.train_batch(images[idx], labels[idx], idx, env.epoch, self.batch_size)
+            yield list(zip(x.split(self.batch_size), y.split(self.batch_size)))
