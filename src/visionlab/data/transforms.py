@@ -6,9 +6,11 @@ per epoch from (seed, epoch) and indexed by sample, so an image gets the same tr
 whatever batch or chunk it lands in, different images get different transforms, and a
 run resumed at epoch e draws exactly what the uninterrupted run drew.
 
-RandAugment and TrivialAugmentWide are torchvision's (transforms.v2), run image by image
-with torch's RNG seeded from the image's entry in the table (a Python loop: their cost is
-in BENCHMARKS.md). MixUp and CutMix mix each image with its neighbour in its batch, with
+RandAugment and TrivialAugmentWide are torchvision's (transforms.v2): their augmentation
+space and their operations, with each image's operations and magnitudes drawn from its
+table row as torchvision draws them; images that drew the same operation go through it
+together, so a chunk costs a few dozen batched calls, not one call per image (costs in
+BENCHMARKS.md). MixUp and CutMix mix each image with its neighbour in its batch, with
 its own Beta(alpha, alpha) draw, and turn the labels into soft (N, classes) rows.
 """
 
@@ -97,8 +99,8 @@ class Augment:
     def enabled(self) -> bool:
         return self.pixelwise or self.randaugment or self.trivialaugment or self.mixes
 
-    def policy(self) -> v2.Transform | None:
-        """torchvision's RandAugment or TrivialAugmentWide, for one uint8 image at a time."""
+    def policy(self) -> v2.RandAugment | v2.TrivialAugmentWide | None:
+        """torchvision's RandAugment or TrivialAugmentWide (BatchTransform draws per image)."""
         if self.randaugment:
             return v2.RandAugment(num_ops=self.randaugment_ops, magnitude=self.randaugment_magnitude)
         return v2.TrivialAugmentWide() if self.trivialaugment else None
@@ -205,6 +207,7 @@ class BatchTransform:
         self.num_samples, self.num_classes = num_samples, num_classes
         self._table: tuple[int, Tensor] | None = None
         self._mix_table: tuple[int, Tensor] | None = None
+        self._policy_table: tuple[int, Tensor] | None = None
 
     def __call__(self, images: Tensor, index: Tensor | None = None, epoch: int | None = None) -> Tensor:
         """Normalise `images`; augment each image too when `index` (sample ids) and `epoch`
@@ -229,15 +232,41 @@ class BatchTransform:
         return mix(x, labels, partner, self.mix_draws(epoch, x.device)[index], self.augment, self.num_classes)
 
     def _apply_policy(self, images: Tensor, index: Tensor, epoch: int) -> Tensor:
-        """RandAugment / TrivialAugmentWide image by image, torch's RNG seeded from
-        (seed, epoch, sample index)."""
-        base = derive_seed(self.seed, epoch, salt=4)
-        out = torch.empty_like(images)
-        with torch.random.fork_rng(devices=[]):
-            for i, sample in enumerate(index.tolist()):
-                torch.manual_seed(derive_seed(base, sample))
-                out[i] = self.policy(images[i])
-        return out
+        """RandAugment / TrivialAugmentWide per image, from the (seed, epoch) policy table."""
+        policy = self.policy
+        space = policy._AUGMENTATION_SPACE
+        names = list(space)
+        bins = policy.num_magnitude_bins
+        u = self.policy_draws(epoch)[index.cpu()]
+        h, w = images.shape[-2:]
+        for k in range(u.shape[1] // 3):  # one slot per operation (RandAugment: num_ops of them)
+            op = (u[:, 3 * k] * len(names)).long().clamp_max(len(names) - 1)
+            level = (torch.full_like(op, policy.magnitude) if isinstance(policy, v2.RandAugment)
+                     else (u[:, 3 * k + 1] * bins).long().clamp_max(bins - 1))
+            negative = u[:, 3 * k + 2] <= 0.5
+            key = (op * bins + level) * 2 + negative.long()
+            out = images.clone()
+            for value in key.unique().tolist():
+                rows = (key == value).nonzero().flatten().to(images.device)
+                name = names[value // 2 // bins]
+                magnitudes_fn, signed = space[name]
+                magnitudes = magnitudes_fn(bins, h, w)
+                magnitude = 0.0 if magnitudes is None else float(magnitudes[(value // 2) % bins])
+                if signed and value % 2:
+                    magnitude = -magnitude
+                out[rows] = policy._apply_image_or_video_transform(
+                    images[rows], name, magnitude, interpolation=policy.interpolation, fill=policy._fill)
+            images = out
+        return images
+
+    def policy_draws(self, epoch: int) -> Tensor:
+        """The (num_samples, 3 x operations) uniform table of `epoch` for RandAugment /
+        TrivialAugmentWide: per operation, which one, its magnitude bin and its sign."""
+        if self._policy_table is None or self._policy_table[0] != epoch:
+            ops = self.policy.num_ops if isinstance(self.policy, v2.RandAugment) else 1
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch, salt=4))
+            self._policy_table = (epoch, torch.rand(self.num_samples, 3 * ops, generator=gen))
+        return self._policy_table[1]
 
     def draws(self, epoch: int, device: torch.device) -> Tensor:
         """The (num_samples, NUM_PARAMS) uniform table for `epoch`, made once per epoch."""
