@@ -8,7 +8,6 @@ import torch
 
 from visionlab.config import ConfigError, validate
 from visionlab.data import Augment, BatchTransform, MemoryLoader, SyntheticDataModule
-from visionlab.data.transforms import batch_partners
 
 N, CLASSES = 12, 3
 
@@ -47,14 +46,13 @@ def test_mixing_gives_soft_labels_summing_to_one_with_per_image_weights(augment)
     images = torch.randint(0, 256, (N, 3, 16, 16), generator=gen, dtype=torch.uint8)
     labels, index = torch.arange(N), torch.arange(N)  # a class per image: partners never share one
     t = transform(classes=N, **augment)
-    x, soft = t.train_batch(images, labels, index, epoch=0, batch_size=4)
+    x, soft = t.train_batch(images, labels, index, epoch=0)
     assert soft.shape == (N, N) and soft.dtype == torch.float32
     assert torch.allclose(soft.sum(1), torch.ones(N)) and bool((soft >= 0).all())
     kept = soft[torch.arange(N), labels]  # the weight of each image's own class
     assert len(set(kept.tolist())) > N // 2  # drawn per image, not once per batch
     plain = t(images)  # normalised only
-    partner = batch_partners(N, 4, x.device)
-    assert partner.tolist() == [1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8]  # within each batch of 4
+    partner = torch.arange(1, N + 1) % N  # the next image of the batch
     lam = kept[:, None, None, None]
     blended = ((x - (lam * plain + (1 - lam) * plain[partner])).abs() < 1e-4).flatten(1).all(1)
     pasted = ((x - plain).abs().lt(1e-4) | (x - plain[partner]).abs().lt(1e-4)).flatten(1).all(1)
@@ -63,7 +61,7 @@ def test_mixing_gives_soft_labels_summing_to_one_with_per_image_weights(augment)
         assert bool(blended.all())
     elif "mixup" in augment:
         assert bool((blended & ~pasted).any()) and bool((pasted & ~blended).any())  # each image draws which
-    again, soft_again = transform(classes=N, **augment).train_batch(images, labels, index, epoch=0, batch_size=4)
+    again, soft_again = transform(classes=N, **augment).train_batch(images, labels, index, epoch=0)
     assert torch.equal(x, again) and torch.equal(soft, soft_again)
 
 
@@ -71,7 +69,7 @@ def test_cutmix_labels_are_the_pasted_area():
     images, labels, index = batch(3)
     images[1::2] = 0  # partners of even images are black: the pasted box is where pixels became 0
     t = transform(cutmix=1.0)
-    x, soft = t.train_batch(images, labels, index, epoch=0, batch_size=N)
+    x, soft = t.train_batch(images, labels, index, epoch=0)
     plain = t(images)
     pasted = (x[0::2] != plain[0::2]).any(1).flatten(1).float().mean(1)
     evens = torch.arange(0, N, 2)
@@ -83,27 +81,23 @@ def test_cutmix_labels_are_the_pasted_area():
 @pytest.mark.parametrize("augment", [{"randaugment": True}, {"trivialaugment": True, "horizontal_flip": True}])
 def test_an_image_gets_the_same_tensor_through_both_loaders(augment):
     def module(loader: str) -> SyntheticDataModule:
-        dm = SyntheticDataModule(train_size=40, val_size=8, test_size=8, batch_size=8, chunk=2, loader=loader,
+        dm = SyntheticDataModule(train_size=40, val_size=8, test_size=8, batch_size=8, loader=loader,
                                  augment=augment, seed=3)
         dm.setup()
         return dm
 
     memory, dataloader = module("memory"), module("dataloader")
     by_index: dict[int, torch.Tensor] = {}
-    train_images = memory.splits["train"][0]
     loader = memory.train_dataloader()
     assert isinstance(loader, MemoryLoader)
-    order = loader.order(loader.env())
-    for chunk_start, chunk in zip(range(0, len(order), 16), loader):
-        for k, (x, _) in enumerate(chunk):
-            for j, i in enumerate(order[chunk_start + 8 * k: chunk_start + 8 * (k + 1)].tolist()):
-                by_index[i] = x[j]
-    transform = dataloader.train_dataloader() and dataloader._train_transform
-    for images, labels, index in dataloader.train_dataloader():
-        (x, _), = [transform.train_batch(images, labels, index, 0)]
-        for j, i in enumerate(index.tolist()):
-            assert torch.equal(x[j], by_index[i]), i
-    assert len(by_index) == len(train_images)
+    for idx, (x, _) in zip(loader.order(loader.env()).split(8), loader):
+        by_index.update({i: row for i, row in zip(idx.tolist(), x)})
+    assert len(by_index) == len(memory.splits["train"][1])
+    batches = dataloader.train_dataloader()
+    for images, labels, index in batches:
+        x, _ = dataloader._train_transform.train_batch(images, labels, index, 0)
+        for row, i in zip(x, index.tolist()):
+            assert torch.equal(row, by_index[i]), i
 
 
 def test_hinge_with_mixup_and_bad_values_are_refused_in_one_line(cfg_factory):

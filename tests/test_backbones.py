@@ -57,7 +57,7 @@ class Recorder(L.Callback):
 def test_unfreeze_happens_at_the_set_epoch_with_the_lower_lr(tmp_path):
     torch.manual_seed(0)
     dm = SyntheticDataModule(input_shape=(1, 28, 28), num_classes=3, train_size=20, test_size=4, val_size=4,
-                             batch_size=8, eval_batch_size=8, chunk=1)
+                             batch_size=8, eval_batch_size=8)
     net = Backbone(dm.input_shape, dm.num_classes, name="mobilenet_v3_small", freeze_backbone=True,
                    backbone_lr_scale=0.1)
     task = ClassifierTask(net, lambda params: torch.optim.Adam(params, lr=0.01))

@@ -59,15 +59,15 @@ def test_split_sizes_on_synthetic_data_and_normalisation_stats():
     assert torch.allclose(scaled.transform()(scaled.splits["train"][0][:4]), scaled.splits["train"][0][:4] / 255.0)
 
 
-def memory_loader(n=103, batch=10, chunk=1, epoch=0, rank=0, world=1, seed=0, augment=None):
+def memory_loader(n=103, batch=10, epoch=0, rank=0, world=1, seed=0, augment=None):
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
     transform = BatchTransform((0.0,), (1 / 255,), augment, seed, n)  # identity: float of the uint8 value
-    return MemoryLoader(images, torch.arange(n), batch, transform, shuffle=True, seed=seed, chunk=chunk,
+    return MemoryLoader(images, torch.arange(n), batch, transform, shuffle=True, seed=seed,
                         env=lambda: LoaderEnv(epoch=epoch, rank=rank, world_size=world))
 
 
 def labels_of(loader):
-    return torch.cat([y for chunk in loader for _, y in chunk])
+    return torch.cat([y for _, y in loader])
 
 
 def test_every_index_once_per_epoch_and_a_new_order_each_epoch():
@@ -77,15 +77,15 @@ def test_every_index_once_per_epoch_and_a_new_order_each_epoch():
     assert torch.equal(first, labels_of(memory_loader(epoch=0)))
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 11, 50])
-def test_chunking_never_changes_the_batches(chunk):
-    reference = [(x, y) for c in memory_loader(chunk=1) for x, y in c]
-    chunked = memory_loader(chunk=chunk)
-    got = [(x, y) for c in chunked for x, y in c]
-    assert len(chunked) == -(-11 // chunk) and chunked.num_batches == 11
-    assert len(got) == len(reference) and all(torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
-                                              for a, b in zip(got, reference))
-    assert all(len(c) <= chunk for c in chunked)
+def test_single_batches_with_the_last_one_short_and_a_mid_epoch_resume_skips_what_was_done():
+    loader = memory_loader()
+    batches = list(loader)
+    assert len(loader) == len(batches) == 11 and [len(y) for _, y in batches] == [10] * 10 + [3]
+    assert all(torch.equal(x.flatten(1)[:, 0], y.float()) for x, y in batches)
+    loader.load_state_dict({"epoch": 0, "steps_done": 4})
+    resumed = list(loader)
+    assert len(resumed) == 7 and all(torch.equal(a[1], b[1]) for a, b in zip(resumed, batches[4:]))
+    assert len(list(loader)) == 11, "the skip applies to the resumed pass only"
 
 
 def test_ddp_ranks_get_disjoint_equal_shards_covering_everything():
@@ -126,7 +126,7 @@ def test_memory_and_dataloader_paths_give_the_same_tensors_for_the_same_image(au
         train = dm.train_dataloader()
         if loader == "memory":
             index = train.order(LoaderEnv())
-            x = torch.cat([x for chunk in train for x, _ in chunk])
+            x = torch.cat([x for x, _ in train])
             val = next(iter(dm.val_dataloader()))[0]
         else:  # as Lightning does: the batch transform runs after the transfer to the device
             batches = list(train)

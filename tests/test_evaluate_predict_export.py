@@ -21,7 +21,7 @@ from visionlab.config import compose_config
 
 TEST_SIZE = 60
 TINY = ("data=synthetic", "data.train_size=160", "data.val_size=32", f"data.test_size={TEST_SIZE}",
-        "data.batch_size=32", "data.chunk=2", "model.channels=[4,8]", "model.dense=[16]",
+        "data.batch_size=32", "model.channels=[4,8]", "model.dense=[16]",
         "trainer.max_epochs=2", "trainer.accelerator=cpu", "logger=none", "~callbacks.lr_monitor", "test=false",
         "callbacks.progress_bar.refresh_rate=0", "callbacks.model_checkpoint.save_weights_only=true")
 

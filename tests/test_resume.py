@@ -17,14 +17,14 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 COMMON = [
-    "data=synthetic", "model=mlp", "model.dropout=0.2", "data.chunk=4", "data.augment.rotation=10",
+    "data=synthetic", "model=mlp", "model.dropout=0.2", "data.augment.rotation=10",
     "scheduler=cosine", "trainer.max_epochs=4", "trainer.deterministic=true", "logger=csv",
     "callbacks.progress_bar.refresh_rate=0", "callbacks.early_stopping.patience=100",
 ]
 
 
 def run_train(args, log_dir: Path, wait: bool = True, **kw):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, str(REPO / "scripts" / "train.py"), *args, f"paths.log_dir={log_dir}",
            f"hydra.run.dir={log_dir}/run"]
     if wait:
@@ -91,7 +91,7 @@ def test_signal_saves_a_mid_epoch_checkpoint_that_resumes_exactly(sig, reference
     assert proc.wait(timeout=60) == 143, proc.stderr.read()[-3000:]
     run = tmp_path / "run"
     saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert saved["global_step"] == int(marker.read_text())  # mid-epoch: right after the stalled chunk
+    assert saved["global_step"] == int(marker.read_text())  # mid-epoch: right after the stalled batch
     assert not list((run / "checkpoints").glob(".*.part"))
     resumed = run_train([f"ckpt_path={run}/checkpoints/last.ckpt", "~callbacks.stall"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

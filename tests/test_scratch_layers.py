@@ -238,8 +238,8 @@ def test_batch_generator_serves_memory_loaders_batches() -> None:
     labels = torch.arange(50)
     gen = BatchGenerator(images, labels, batch_size=8, seed=11)
     for epoch in range(3):
-        loader = MemoryLoader(images, labels, 8, BatchTransform((0.0,), (1.0,)), shuffle=True, seed=11, chunk=3,
+        loader = MemoryLoader(images, labels, 8, BatchTransform((0.0,), (1.0,)), shuffle=True, seed=11,
                               env=lambda: LoaderEnv(epoch=epoch))
-        theirs = [y for chunk in loader for _, y in chunk]
+        theirs = [y for _, y in loader]
         ours = [y for _, y in gen.epoch(epoch)]
         assert len(theirs) == len(ours) and all(torch.equal(a, b) for a, b in zip(theirs, ours))

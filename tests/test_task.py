@@ -1,7 +1,9 @@
-"""The task module: chunked training is the same training, penalties, scheduler wiring."""
+"""The task module: reproducible steps, soft labels, penalties, scheduler wiring, loading."""
 
+import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 
 from visionlab.config import ConfigError
 from visionlab.models import MLP
@@ -15,21 +17,58 @@ def trained_weights(cfg_factory, *overrides):
     return [p.detach().clone() for p in task.net.parameters()], trainer
 
 
-@pytest.mark.parametrize("model", ["model=mlp", "model=cnn model.channels=[4,8] model.dense=[16]"])
-def test_same_seed_gives_the_same_weights_whatever_the_chunk(model, cfg_factory):
-    common = (*model.split(), "model.dropout=0.3", "scheduler=onecycle", "trainer.max_epochs=2",
+def test_same_seed_gives_the_same_weights_and_another_seed_others(cfg_factory):
+    common = ("model=mlp", "model.dropout=0.3", "scheduler=onecycle", "trainer.max_epochs=2",
               "trainer.limit_train_batches=null", "data.train_size=256", "data.augment.rotation=10")
-    reference, trainer = trained_weights(cfg_factory, *common, "data.chunk=1")
-    for chunk in (3, 100):
-        weights, other = trained_weights(cfg_factory, *common, f"data.chunk={chunk}")
-        assert other.global_step == trainer.global_step == 2 * 6
-        assert all(torch.equal(a, b) for a, b in zip(reference, weights)), f"chunk={chunk} changed the updates"
-    different, _ = trained_weights(cfg_factory, *common, "data.chunk=3", "seed=7")
+    reference, trainer = trained_weights(cfg_factory, *common)
+    again, other = trained_weights(cfg_factory, *common)
+    assert other.global_step == trainer.global_step == 2 * 6
+    assert all(torch.equal(a, b) for a, b in zip(reference, again))
+    different, _ = trained_weights(cfg_factory, *common, "seed=7")
     assert not all(torch.equal(a, b) for a, b in zip(reference, different))
 
 
-def test_max_steps_counts_optimizer_steps_even_inside_a_chunk(cfg_factory):
-    _, trainer = trained_weights(cfg_factory, "model=mlp", "data.chunk=4", "trainer.max_steps=6",
+def soft_step(loss="cross_entropy"):
+    """One training step's loss on soft labels, as mixup makes them (rows sum to 1)."""
+    net = MLP((1, 2, 2), 3, hidden=[4])
+    task = ClassifierTask(net, torch.optim.SGD, loss=loss)
+    task.log = lambda *a, **k: None  # no trainer attached
+    x, hard = torch.randn(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    y = 0.7 * F.one_hot(hard, 3).float() + 0.3 * F.one_hot(hard.roll(1), 3).float()
+    task.trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False)
+    loss = task.training_step((x, y), 0)
+    with torch.no_grad():
+        logits = net(x)
+    return loss, F.cross_entropy(logits, y), (logits.argmax(1) == hard).sum(), task._train_sums
+
+
+def test_soft_labels_train_with_cross_entropy_and_count_accuracy_on_their_argmax():
+    loss, expected, hits, sums = soft_step()
+    assert torch.allclose(loss, expected)
+    assert sums[2] == 6 and sums[1] == hits and torch.allclose(sums[0], 6 * loss.detach())
+
+
+def test_hinge_refuses_soft_labels_in_one_line():
+    with pytest.raises(ValueError, match=r"^task.loss=hinge cannot take soft labels .*task.loss=cross_entropy$"):
+        soft_step("hinge")
+
+
+def test_load_from_checkpoint_needs_only_the_path(cfg_factory, tmp_path):
+    datamodule, task, trainer = build(cfg_factory("model=mlp", "trainer.enable_checkpointing=true"))
+    trainer.fit(task, datamodule=datamodule)
+    path = tmp_path / "task.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = ClassifierTask.load_from_checkpoint(path)
+    assert type(loaded.net) is type(task.net) and loaded.model_config == task.model_config
+    state = task.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(loaded.eval()(x), task.eval()(x))
+
+
+def test_max_steps_counts_optimizer_steps(cfg_factory):
+    _, trainer = trained_weights(cfg_factory, "model=mlp", "trainer.max_steps=6",
                                  "trainer.limit_train_batches=null", "trainer.max_epochs=5")
     assert trainer.global_step == 6
 

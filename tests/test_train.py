@@ -41,14 +41,16 @@ def test_each_scheduler_steps_the_learning_rate(scheduler, cfg_factory):
         assert lr != pytest.approx(0.01)
 
 
-def test_onecycle_gets_total_steps_in_optimizer_steps_not_chunks(cfg_factory):
-    cfg = cfg_factory("model=mlp", "scheduler=onecycle", "data.chunk=3", "trainer.limit_train_batches=1.0")
+@pytest.mark.parametrize("limit,accumulate,steps", [(1.0, 1, 14), (0.5, 1, 7), (1.0, 4, 4)])
+def test_onecycle_total_steps_are_lightnings_optimizer_steps(limit, accumulate, steps, cfg_factory):
+    """14 batches an epoch (512 synthetic images less 64 for validation, batch 32), with
+    Lightning's limits and accumulation applied (at least 8, see total_optimizer_steps)."""
+    cfg = cfg_factory("model=mlp", "scheduler=onecycle", f"trainer.limit_train_batches={limit}",
+                      f"+trainer.accumulate_grad_batches={accumulate}")
     datamodule, task, trainer = build(cfg)
     trainer.fit(task, datamodule=datamodule)
-    scheduler = trainer.lr_scheduler_configs[0].scheduler
-    batches = -(-448 // 32)  # 512 synthetic images less 64 for validation, batch 32
-    assert scheduler.total_steps == batches
-    assert trainer.global_step == batches
+    assert trainer.lr_scheduler_configs[0].scheduler.total_steps == max(steps, 8)
+    assert trainer.global_step == steps
 
 
 @pytest.mark.parametrize("loss,extra", [("hinge", ()), ("cross_entropy", ("task.label_smoothing=0.1", "task.l1=1e-4", "task.l2=1e-3"))])
@@ -58,7 +60,7 @@ def test_losses_and_penalties_train(loss, extra, cfg_factory):
 
 
 def test_bf16_and_channels_last_reach_the_training_step(cfg_factory):
-    """The task bypasses Lightning's backward wrapper; autocast and NHWC must still apply."""
+    """Lightning's precision plugin autocasts the step; the task makes the inputs NHWC."""
     datamodule, task, trainer = build(cfg_factory("model=cnn", "trainer.precision=bf16-mixed", "channels_last=true"))
     seen = []
     conv = task.net.features[0]

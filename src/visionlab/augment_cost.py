@@ -38,8 +38,8 @@ def seconds_per_image(setting: dict[str, object], images: int, batch_size: int, 
     best = float("inf")
     for epoch in range(repeats):
         start = time.perf_counter()
-        for chunk in index.split(batch_size * 64):  # the memory loader's chunks (data.chunk=64)
-            transform.train_batch(x[chunk], y[chunk], chunk, epoch, batch_size)
+        for batch in index.split(batch_size):
+            transform.train_batch(x[batch], y[batch], batch, epoch)
         best = min(best, time.perf_counter() - start)
     return best / images
 

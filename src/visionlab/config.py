@@ -45,7 +45,6 @@ RULES: tuple[Rule, ...] = (
     ("model.kernel_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.eval_batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    ("data.chunk", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.val_size", lambda v: _num(v) and v >= 0, "a count >= 0 or a fraction in (0, 1)"),
     ("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
     ("task.loss", lambda v: v in LOSSES, f"one of {', '.join(LOSSES)}"),

@@ -100,7 +100,7 @@ def train_visionlab(net: torch.nn.Module, datamodule: FashionMNISTDataModule, ep
                         num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=output_dir)
     train_x, train_y = datamodule.splits["train"]
     train_loader = MemoryLoader(train_x, train_y, datamodule.batch_size, datamodule.transform(train=True),
-                                shuffle=True, seed=datamodule.seed, chunk=datamodule.chunk,
+                                shuffle=True, seed=datamodule.seed,
                                 env=lambda: LoaderEnv(epoch=trainer.current_epoch))
     test_x, test_y = datamodule.splits["test"]
     test_loader = MemoryLoader(test_x, test_y, datamodule.eval_batch_size, datamodule.transform(train=False))

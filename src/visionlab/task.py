@@ -1,25 +1,26 @@
 """The one LightningModule: trains any classifier net with a loss, optional weight
 penalties, metrics, and the optimizer and scheduler the config asks for.
 
-Speed by design: training uses manual optimization so a step can receive a chunk of k
-batches from the in-memory loader and run them as k ordinary optimizer steps, paying
-Lightning's per-step cost once per chunk. Training loss and accuracy accumulate in device
-tensors and are logged once per epoch, so no step waits on a host sync.
+Lightning's usual shape: `training_step` gets one (x, y) batch and returns its loss,
+Lightning does backward, clipping, accumulation, precision and the optimizer step, so every
+Trainer flag and callback behaves as Lightning documents. Training loss and accuracy sums
+stay in a device buffer (kept in checkpoints, so a mid-epoch resume keeps its partial
+sums) and are logged once per epoch; the per-step loss is logged as `train/loss_step` at
+the steps Lightning writes to its loggers (every `trainer.log_every_n_steps`).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies import SingleDeviceStrategy
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
@@ -31,21 +32,22 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from visionlab.checkpoint import METADATA_KEY, checkpoint_metadata
+from visionlab.checkpoint import METADATA_KEY, build_net, checkpoint_metadata, read_checkpoint
 from visionlab.seeding import derive_seed
 
 LOSSES = ("cross_entropy", "hinge")
 EVAL_METRICS = ("loss", "acc", "precision", "recall", "f1", "auroc")
-# Everything the task logs, per epoch: what schedulers and callbacks may monitor.
+# Everything the task logs per epoch: what schedulers and callbacks may monitor.
 LOGGED_METRICS = ("train/loss", "train/acc", *(f"{stage}/{m}" for stage in ("val", "test") for m in EVAL_METRICS))
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+DROPOUT_SALT = 2  # the RNG stream of dropout and other in-model randomness (visionlab.seeding)
 
 
 @dataclass
 class Schedule:
-    """A learning-rate scheduler factory and when to step it.
+    """A learning-rate scheduler factory and when Lightning steps it.
 
-    interval: 'step' (after every optimizer step) or 'epoch' (after validation);
+    interval: 'step' (after every optimizer step) or 'epoch';
     monitor: the logged metric passed to schedulers such as ReduceLROnPlateau.
     """
 
@@ -68,8 +70,17 @@ def eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
     )
 
 
+def hard_labels(y: Tensor) -> Tensor:
+    """Class indices of `y`: itself, or the argmax of soft labels (N, C) from mixup/cutmix."""
+    return y.argmax(1) if y.ndim == 2 else y
+
+
 class ClassifierTask(LightningModule):
-    """Train, validate and test `net`, an nn.Module mapping images to class scores."""
+    """Train, validate and test `net`, an nn.Module mapping images to class scores.
+
+    Labels are class indices (N,) or, for training, soft labels (N, C) whose rows sum to 1
+    (mixup, cutmix): cross-entropy takes them as they are, accuracy counts their argmax.
+    """
 
     # The net's config (`_target_` and arguments), stored in checkpoints so they can rebuild it.
     model_config: dict[str, Any] | None = None
@@ -77,7 +88,7 @@ class ClassifierTask(LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: OptimizerFactory | None = None,
         scheduler: Schedule | None = None,
         num_classes: int | None = None,
         loss: str = "cross_entropy",
@@ -90,11 +101,13 @@ class ClassifierTask(LightningModule):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"task.loss={loss!r} is unknown; allowed: {', '.join(LOSSES)}")
-        self.automatic_optimization = False
         self.net = net
         self.optimizer_factory = optimizer
+        # the learning rate, where Lightning's LearningRateFinder(update_attr=True) finds and sets it
+        self.lr: float | None = (getattr(optimizer, "keywords", None) or {}).get("lr")
         self.schedule = scheduler if scheduler is not None and scheduler.factory is not None else None
         num_classes = num_classes or getattr(net, "num_classes")
+        self.loss_name = loss
         self.criterion = (
             nn.CrossEntropyLoss(label_smoothing=label_smoothing) if loss == "cross_entropy" else nn.MultiMarginLoss()
         )
@@ -108,7 +121,6 @@ class ClassifierTask(LightningModule):
         self.register_buffer("_train_sums", torch.zeros(3))  # loss*n, hits, n of the epoch so far
         self.seed = seed
         self._rng = torch.default_generator
-        self._direct = False
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -123,108 +135,58 @@ class ClassifierTask(LightningModule):
         return total
 
     # --- training --------------------------------------------------------------------
-    def training_step(self, batch: Any, batch_idx: int) -> None:
-        """One Lightning step: every (x, y) batch of the chunk is one optimizer step.
-
-        Before each step the RNG (dropout's source) is seeded from (seed, global step), so
-        a step draws the same numbers whatever chunk it is in and after any resume. Losses
-        and hits stay on the device; one host sync per chunk checks the loss is finite.
-        """
-        batches = batch if isinstance(batch, list) else [batch]
-        lightning_opt = self.optimizers()
-        opt = lightning_opt.optimizer
-        step_scheduler = self.lr_schedulers() if self.schedule and self.schedule.interval == "step" else None
-        first_step, max_steps = self.trainer.global_step, self.trainer.max_steps
-        losses: list[Tensor] = []
-        hits: list[Tensor] = []
-        sizes: list[int] = []
-        for x, y in batches:
-            step = first_step + len(sizes)
-            if 0 <= max_steps <= step:
-                break  # a chunk must not overshoot trainer.max_steps
-            self._rng.manual_seed(derive_seed(self.seed, step, salt=2))
-            logits = self.net(x.contiguous(memory_format=self.memory_format))
-            loss = self.criterion(logits, y)
-            if self._penalised:
-                loss = loss + self.penalty()
-            opt.zero_grad(set_to_none=True)
-            if self._direct:
-                loss.backward()
-                lightning_opt._on_before_step()  # Lightning's step counting (global_step)
-                opt.step()
-                lightning_opt._on_after_step()
-            else:
-                self.manual_backward(loss)
-                lightning_opt.step()
-            if step_scheduler is not None:
-                step_scheduler.step()
-            losses.append(loss.detach())
-            hits.append((logits.detach().argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum())  # soft: mixup
-            sizes.append(len(y))
-        if sizes:
-            self._accumulate(torch.stack(losses), torch.stack(hits), sizes, first_step)
-
-    def _accumulate(self, losses: Tensor, hits: Tensor, sizes: list[int], first_step: int) -> None:
-        finite = torch.isfinite(losses)
-        if not bool(finite.all()):
-            bad = int((~finite).nonzero()[0])
-            lr = self.optimizers().param_groups[0]["lr"]
-            raise FloatingPointError(
-                f"loss is {losses[bad].item()} at step {first_step + bad} (epoch {self.current_epoch}); "
-                f"training stopped and the last good checkpoint kept; lower the learning rate (optimizer.lr={lr:g})"
-            )
-        n = torch.tensor(sizes, dtype=losses.dtype, device=losses.device)
-        self._train_sums += torch.stack(((losses * n).sum(), hits.sum().to(losses.dtype), n.sum()))
-
     def on_fit_start(self) -> None:
         device = self.device
         self._rng = torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else torch.default_generator
-        self._direct = self._wrappers_are_no_ops()
 
-    def _wrappers_are_no_ops(self) -> bool:
-        """Whether Lightning's backward and optimizer-step wrappers would do nothing here.
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """The loss of one batch (plus penalties); Lightning does backward and the step.
 
-        They matter for loss scaling (16-bit), sharded or distributed strategies and the
-        backward/step hooks; otherwise calling torch directly saves about a third of a
-        millisecond per step, as much as a small model's whole step on a CPU.
+        The RNG (dropout's source) is seeded from (seed, epoch, batch index) first, so a
+        batch draws the same numbers after any resume and whatever the accumulation.
         """
+        x, y = batch
+        if y.ndim == 2 and self.loss_name == "hinge":
+            raise ValueError("task.loss=hinge cannot take soft labels (mixup/cutmix); use task.loss=cross_entropy")
+        self._rng.manual_seed(derive_seed(derive_seed(self.seed, self.current_epoch, DROPOUT_SALT), batch_idx))
+        logits = self.net(x.contiguous(memory_format=self.memory_format))
+        loss = self.criterion(logits, y)
+        if self._penalised:
+            loss = loss + self.penalty()
+        if not torch.isfinite(loss):
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise FloatingPointError(
+                f"loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); training stopped "
+                f"and the last good checkpoint kept; lower the learning rate (optimizer.lr={lr:g})"
+            )
+        detached = loss.detach()
+        hits = (logits.detach().argmax(1) == hard_labels(y)).sum()
+        self._train_sums += torch.stack((detached * len(y), hits.to(detached.dtype), detached.new_tensor(len(y))))
+        if self._loggers_write_this_step():
+            self.log("train/loss_step", detached, on_step=True, on_epoch=False, batch_size=len(y))
+        return loss
+
+    def _loggers_write_this_step(self) -> bool:
+        """Lightning's rule for writing step metrics to the loggers: every log_every_n_steps
+        optimizer steps, when stopping, and every step of a fast_dev_run. `self.log` costs about as much as a small model's
+        whole step on a CPU, so the step loss is logged only when it will be written (and
+        callback_metrics holds the latest written value in between)."""
         trainer = self.trainer
-        if getattr(trainer.precision_plugin, "scaler", None) is not None:
-            return False
-        if type(trainer.strategy) is not SingleDeviceStrategy:
-            return False
-        hooks = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
-        overridden = [is_overridden(h, cb, Callback) for cb in trainer.callbacks for h in hooks]
-        return not any(overridden) and not any(is_overridden(h, self, LightningModule) for h in hooks)
+        n = trainer.log_every_n_steps
+        return bool(trainer.fast_dev_run) or (n > 0 and ((self.global_step + 1) % n == 0 or trainer.should_stop))
 
     def on_train_epoch_end(self) -> None:
         # clone: on one device reduce() returns the buffer itself, which zero_() would clear
         sums = self.trainer.strategy.reduce(self._train_sums.clone(), reduce_op="sum")
-        self._train_sums.zero_()  # kept in checkpoints, so a mid-epoch resume keeps its partial sums
+        self._train_sums.zero_()
         count = sums[2].clamp_min(1)
         # values are already reduced over ranks; sync_dist only averages identical numbers
         self.log_dict({"train/loss": sums[0] / count, "train/acc": sums[1] / count}, sync_dist=True)
-        if self.schedule and self.schedule.interval == "epoch":
-            self._step_epoch_scheduler()
-
-    def _step_epoch_scheduler(self) -> None:
-        scheduler = self.lr_schedulers()
-        monitor = self.schedule.monitor
-        if not monitor:
-            scheduler.step()
-            return
-        metrics = self.trainer.callback_metrics
-        if monitor not in metrics:
-            if self.trainer.sanity_checking or not self.trainer.val_dataloaders:
-                return
-            raise ValueError(
-                f"scheduler.monitor={monitor!r} is never logged; logged metrics: {', '.join(sorted(metrics))}"
-            )
-        scheduler.step(metrics[monitor])
 
     # --- validation and test -----------------------------------------------------------
     def _eval_step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, mean_loss: MeanMetric) -> None:
         x, y = batch
+        y = hard_labels(y)
         logits = self.net(x.contiguous(memory_format=self.memory_format))
         mean_loss.update(F.cross_entropy(logits, y) if isinstance(self.criterion, nn.CrossEntropyLoss)
                          else self.criterion(logits, y), weight=len(y))
@@ -253,28 +215,52 @@ class ClassifierTask(LightningModule):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.net(x).softmax(1)
 
+    # --- checkpoints --------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make every checkpoint, weights-only ones too, self-describing (visionlab.checkpoint)."""
         datamodule = self._trainer.datamodule if self._trainer is not None else None
         checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net)
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, **kwargs: Any) -> ClassifierTask:  # type: ignore[override]
+        """The task of a visionlab checkpoint, its net rebuilt from the file's own metadata.
+
+        Read with weights_only=True; `kwargs` (optimizer, scheduler, loss, ...) go to the
+        constructor, e.g. an optimizer to train on.
+        """
+        checkpoint = read_checkpoint(checkpoint_path)
+        meta = checkpoint[METADATA_KEY]
+        if not meta.get("model") or not meta.get("classes"):
+            raise ValueError(f"ckpt_path={checkpoint_path}: has no visionlab model metadata to rebuild its net from")
+        net = build_net(meta["model"], tuple(meta["input_shape"]), len(meta["classes"]))
+        task = cls(net, **kwargs)
+        task.model_config = dict(meta["model"])
+        task.load_state_dict(checkpoint["state_dict"])
+        return task
+
     # --- optimizer wiring -------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self._param_groups())
+        if self.optimizer_factory is None:
+            raise ValueError("ClassifierTask has no optimizer to train with; pass optimizer=...")
+        kwargs = {} if self.lr is None else {"lr": self.lr}
+        optimizer = self.optimizer_factory(self._param_groups(), **kwargs)
         for group in optimizer.param_groups:
             group["lr"] *= group.get("lr_scale", 1.0)  # before any scheduler reads it
         if self.schedule is None:
             return optimizer
-        kwargs = {}
+        schedule_kwargs = {}
         accepted = inspect.signature(self.schedule.factory).parameters
         if "total_steps" in accepted:
-            kwargs["total_steps"] = self.total_optimizer_steps()
+            schedule_kwargs["total_steps"] = self.total_optimizer_steps()
         if "cycle_momentum" in accepted and "cycle_momentum" not in getattr(self.schedule.factory, "keywords", {}):
             # cycle momentum only where the optimizer has some: Adagrad has none, and plain
             # SGD (momentum 0) must not silently become momentum SGD
             defaults = optimizer.defaults
-            kwargs["cycle_momentum"] = "betas" in defaults or defaults.get("momentum", 0) > 0
-        return [optimizer], [self.schedule.factory(optimizer, **kwargs)]
+            schedule_kwargs["cycle_momentum"] = "betas" in defaults or defaults.get("momentum", 0) > 0
+        config = {"scheduler": self.schedule.factory(optimizer, **schedule_kwargs), "interval": self.schedule.interval}
+        if self.schedule.monitor:
+            config["monitor"] = self.schedule.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
 
     def _param_groups(self) -> Any:
         """The net's own parameter groups when it defines `param_groups()` (layer-wise
@@ -289,15 +275,10 @@ class ClassifierTask(LightningModule):
             self.net.set_input_normalization(datamodule.mean, datamodule.std)
 
     def total_optimizer_steps(self) -> int:
-        """Optimizer steps in the whole fit: batches per epoch (not chunks) x epochs, with
-        trainer.limit_train_batches (which counts chunks) and max_steps applied. At least 8,
-        so a one-cycle schedule stays well defined on the tiniest smoke runs."""
-        trainer = self.trainer
-        chunks = trainer.estimated_stepping_batches  # also sets up the train loader
-        loader = trainer.train_dataloader
-        per_epoch = getattr(loader, "num_batches", None)
-        if per_epoch is None or trainer.max_epochs is None or trainer.max_epochs < 0:
-            return max(int(chunks), 8)
-        per_epoch = min(per_epoch, int(trainer.num_training_batches) * getattr(loader, "chunk", 1))
-        steps = per_epoch * trainer.max_epochs
-        return max(min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps, 8)
+        """Optimizer steps in the whole fit as Lightning counts them (limits, accumulation,
+        max_steps and devices applied). At least 8, so a one-cycle schedule stays well
+        defined on the tiniest smoke runs."""
+        steps = self.trainer.estimated_stepping_batches
+        if math.isinf(steps):
+            raise ValueError("scheduler=onecycle needs a finite run: set trainer.max_epochs or trainer.max_steps")
+        return max(int(steps), 8)

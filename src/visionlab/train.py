@@ -47,8 +47,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Tra
     if cfg.get("compile"):
         net.compile()  # in place: state_dict keys stay those of the plain net
     schedule = Schedule(**instantiate(cfg.scheduler))
-    task = ClassifierTask(net, instantiate(cfg.optimizer), schedule, datamodule.num_classes,
-                          channels_last=bool(cfg.get("channels_last")), seed=cfg.seed, **cfg.task)
+    # partial, then called: the net and factories never pass through OmegaConf
+    task = instantiate(cfg.task, _partial_=True)(net=net, optimizer=instantiate(cfg.optimizer), scheduler=schedule,
+                                                 num_classes=datamodule.num_classes,
+                                                 channels_last=bool(cfg.get("channels_last")), seed=cfg.seed)
     task.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     # non-mapping entries are options read by callbacks (logger.histograms), not loggers

@@ -2,7 +2,7 @@
 
 Subclasses say what the dataset is (classes, shape, files) and how to read it; this class
 splits, normalises, augments and serves it, through the in-memory loader (`loader=memory`,
-the fast path) or a standard DataLoader (`loader=dataloader`). Both paths hand the model
+fast: uint8 tensors on the device) or a standard DataLoader (`loader=dataloader`). Both paths hand the model
 the same float tensors for the same image, because both run the same BatchTransform.
 """
 
@@ -54,7 +54,6 @@ class InMemoryImageDataModule(LightningDataModule):
         normalization: str = "standardize",
         augment: Mapping[str, Any] | None = None,
         loader: str = "memory",
-        chunk: int = 32,
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
@@ -69,7 +68,7 @@ class InMemoryImageDataModule(LightningDataModule):
         self.val_size = val_size
         self.split_seed, self.normalization = split_seed, normalization
         self.augment = Augment(**dict(augment or {}))
-        self.loader, self.chunk, self.num_workers, self.seed = loader, chunk, num_workers, seed
+        self.loader, self.num_workers, self.seed = loader, num_workers, seed
         self.splits: dict[str, Split] = {}
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
@@ -127,7 +126,7 @@ class InMemoryImageDataModule(LightningDataModule):
         batch = self.batch_size if train else self.eval_batch_size
         if self.loader == "memory":
             return MemoryLoader(images, labels, batch, self.transform(train), shuffle=train,
-                                seed=self.seed, chunk=self.chunk if train else 1, env=self._env)
+                                seed=self.seed, env=self._env)
         gen = torch.Generator().manual_seed(self.seed) if train else None
         return DataLoader(IndexedImages(images, labels), batch_size=batch, shuffle=train, generator=gen,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
@@ -149,7 +148,7 @@ class InMemoryImageDataModule(LightningDataModule):
             return batch
         images, labels, index = batch
         if self.trainer is not None and self.trainer.training:
-            return [self._train_transform.train_batch(images, labels, index, self.trainer.current_epoch)]
+            return self._train_transform.train_batch(images, labels, index, self.trainer.current_epoch)
         return self.transform(False)(images), labels
 
 

@@ -1,10 +1,8 @@
-"""The in-memory loader: a dataset as one uint8 tensor on the device, served a chunk of
-batches at a time.
+"""The in-memory loader: a dataset as one uint8 tensor on the device, served as
+ordinary (x, y) batches without workers, collation or per-image Python.
 
-Lightning costs 1-3 ms per training step on top of the model's work, as much as a whole
-small-model step on a CPU. Handing the task module k batches per Lightning step (it runs
-them as k optimizer steps) divides that cost by k without changing a single update: the
-order of batches depends only on (seed, epoch), never on k.
+The order of batches depends only on (seed, epoch), so a run resumed mid-epoch (Lightning
+restores `state_dict` with the checkpoint) continues with exactly the batches it missed.
 """
 
 from __future__ import annotations
@@ -30,14 +28,14 @@ class LoaderEnv:
     epoch: int = 0
     rank: int = 0
     world_size: int = 1
-    steps_done: int = 0  # Lightning steps (chunks) already completed in this epoch
+    steps_done: int = 0  # training batches already completed in this epoch
 
 
 class MemoryLoader:
     """Iterates over `images` (uint8, N x C x H x W) and `labels` held in memory.
 
-    Training (`shuffle=True`) yields lists of up to `chunk` (x, y) batches, each a fresh
-    permutation per epoch; evaluation yields single (x, y) batches in order. Under DDP each
+    Training (`shuffle=True`) yields (x, y) batches of a fresh permutation per epoch;
+    evaluation yields them in order. Under DDP each
     rank takes every world_size-th sample; training shards are padded to equal length (as
     DistributedSampler does) so every rank runs the same number of steps.
     """
@@ -51,16 +49,13 @@ class MemoryLoader:
         *,
         shuffle: bool = False,
         seed: int = 0,
-        chunk: int = 1,
         env: Callable[[], LoaderEnv] = LoaderEnv,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
-        if chunk < 1:
-            raise ValueError(f"chunk={chunk} must be >= 1")
         self.images, self.labels = images, labels
         self.batch_size, self.transform = batch_size, transform
-        self.shuffle, self.seed, self.chunk = shuffle, seed, chunk
+        self.shuffle, self.seed = shuffle, seed
         self.env = env
         self._device_copy: tuple[torch.device, Tensor, Tensor] | None = None
         self._resume_at: tuple[int, int] | None = None
@@ -69,14 +64,9 @@ class MemoryLoader:
         n = len(self.labels)
         return math.ceil(n / world_size) if self.shuffle else len(range(0, n, world_size))
 
-    @property
-    def num_batches(self) -> int:
-        """Batches (optimizer steps when training) per pass on this rank."""
-        size = self._shard_size(self.env().world_size)
-        return math.ceil(size / self.batch_size)
-
     def __len__(self) -> int:
-        return math.ceil(self.num_batches / self.chunk) if self.shuffle else self.num_batches
+        """Batches per pass on this rank."""
+        return math.ceil(self._shard_size(self.env().world_size) / self.batch_size)
 
     def _on(self, device: torch.device) -> tuple[Tensor, Tensor]:
         if self._device_copy is None or self._device_copy[0] != device:
@@ -97,7 +87,7 @@ class MemoryLoader:
         return perm
 
     # Lightning saves and restores these with each checkpoint (its `_Stateful` protocol), so
-    # a run stopped mid-epoch resumes at the next chunk rather than replaying the epoch.
+    # a run stopped mid-epoch resumes at the next batch rather than replaying the epoch.
     def state_dict(self) -> dict[str, int]:
         env = self.env()
         return {"epoch": env.epoch, "steps_done": env.steps_done}
@@ -105,7 +95,7 @@ class MemoryLoader:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume_at = (state["epoch"], state["steps_done"])
 
-    def __iter__(self) -> Iterator[Batch] | Iterator[list[Batch]]:
+    def __iter__(self) -> Iterator[Batch]:
         env = self.env()
         skip = 0
         if self._resume_at is not None and self.shuffle:
@@ -114,10 +104,8 @@ class MemoryLoader:
             self._resume_at = None
         images, labels = self._on(env.device)
         order = self.order(env).to(env.device)
-        if not self.shuffle:
-            for idx in order.split(self.batch_size):
+        for idx in order.split(self.batch_size)[skip:]:
+            if self.shuffle:
+                yield self.transform.train_batch(images[idx], labels[idx], idx, env.epoch)
+            else:
                 yield self.transform(images[idx]), labels[idx]
-            return
-        for idx in order.split(self.batch_size * self.chunk)[skip:]:
-            x, y = self.transform.train_batch(images[idx], labels[idx], idx, env.epoch, self.batch_size)
-            yield list(zip(x.split(self.batch_size), y.split(self.batch_size)))

@@ -1,16 +1,16 @@
 """Batch transforms that run on the training device: normalisation and per-image augmentation.
 
-Images stay uint8 until a whole batch (or chunk of batches) is turned into floats here,
+Images stay uint8 until a whole batch is turned into floats here,
 in a handful of tensor ops. Augmentation draws its random numbers from tables made once
 per epoch from (seed, epoch) and indexed by sample, so an image gets the same transform
-whatever batch or chunk it lands in, different images get different transforms, and a
+whatever batch it lands in, different images get different transforms, and a
 run resumed at epoch e draws exactly what the uninterrupted run drew.
 
 RandAugment and TrivialAugmentWide are torchvision's (transforms.v2): their augmentation
 space and their operations, with each image's operations and magnitudes drawn from its
 table row as torchvision draws them; images that drew the same operation go through it
-together, so a chunk costs a few dozen batched calls, not one call per image (costs in
-BENCHMARKS.md). MixUp and CutMix mix each image with its neighbour in its batch, with
+together, so a batch costs a few batched calls, not one call per image (costs in
+BENCHMARKS.md). MixUp and CutMix mix each image with the next one of its batch, with
 its own Beta(alpha, alpha) draw, and turn the labels into soft (N, classes) rows.
 """
 
@@ -154,15 +154,6 @@ class Augment:
 MIX_PARAMS = 5  # mix table columns: mixup and cutmix lambdas, choice, cut centre row/col
 
 
-def batch_partners(n: int, batch_size: int, device: torch.device) -> Tensor:
-    """Each position's neighbour within its batch of `batch_size` (the next one, the last
-    wrapping to the first), so mixing never depends on how batches are chunked."""
-    pos = torch.arange(n, device=device)
-    start = pos - pos % batch_size
-    size = (n - start).clamp_max(batch_size)
-    return start + (pos - start + 1) % size
-
-
 def mix(x: Tensor, labels: Tensor, partner: Tensor, u: Tensor, augment: Augment, num_classes: int) -> tuple[Tensor, Tensor]:
     """MixUp / CutMix of `x` with `x[partner]`, per image, from the mix table rows `u`; the
     labels become the same mixture of one-hot rows (rows sum to 1)."""
@@ -221,14 +212,14 @@ class BatchTransform:
         scale, shift = self._scale.to(x.device), self._shift.to(x.device)
         return torch.addcmul(shift, x, scale)
 
-    def train_batch(self, images: Tensor, labels: Tensor, index: Tensor, epoch: int,
-                    batch_size: int | None = None) -> tuple[Tensor, Tensor]:
-        """A training batch (or chunk of batches of `batch_size`): augmented, normalised and,
-        with mixup / cutmix, mixed within each batch, the labels then soft (N, classes) rows."""
+    def train_batch(self, images: Tensor, labels: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
+        """A training batch: augmented, normalised and, with mixup / cutmix, each image mixed
+        with the next one of the batch (the last with the first), the labels then soft
+        (N, classes) rows."""
         x = self(images, index, epoch)
         if self.augment is None or not self.augment.mixes:
             return x, labels
-        partner = batch_partners(len(x), batch_size or len(x), x.device)
+        partner = torch.arange(1, len(x) + 1, device=x.device) % len(x)
         return mix(x, labels, partner, self.mix_draws(epoch, x.device)[index], self.augment, self.num_classes)
 
     def _apply_policy(self, images: Tensor, index: Tensor, epoch: int) -> Tensor:
