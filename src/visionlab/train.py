@@ -23,6 +23,7 @@ from visionlab.callbacks import restored_best_weights
 from visionlab.cli import hydra_entry
 from visionlab.config import validate
 from visionlab.io import atomic_write
+from visionlab.lr_find import tune_learning_rate
 from visionlab.resilience import PreemptionCheckpoint
 from visionlab.task import ClassifierTask, Schedule
 
@@ -108,9 +109,11 @@ def run_info(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
+    tuned = tune_learning_rate(cfg) if OmegaConf.select(cfg, "tune.lr_find", default=False) else None
     datamodule, task, trainer = build(cfg)
     if trainer.is_global_zero:
-        atomic_write(Path(trainer.default_root_dir) / "run_info.json", json.dumps(run_info(cfg), indent=2))
+        info = {**run_info(cfg), **({"lr_find": tuned} if tuned else {})}
+        atomic_write(Path(trainer.default_root_dir) / "run_info.json", json.dumps(info, indent=2))
     hparams = flat_hparams(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
