@@ -104,8 +104,26 @@ class MemoryLoader:
             self._resume_at = None
         images, labels = self._on(env.device)
         order = self.order(env).to(env.device)
-        for idx in order.split(self.batch_size)[skip:]:
-            if self.shuffle:
-                yield self.transform.train_batch(images[idx], labels[idx], idx, env.epoch)
-            else:
+        batches = order.split(self.batch_size)[skip:]
+        if not self.shuffle:
+            for idx in batches:
                 yield self.transform(images[idx]), labels[idx]
+            return
+        ahead = policy_lookahead(self.transform, images, self.batch_size)
+        for k, idx in enumerate(batches):
+            if not ahead:
+                yield self.transform.train_batch(images[idx], labels[idx], idx, env.epoch)
+                continue
+            if k % ahead == 0:  # RandAugment / TrivialAugment: run on the next `ahead` batches together
+                block = torch.cat(batches[k : k + ahead])
+                ready = self.transform.apply_policy(images[block], block, env.epoch).split(self.batch_size)
+            yield self.transform.train_batch(ready[k % ahead], labels[idx], idx, env.epoch, policy_applied=True)
+
+
+def policy_lookahead(transform: BatchTransform, images: Tensor, batch_size: int, budget: int = 64 << 20) -> int:
+    """Batches whose images go through RandAugment / TrivialAugment together (up to
+    `budget` bytes of uint8 images); 0 when the transform has no such policy."""
+    if transform.policy is None or transform.augment is None:
+        return 0
+    per_batch = max(1, images[0].numel() * batch_size)
+    return max(1, min(64, budget // per_batch))
