@@ -109,7 +109,9 @@ def run_info(cfg: DictConfig) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
-    tuned = tune_learning_rate(cfg) if OmegaConf.select(cfg, "tune.lr_find", default=False) else None
+    # a resumed run keeps the learning rate its optimizer state was saved with
+    finding = OmegaConf.select(cfg, "tune.lr_find", default=False) and not cfg.get("ckpt_path")
+    tuned = tune_learning_rate(cfg) if finding else None
     datamodule, task, trainer = build(cfg)
     if trainer.is_global_zero:
         info = {**run_info(cfg), **({"lr_find": tuned} if tuned else {})}
