@@ -66,4 +66,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in args.settings:
         memory = seconds_per_image(SETTINGS[name], args.images, args.batch_size, memory=True)
         per_batch = seconds_per_image(SETTINGS[name], args.images, args.batch_size, memory=False)
-        print(f"| {name} | {memory * 1e6:.1f} | {memory * args.epoch_images:.2f} | {per_batch * args.epoch_images:.2f} |")
+        epoch = args.epoch_images
+        print(f"| {name} | {memory * 1e6:.1f} | {memory * epoch:.2f} | {per_batch * epoch:.2f} |")

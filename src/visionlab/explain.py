@@ -80,8 +80,8 @@ def heat_maps(net: nn.Module, x: Tensor, targets: Tensor, layer: nn.Module | Non
     else:
         cam = LayerGradCam(net, layer).attribute(x, target=targets, relu_attributions=True)
         if cam.ndim != 4:
-            raise ConfigError(f"explain_layer: {type(layer).__name__} gives no spatial map (output {tuple(cam.shape)}); "
-                              "choose a conv layer")
+            raise ConfigError(f"explain_layer: {type(layer).__name__} gives no spatial map "
+                              f"(output {tuple(cam.shape)}); choose a conv layer")
         maps = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
     return _unit(maps.detach().float().cpu())
 

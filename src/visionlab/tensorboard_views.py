@@ -224,7 +224,8 @@ class InsightFigures(Callback):
         splits = getattr(trainer.datamodule, "splits", None) or {}
         self._log(trainer, pl_module, "test", splits.get("test"))
 
-    def _log(self, trainer: Trainer, pl_module: LightningModule, stage: str, split: tuple[Tensor, Tensor] | None) -> None:
+    def _log(self, trainer: Trainer, pl_module: LightningModule, stage: str,
+             split: tuple[Tensor, Tensor] | None) -> None:
         writer = tensorboard_writer(trainer)
         if writer is None or split is None or not len(split[1]):
             return

@@ -10,8 +10,9 @@ RandAugment and TrivialAugmentWide are torchvision's (transforms.v2): their augm
 space and their operations, with each image's operations and magnitudes drawn from its
 table row as torchvision draws them; images that drew the same operation go through it
 together (the memory loader hands over several batches at once), so a few dozen batched
-calls serve thousands of images (costs in BENCHMARKS.md). MixUp and CutMix mix each image with the next one of its batch, with
-its own Beta(alpha, alpha) draw, and turn the labels into soft (N, classes) rows.
+calls serve thousands of images (costs in BENCHMARKS.md). MixUp and CutMix mix each image
+with the next one of its batch, with its own Beta(alpha, alpha) draw, and turn the labels
+into soft (N, classes) rows.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ class Augment:
 MIX_PARAMS = 5  # mix table columns: mixup and cutmix lambdas, choice, cut centre row/col
 
 
-def mix(x: Tensor, labels: Tensor, partner: Tensor, u: Tensor, augment: Augment, num_classes: int) -> tuple[Tensor, Tensor]:
+def mix(x: Tensor, labels: Tensor, partner: Tensor, u: Tensor, augment: Augment,
+        num_classes: int) -> tuple[Tensor, Tensor]:
     """MixUp / CutMix of `x` with `x[partner]`, per image, from the mix table rows `u`; the
     labels become the same mixture of one-hot rows (rows sum to 1)."""
     n, _, h, w = x.shape
@@ -228,7 +230,9 @@ class BatchTransform:
 
     def apply_policy(self, images: Tensor, index: Tensor, epoch: int) -> Tensor:
         """RandAugment / TrivialAugmentWide per image (uint8 in, uint8 out), from the
-        (seed, epoch) policy table: each image's result depends on its index only."""
+        (seed, epoch) policy table: each image's result depends on its index only. Uses the
+        policy's `_AUGMENTATION_SPACE` and `_apply_image_or_video_transform`, private in
+        torchvision (pinned at 0.29.1): tests/test_augment.py notices if they change."""
         policy = self.policy
         space = policy._AUGMENTATION_SPACE
         names = list(space)
