@@ -26,9 +26,11 @@ def train(tmp_path, name, *args):
     return json.loads((tmp_path / name / "metrics.json").read_text())
 
 
-def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(strategy, tmp_path):
     single = train(tmp_path, "single", "data.batch_size=32")
-    ddp = train(tmp_path, "ddp", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=16")
+    ddp = train(tmp_path, "ddp", "trainer=ddp", f"trainer.strategy={strategy}", "trainer.accelerator=cpu",
+                "trainer.devices=2", "data.batch_size=16")
     assert abs(single["val/acc"] - ddp["val/acc"]) <= 0.01
     assert abs(single["train/loss"] - ddp["train/loss"]) <= 0.01
     assert ddp["train/acc"] > 0

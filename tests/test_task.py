@@ -37,6 +37,7 @@ def soft_step(loss="cross_entropy"):
     y = 0.7 * F.one_hot(hard, 3).float() + 0.3 * F.one_hot(hard.roll(1), 3).float()
     task.trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False)
+    task.on_fit_start()
     loss = task.training_step((x, y), 0)
     with torch.no_grad():
         logits = net(x)

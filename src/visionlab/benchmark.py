@@ -2,8 +2,11 @@
 
 For each case (model x batch size) both paths train the same model from the same initial
 weights on the same data with the same optimizer and batch size, alternating in one
-process, and report median seconds per training epoch, samples/s, the ratio visionlab /
-plain, the share of the machine's measured matmul throughput, and test accuracy.
+process, and report median seconds per epoch with their spread (min-max): training only,
+and whole epochs (training, validation and epoch-end work: visionlab's default callbacks,
+the plain loop's validation pass). Also samples/s, the ratios visionlab / plain, the share
+of the machine's measured matmul throughput, and test accuracy. This machine is noisy:
+alternate (--repeats) and read medians, not single epochs.
 
     python scripts/benchmark.py                      # the full table (slow on a CPU)
     python scripts/benchmark.py --cases notes_mlp --batch-sizes 32 --epochs 2
@@ -47,29 +50,46 @@ class Result:
     case: str
     batch_size: int
     path: str
-    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)  # training only
+    whole_epoch_seconds: list[float] = field(default_factory=list)  # with validation and epoch-end work
     test_acc: float = float("nan")
 
     @property
     def median(self) -> float:
         return statistics.median(self.epoch_seconds)
 
+    @property
+    def median_whole(self) -> float:
+        return statistics.median(self.whole_epoch_seconds)
+
 
 class EpochTimer(Callback):
-    """Seconds of each training epoch, from its first batch to the start of validation."""
+    """Seconds of each epoch: training only (first batch to the start of validation), and
+    whole (one epoch start to the next, or to the end of training: validation and every
+    callback's epoch-end work included)."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
+        self.whole: list[float] = []
         self._start = 0.0
 
+    def _lap(self, pl_module: L.LightningModule) -> float:
+        synchronize(pl_module.device)
+        return time.perf_counter() - self._start
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if len(self.whole) < len(self.seconds):
+            self.whole.append(self._lap(pl_module))
         synchronize(pl_module.device)
         self._start = time.perf_counter()
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            synchronize(pl_module.device)
-            self.seconds.append(time.perf_counter() - self._start)
+            self.seconds.append(self._lap(pl_module))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if len(self.whole) < len(self.seconds):
+            self.whole.append(self._lap(pl_module))
 
 
 def synchronize(device: torch.device) -> None:
@@ -98,15 +118,28 @@ def compose(overrides: Sequence[str], output_dir: str) -> DictConfig:
 
 
 @functools.cache
-def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048,
-                  repeats: int = 10) -> float:
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, budget_s: float = 0.5,
+                  max_size: int = 4096) -> float:
     """Measured matmul throughput of the device in the training dtype, the compute ceiling.
 
-    Measured once per (device, dtype) in a run, so every row of a table shares one ceiling.
+    The size doubles from 256 until one product takes a 20th of `budget_s`, then products of
+    that size are timed for about `budget_s`: under a second even where the dtype is emulated
+    (bfloat16 on a CPU without AVX512-BF16 is ~100x slower than float32). Measured once per
+    (device, dtype) in a run, so every row of a table shares one ceiling.
     """
-    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
-    a @ b
-    synchronize(device)
+    size = 256
+    while True:
+        a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+        a @ b  # warm-up: thread pools, kernels
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        once = time.perf_counter() - start
+        if once >= budget_s / 20 or size >= max_size:
+            break
+        size *= 2
+    repeats = max(1, int(budget_s / max(once, 1e-9)))
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
@@ -122,7 +155,7 @@ def train_flops(net: nn.Module, batch: torch.Tensor, labels: torch.Tensor) -> in
     return counter.get_total_flops()
 
 
-def run_visionlab(cfg: DictConfig) -> tuple[list[float], float, nn.Module]:
+def run_visionlab(cfg: DictConfig) -> tuple[list[float], list[float], float, nn.Module]:
     """Fit through build(): Trainer, task module, DataModule and the default callbacks."""
     from visionlab.train import build
 
@@ -131,11 +164,12 @@ def run_visionlab(cfg: DictConfig) -> tuple[list[float], float, nn.Module]:
     trainer.callbacks.append(timer)
     trainer.fit(task, datamodule=datamodule)
     test = trainer.test(task, datamodule=datamodule, verbose=False)
-    return timer.seconds, float(test[0]["test/acc"]), task.net
+    return timer.seconds, timer.whole, float(test[0]["test/acc"]), task.net
 
 
-def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], float, int]:
-    """The minimal loop: normalised float tensors in memory, randperm batches, no framework.
+def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], list[float], float, int]:
+    """The minimal loop: normalised float tensors in memory, randperm batches, no framework,
+    and a validation pass (loss and accuracy) after each epoch.
 
     It trains on the device and in the autocast dtype Lightning would use for `cfg`.
     """
@@ -145,18 +179,27 @@ def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], float, int]:
     datamodule.prepare_data()
     datamodule.setup()
     to_float = datamodule.transform()
-    (x_u8, y), (xt_u8, yt) = datamodule.splits["train"], datamodule.splits["test"]
-    x, y, x_test, yt = (t.to(device) for t in (to_float(x_u8), y, to_float(xt_u8), yt))
+    (x_u8, y), (xv_u8, yv), (xt_u8, yt) = (datamodule.splits[s] for s in ("train", "val", "test"))
+    x, y, x_val, yv, x_test, yt = (t.to(device) for t in (to_float(x_u8), y, to_float(xv_u8), yv, to_float(xt_u8), yt))
     net = instantiate(cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes)
     net = net.to(device)
     if cfg.channels_last:
-        net, x, x_test = (t.to(memory_format=torch.channels_last) for t in (net, x, x_test))
+        net, x, x_val, x_test = (t.to(memory_format=torch.channels_last) for t in (net, x, x_val, x_test))
     if cfg.compile:
         net.compile()
     opt = instantiate(cfg.optimizer)(net.parameters())
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-    batch, gen, seconds = cfg.data.batch_size, torch.Generator().manual_seed(cfg.seed), []
+    batch, gen, seconds, whole = cfg.data.batch_size, torch.Generator().manual_seed(cfg.seed), [], []
+    eval_batch = cfg.data.eval_batch_size
+
+    def accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
+        net.eval()
+        with torch.no_grad(), autocast:
+            correct = sum((net(xb).argmax(1) == yb).sum().item()
+                          for xb, yb in zip(images.split(eval_batch), labels.split(eval_batch)))
+        return correct / max(len(labels), 1)
+
     for _ in range(epochs):
         net.train()
         synchronize(device)
@@ -170,10 +213,10 @@ def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], float, int]:
             scaler.update()
         synchronize(device)
         seconds.append(time.perf_counter() - start)
-    net.eval()
-    with torch.no_grad(), autocast:
-        correct = sum((net(xb).argmax(1) == yb).sum().item() for xb, yb in zip(x_test.split(1000), yt.split(1000)))
-    return seconds, correct / len(yt), len(y)
+        accuracy(x_val, yv)
+        synchronize(device)
+        whole.append(time.perf_counter() - start)
+    return seconds, whole, accuracy(x_test, yt), len(y)
 
 
 def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, repeats: int,
@@ -190,10 +233,12 @@ def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, rep
                 gflops = matmul_gflops(device, autocast_dtype(cfg.trainer.get("precision")) or torch.float32)
                 ours, plain = Result(case, batch_size, "visionlab"), Result(case, batch_size, "plain")
                 for _ in range(repeats):
-                    seconds, ours.test_acc, net = run_visionlab(cfg)
+                    seconds, whole, ours.test_acc, net = run_visionlab(cfg)
                     ours.epoch_seconds += seconds
-                    seconds, plain.test_acc, n_train = run_plain(cfg, epochs)
+                    ours.whole_epoch_seconds += whole
+                    seconds, whole, plain.test_acc, n_train = run_plain(cfg, epochs)
                     plain.epoch_seconds += seconds
+                    plain.whole_epoch_seconds += whole
                 sample = torch.randn(batch_size, *net.input_shape, device=next(net.parameters()).device)
                 labels = torch.zeros(batch_size, dtype=torch.long, device=sample.device)
                 epoch_flops = train_flops(net, sample, labels) / batch_size * n_train
@@ -201,8 +246,10 @@ def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, rep
                     rows.append({
                         **asdict(result),
                         "median_epoch_s": result.median,
+                        "median_whole_epoch_s": result.median_whole,
                         "samples_per_s": n_train / result.median,
                         "ratio_vs_plain": result.median / plain.median,
+                        "whole_ratio_vs_plain": result.median_whole / plain.median_whole,
                         "share_of_matmul_limit": epoch_flops / result.median / (gflops * 1e9),
                         "matmul_gflops": gflops,
                         "device": device_name(device),
@@ -223,13 +270,19 @@ def markdown(rows: list[dict], command: str) -> str:
     machine = f"{platform.node()}: {rows[0]['device']}, torch {torch.__version__}, " \
               f"matmul {rows[0]['matmul_gflops']:.0f} GFLOP/s" if rows else ""
     lines = [f"Command: `{command}`", "", f"Machine: {machine}", "",
-             "| case | batch | path | median s/epoch | samples/s | vs plain | share of matmul limit | test acc |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| case | batch | path | training s/epoch (min-max) | vs plain | whole s/epoch (min-max) | vs plain "
+             "| samples/s | share of matmul limit | test acc |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['batch_size']} | {r['path']} | {r['median_epoch_s']:.2f} | "
-                     f"{r['samples_per_s']:.0f} | {r['ratio_vs_plain']:.2f} | {r['share_of_matmul_limit']:.1%} | "
-                     f"{r['test_acc']:.4f} |")
+        lines.append(f"| {r['case']} | {r['batch_size']} | {r['path']} | {r['median_epoch_s']:.2f} "
+                     f"({spread(r['epoch_seconds'])}) | {r['ratio_vs_plain']:.2f} | {r['median_whole_epoch_s']:.2f} "
+                     f"({spread(r['whole_epoch_seconds'])}) | {r['whole_ratio_vs_plain']:.2f} | "
+                     f"{r['samples_per_s']:.0f} | {r['share_of_matmul_limit']:.1%} | {r['test_acc']:.4f} |")
     return "\n".join(lines) + "\n"
+
+
+def spread(values: Sequence[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -120,7 +120,9 @@ class ClassifierTask(LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.register_buffer("_train_sums", torch.zeros(3))  # loss*n, hits, n of the epoch so far
         self.seed = seed
-        self._rng = torch.default_generator
+        # the device's default generator, set in on_fit_start: a Generator attribute would
+        # not pass to ddp_spawn's processes
+        self._rng: torch.Generator | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
