@@ -61,6 +61,13 @@ def test_evaluate_pictures_and_ece_are_written_once_when_fitting_ends(cnn_run):
     assert 0 <= ece.value <= 1
 
 
+def test_testing_writes_the_test_splits_pictures(tmp_path, cfg_factory):
+    train(cfg_factory("model=mlp", "model.hidden=[8]", "logger=tensorboard", "callbacks=tensorboard", "test=true"))
+    tags = read_events(tmp_path / "tensorboard").Tags()
+    assert {"test/mistakes", "test/per_class", "test/reliability"} <= set(tags["images"])
+    assert "test/ece" in tags["scalars"]
+
+
 def test_histograms_stay_off_by_default_and_mlp_has_no_filters(tmp_path, cfg_factory):
     cfg = cfg_factory("model=mlp", "logger=tensorboard", "callbacks=tensorboard")
     train(cfg)
