@@ -8,6 +8,7 @@ import torch
 
 from conftest import REPO
 from test_config import options
+from visionlab.config import ConfigError
 from visionlab.train import build, train
 
 
@@ -51,6 +52,14 @@ def test_onecycle_total_steps_are_lightnings_optimizer_steps(limit, accumulate, 
     trainer.fit(task, datamodule=datamodule)
     assert trainer.lr_scheduler_configs[0].scheduler.total_steps == max(steps, 8)
     assert trainer.global_step == steps
+
+
+def test_a_one_cycle_schedule_without_an_end_is_refused_before_any_data_is_read(cfg_factory, monkeypatch):
+    from visionlab.data import SyntheticDataModule
+
+    monkeypatch.setattr(SyntheticDataModule, "setup", lambda *a, **k: pytest.fail("data was read"))
+    with pytest.raises(ConfigError, match=r"^trainer.max_epochs=-1 with trainer.max_steps=-1 never ends"):
+        build(cfg_factory("model=mlp", "scheduler=onecycle", "trainer.max_epochs=-1"))
 
 
 @pytest.mark.parametrize("loss,extra", [("hinge", ()), ("cross_entropy", ("task.label_smoothing=0.1", "task.l1=1e-4", "task.l2=1e-3"))])

@@ -3,6 +3,7 @@ then test the best checkpoint. `python scripts/train.py model=mlp optimizer=sgd`
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import platform
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import visionlab
 from visionlab.callbacks import restored_best_weights
 from visionlab.cli import hydra_entry
-from visionlab.config import validate
+from visionlab.config import ConfigError, validate
 from visionlab.io import atomic_write
 from visionlab.lr_find import tune_learning_rate
 from visionlab.resilience import PreemptionCheckpoint
@@ -48,6 +49,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Tra
     if cfg.get("compile"):
         net.compile()  # in place: state_dict keys stay those of the plain net
     schedule = Schedule(**instantiate(cfg.scheduler))
+    check_run_length(cfg, schedule)
     # partial, then called: the net and factories never pass through OmegaConf
     task = instantiate(cfg.task, _partial_=True)(net=net, optimizer=instantiate(cfg.optimizer), scheduler=schedule,
                                                  num_classes=datamodule.num_classes,
@@ -63,6 +65,14 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Tra
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     warn_if_bf16_is_emulated(trainer)
     return datamodule, task, trainer
+
+
+def check_run_length(cfg: DictConfig, schedule: Schedule) -> None:
+    """A schedule sized by the run's length (one-cycle) needs a run with an end."""
+    sized = schedule.factory is not None and "total_steps" in inspect.signature(schedule.factory).parameters
+    if sized and cfg.trainer.get("max_epochs") == -1 and cfg.trainer.get("max_steps", -1) == -1:
+        raise ConfigError("trainer.max_epochs=-1 with trainer.max_steps=-1 never ends, but the scheduler needs "
+                          "the run's length; set trainer.max_epochs or trainer.max_steps, or another scheduler")
 
 
 def warn_if_bf16_is_emulated(trainer: L.Trainer) -> None:

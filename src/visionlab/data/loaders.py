@@ -18,6 +18,7 @@ from visionlab.data.transforms import BatchTransform
 from visionlab.seeding import derive_seed
 
 Batch = tuple[Tensor, Tensor]
+BLOCK = 16  # batches transformed at once; bounds the waste when a run stops mid-epoch
 
 
 @dataclass(frozen=True)
@@ -103,27 +104,16 @@ class MemoryLoader:
                 skip = self._resume_at[1]
             self._resume_at = None
         images, labels = self._on(env.device)
-        order = self.order(env).to(env.device)
-        batches = order.split(self.batch_size)[skip:]
-        if not self.shuffle:
-            for idx in batches:
-                yield self.transform(images[idx]), labels[idx]
-            return
-        ahead = policy_lookahead(self.transform, images, self.batch_size)
-        for k, idx in enumerate(batches):
-            if not ahead:
-                yield self.transform.train_batch(images[idx], labels[idx], idx, env.epoch)
+        order = self.order(env).to(env.device)[skip * self.batch_size :]
+        # Transformed BLOCK batches at a time (one set of tensor ops, then views): the same
+        # values as batch by batch, since every image's draws depend on its index only;
+        # mixup / cutmix then mix within each batch.
+        for block in order.split(self.batch_size * BLOCK):
+            if not self.shuffle:
+                yield from zip(self.transform(images[block]).split(self.batch_size),
+                               labels[block].split(self.batch_size))
                 continue
-            if k % ahead == 0:  # RandAugment / TrivialAugment: run on the next `ahead` batches together
-                block = torch.cat(batches[k : k + ahead])
-                ready = self.transform.apply_policy(images[block], block, env.epoch).split(self.batch_size)
-            yield self.transform.train_batch(ready[k % ahead], labels[idx], idx, env.epoch, policy_applied=True)
-
-
-def policy_lookahead(transform: BatchTransform, images: Tensor, batch_size: int, budget: int = 64 << 20) -> int:
-    """Batches whose images go through RandAugment / TrivialAugment together (up to
-    `budget` bytes of uint8 images); 0 when the transform has no such policy."""
-    if transform.policy is None or transform.augment is None:
-        return 0
-    per_batch = max(1, images[0].numel() * batch_size)
-    return max(1, min(64, budget // per_batch))
+            x = self.transform(images[block], block, env.epoch)
+            for xb, yb, ib in zip(x.split(self.batch_size), labels[block].split(self.batch_size),
+                                  block.split(self.batch_size)):
+                yield self.transform.mix_batch(xb, yb, ib, env.epoch)

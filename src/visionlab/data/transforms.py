@@ -9,8 +9,8 @@ run resumed at epoch e draws exactly what the uninterrupted run drew.
 RandAugment and TrivialAugmentWide are torchvision's (transforms.v2): their augmentation
 space and their operations, with each image's operations and magnitudes drawn from its
 table row as torchvision draws them; images that drew the same operation go through it
-together (the memory loader hands over several batches at once), so a few dozen batched
-calls serve thousands of images (costs in BENCHMARKS.md). MixUp and CutMix mix each image
+together (the memory loader transforms several batches at once), so a few dozen batched
+calls serve a thousand images (costs in BENCHMARKS.md). MixUp and CutMix mix each image
 with the next one of its batch, with its own Beta(alpha, alpha) draw, and turn the labels
 into soft (N, classes) rows.
 """
@@ -202,14 +202,11 @@ class BatchTransform:
         self._mix_table: tuple[int, Tensor] | None = None
         self._policy_table: tuple[int, Tensor] | None = None
 
-    def __call__(self, images: Tensor, index: Tensor | None = None, epoch: int | None = None,
-                 policy_applied: bool = False) -> Tensor:
+    def __call__(self, images: Tensor, index: Tensor | None = None, epoch: int | None = None) -> Tensor:
         """Normalise `images`; augment each image too when `index` (sample ids) and `epoch`
-        are given (mixing needs the labels: see `train_batch`). `policy_applied`: the
-        images already went through `apply_policy` (the memory loader runs it ahead on
-        several batches at once, where it costs far less per image)."""
+        are given (mixing needs the labels and the batch: see `mix_batch`)."""
         augment = self.augment if index is not None and epoch is not None else None
-        if augment is not None and self.policy is not None and not policy_applied:
+        if augment is not None and self.policy is not None:
             images = self.apply_policy(images, index, epoch)
         x = images.float()
         if augment is not None and augment.pixelwise:
@@ -217,16 +214,18 @@ class BatchTransform:
         scale, shift = self._scale.to(x.device), self._shift.to(x.device)
         return torch.addcmul(shift, x, scale)
 
-    def train_batch(self, images: Tensor, labels: Tensor, index: Tensor, epoch: int,
-                    policy_applied: bool = False) -> tuple[Tensor, Tensor]:
-        """A training batch: augmented, normalised and, with mixup / cutmix, each image mixed
-        with the next one of the batch (the last with the first), the labels then soft
-        (N, classes) rows."""
-        x = self(images, index, epoch, policy_applied)
+    def mix_batch(self, x: Tensor, labels: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
+        """With mixup / cutmix: each image of the batch `x` (already through `__call__`) mixed
+        with the next one (the last with the first), the labels then soft (N, classes) rows;
+        otherwise `x` and `labels` as they are."""
         if self.augment is None or not self.augment.mixes:
             return x, labels
         partner = torch.arange(1, len(x) + 1, device=x.device) % len(x)
         return mix(x, labels, partner, self.mix_draws(epoch, x.device)[index], self.augment, self.num_classes)
+
+    def train_batch(self, images: Tensor, labels: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
+        """A uint8 training batch augmented, normalised and mixed (`__call__`, then `mix_batch`)."""
+        return self.mix_batch(self(images, index, epoch), labels, index, epoch)
 
     def apply_policy(self, images: Tensor, index: Tensor, epoch: int) -> Tensor:
         """RandAugment / TrivialAugmentWide per image (uint8 in, uint8 out), from the
