@@ -79,6 +79,8 @@ def test_evaluate_writes_metrics_per_class_and_confusion_matrix(run_dir, tmp_pat
     assert [r["class"] for r in rows] == [f"class_{i}" for i in range(10)]
     assert [int(r["support"]) for r in rows] == confusion.sum(1).tolist()
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+    assert 0 <= metrics["ece"] <= 1
+    assert all((tmp_path / f).read_bytes()[:4] == b"\x89PNG" for f in ("mistakes.png", "per_class.png", "reliability.png"))
     assert "class_9" in capsys.readouterr().out
 
 

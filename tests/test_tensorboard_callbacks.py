@@ -53,6 +53,21 @@ def test_images_graph_and_histograms_are_written_each_epoch(cnn_run):
     assert "weights/features.0.weight" in tags["histograms"] and "grads/features.0.weight" in tags["histograms"]
 
 
+def test_evaluate_pictures_and_ece_are_written_once_when_fitting_ends(cnn_run):
+    for tag in ("val/mistakes", "val/per_class", "val/reliability"):
+        images = cnn_run.Images(tag)
+        assert len(images) == 1 and images[0].encoded_image_string.startswith(b"\x89PNG"), tag
+    (ece,) = cnn_run.Scalars("val/ece")
+    assert 0 <= ece.value <= 1
+
+
+def test_testing_writes_the_test_splits_pictures(tmp_path, cfg_factory):
+    train(cfg_factory("model=mlp", "model.hidden=[8]", "logger=tensorboard", "callbacks=tensorboard", "test=true"))
+    tags = read_events(tmp_path / "tensorboard").Tags()
+    assert {"test/mistakes", "test/per_class", "test/reliability"} <= set(tags["images"])
+    assert "test/ece" in tags["scalars"]
+
+
 def test_histograms_stay_off_by_default_and_mlp_has_no_filters(tmp_path, cfg_factory):
     cfg = cfg_factory("model=mlp", "logger=tensorboard", "callbacks=tensorboard")
     train(cfg)

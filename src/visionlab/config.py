@@ -58,6 +58,15 @@ RULES: tuple[Rule, ...] = (
     ("data.image_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     ("data.color", lambda v: v in COLORS, f"one of {', '.join(COLORS)}"),
     ("data.augment.crop_padding", lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    ("data.augment.mixup", lambda v: _num(v) and v >= 0, "a Beta alpha >= 0 (0: off)"),
+    ("data.augment.cutmix", lambda v: _num(v) and v >= 0, "a Beta alpha >= 0 (0: off)"),
+    ("data.augment.randaugment_ops", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    ("data.augment.randaugment_magnitude", lambda v: _int(v) and 0 <= v <= 30, "an integer in 0..30"),
+    ("tune.min_lr", lambda v: _num(v) and v > 0, "a number > 0"),
+    ("tune.max_lr", lambda v: _num(v) and v > 0, "a number > 0"),
+    ("tune.num_training", lambda v: _int(v) and v >= 3, "an integer >= 3"),
+    ("explain", lambda v: v in ("gradcam", "saliency"), "gradcam or saliency, or null"),
+    ("explain_layer", lambda v: isinstance(v, str) and v != "", "a layer name such as features.4, or null"),
     ("trainer.max_epochs", lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1"),
 )
 
@@ -87,6 +96,10 @@ def validate(cfg: DictConfig) -> None:
     for key, value in _monitored(cfg):
         if value not in LOGGED_METRICS:
             raise ConfigError(f"{key}={value!r} is never logged; expected one of {', '.join(LOGGED_METRICS)}")
+    mixing = [k for k in ("mixup", "cutmix") if OmegaConf.select(cfg, f"data.augment.{k}", default=0)]
+    if mixing and OmegaConf.select(cfg, "task.loss", default=None) == "hinge":
+        raise ConfigError(f"task.loss=hinge cannot learn from the soft labels of data.augment.{mixing[0]}; "
+                          "use task.loss=cross_entropy or switch mixing off")
     for key, ok, allowed in RULES:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:

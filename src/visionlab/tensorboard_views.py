@@ -1,6 +1,7 @@
 """TensorBoard views that tell a run's story: the HPARAMS entry with `hp_metric`, the
 model graph, a confusion matrix and labelled sample images each validation epoch, the
-first conv layer's filters, and optional weight and gradient histograms.
+first conv layer's filters, optional weight and gradient histograms, and evaluate's
+pictures (mistakes, per-class bars, reliability) at fit end and test end.
 
 Everything runs at fit start or at an epoch's end, never per step, so training speed is
 unchanged; the images cost one extra forward pass over (the first `max_images` of) the
@@ -25,6 +26,14 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
+from visionlab.figures import (
+    confident_mistakes,
+    expected_calibration_error,
+    mistakes_figure,
+    per_class_figure,
+    per_class_scores,
+    reliability_figure,
+)
 from visionlab.plots import confusion_figure
 
 
@@ -67,13 +76,18 @@ def validation_split(trainer: Trainer) -> tuple[Tensor, Tensor] | None:
     return None
 
 
-def predict_classes(trainer: Trainer, net: nn.Module, images: Tensor) -> Tensor:
-    """Predicted class of every uint8 image, in evaluation batches."""
+def predict_probabilities(trainer: Trainer, net: nn.Module, images: Tensor) -> Tensor:
+    """Class probabilities of every uint8 image, in evaluation batches, on the CPU."""
     batch = getattr(trainer.datamodule, "eval_batch_size", 1000)
     with evaluating(net):
-        preds = [net(net_inputs(trainer, net, images[i : i + batch])).argmax(1).cpu()
+        probs = [net(net_inputs(trainer, net, images[i : i + batch])).softmax(1).float().cpu()
                  for i in range(0, len(images), batch)]
-    return torch.cat(preds)
+    return torch.cat(probs)
+
+
+def predict_classes(trainer: Trainer, net: nn.Module, images: Tensor) -> Tensor:
+    """Predicted class of every uint8 image, in evaluation batches."""
+    return predict_probabilities(trainer, net, images).argmax(1)
 
 
 def confusion_matrix(preds: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -189,6 +203,41 @@ class ValidationImages(Callback):
         if self.samples:
             n = self.samples
             writer.add_figure("val/samples", samples_figure(images[:n], preds[:n], labels[:n], classes), epoch)
+
+
+class InsightFigures(Callback):
+    """evaluate's pictures in TensorBoard: the most confident mistakes, per-class
+    precision/recall/F1 and the reliability diagram (with the ECE as a scalar), of the
+    validation split when fitting ends and of the test split when testing ends; one extra
+    forward pass over the first `max_images` images each time."""
+
+    def __init__(self, max_images: int | None = None, pairs: int = 3, per_pair: int = 8) -> None:
+        if (max_images is not None and max_images < 1) or pairs < 1 or per_pair < 1:
+            raise ValueError(f"InsightFigures max_images={max_images}, pairs={pairs}, per_pair={per_pair}: "
+                             "expected max_images >= 1 or null, pairs >= 1, per_pair >= 1")
+        self.max_images, self.pairs, self.per_pair = max_images, pairs, per_pair
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._log(trainer, pl_module, "val", validation_split(trainer))
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        splits = getattr(trainer.datamodule, "splits", None) or {}
+        self._log(trainer, pl_module, "test", splits.get("test"))
+
+    def _log(self, trainer: Trainer, pl_module: LightningModule, stage: str,
+             split: tuple[Tensor, Tensor] | None) -> None:
+        writer = tensorboard_writer(trainer)
+        if writer is None or split is None or not len(split[1]):
+            return
+        images, labels = (t[: self.max_images] for t in split)
+        classes = tuple(trainer.datamodule.classes)
+        probs = predict_probabilities(trainer, pl_module.net, images)
+        step = trainer.global_step
+        found = confident_mistakes(probs, labels, self.pairs, self.per_pair)
+        writer.add_figure(f"{stage}/mistakes", mistakes_figure(images, found, classes), step)
+        writer.add_figure(f"{stage}/per_class", per_class_figure(per_class_scores(probs, labels, classes)), step)
+        writer.add_figure(f"{stage}/reliability", reliability_figure(probs, labels), step)
+        writer.add_scalar(f"{stage}/ece", expected_calibration_error(probs, labels), step)
 
 
 class ConvFilters(Callback):

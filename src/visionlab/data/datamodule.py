@@ -130,7 +130,7 @@ class InMemoryImageDataModule(LightningDataModule):
     def transform(self, train: bool = False) -> BatchTransform:
         """The uint8 -> float transform; with augmentation only for the training split."""
         n = len(self.splits["train"][1]) if train else 0
-        return BatchTransform(self.mean, self.std, self.augment if train else None, self.seed, n)
+        return BatchTransform(self.mean, self.std, self.augment if train else None, self.seed, n, self.num_classes)
 
     def _env(self) -> LoaderEnv:
         trainer = self.trainer
@@ -170,7 +170,7 @@ class InMemoryImageDataModule(LightningDataModule):
             return batch
         images, labels, index = batch
         if self.trainer is not None and self.trainer.training:
-            return self._train_transform(images, index, self.trainer.current_epoch), labels
+            return self._train_transform.train_batch(images, labels, index, self.trainer.current_epoch)
         return self.transform(False)(images), labels
 
 

@@ -106,7 +106,14 @@ class MemoryLoader:
         images, labels = self._on(env.device)
         order = self.order(env).to(env.device)[skip * self.batch_size :]
         # Transformed BLOCK batches at a time (one set of tensor ops, then views): the same
-        # values as batch by batch, since every image's draws depend on its index only.
+        # values as batch by batch, since every image's draws depend on its index only;
+        # mixup / cutmix then mix within each batch.
         for block in order.split(self.batch_size * BLOCK):
-            x = self.transform(images[block], block, env.epoch) if self.shuffle else self.transform(images[block])
-            yield from zip(x.split(self.batch_size), labels[block].split(self.batch_size))
+            if not self.shuffle:
+                yield from zip(self.transform(images[block]).split(self.batch_size),
+                               labels[block].split(self.batch_size))
+                continue
+            x = self.transform(images[block], block, env.epoch)
+            for xb, yb, ib in zip(x.split(self.batch_size), labels[block].split(self.batch_size),
+                                  block.split(self.batch_size)):
+                yield self.transform.mix_batch(xb, yb, ib, env.epoch)

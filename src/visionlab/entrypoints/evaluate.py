@@ -25,6 +25,7 @@ from torchmetrics.classification import (
 
 from visionlab.cli import hydra_entry
 from visionlab.config import ConfigError
+from visionlab.figures import expected_calibration_error, write_figures
 from visionlab.io import atomic_path, atomic_write
 from visionlab.plots import confusion_figure
 from visionlab.runs import batch_logits, build_datamodule, check_data_fits, load_run, pick_device
@@ -103,10 +104,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(f"split={split} is empty for this data config")
     logits = batch_logits(model, images, datamodule.eval_batch_size, device)
     report = classification_report(logits, labels, model.classes)
+    probs = torch.cat([scores.softmax(1) for scores in logits])
+    report["overall"]["ece"] = expected_calibration_error(probs, labels)
     out = Path(combined.paths.output_dir)
     write_report(report, model.classes, out, {"ckpt_path": str(model.path), "split": split, "size": len(labels)})
+    write_figures(out, images, probs, labels, model.classes, report["per_class"])
     print(format_report(report, split))
-    log.info("Wrote metrics.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png to %s", out)
+    log.info("Wrote metrics.json, per_class.csv, confusion_matrix.csv/png, mistakes.png/csv, per_class.png "
+             "and reliability.png to %s", out)
     return report["overall"]
 
 

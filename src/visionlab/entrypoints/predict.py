@@ -19,6 +19,7 @@ from torch import Tensor
 from visionlab.cli import hydra_entry
 from visionlab.config import ConfigError
 from visionlab.data.images import ImageError, list_images, read_image
+from visionlab.explain import explain
 from visionlab.io import atomic_write
 from visionlab.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities
 
@@ -83,6 +84,11 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     writer.writerows(rows)
     atomic_write(out, buffer.getvalue())
     log.info("Wrote %s", out)
+    if cfg.get("explain"):
+        true = torch.tensor([model.classes.index(y) for y in labels]) if options.from_test else None
+        files = explain(model.net, images, model.transform()(images.to(device)), names, probs.argmax(1),
+                        model.classes, out.parent / "explain", cfg.explain, cfg.get("explain_layer"), true)
+        log.info("Wrote %d heat maps to %s", len(files), out.parent / "explain")
     return rows
 
 

@@ -25,6 +25,7 @@ from visionlab.cli import hydra_entry
 from visionlab.config import ConfigError, validate
 from visionlab.io import atomic_write
 from visionlab.limits import check_batch_fits
+from visionlab.lr_find import tune_learning_rate
 from visionlab.resilience import PreemptionCheckpoint
 from visionlab.runlock import RunLock
 from visionlab.task import ClassifierTask, Schedule
@@ -119,9 +120,9 @@ def run_info(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def record_run_info(folder: Path, cfg: DictConfig) -> None:
+def record_run_info(folder: Path, cfg: DictConfig, extra: dict[str, Any]) -> None:
     """run_info.json: written when a run starts; a resume adds itself to `resumes`."""
-    path, info = folder / "run_info.json", run_info(cfg)
+    path, info = folder / "run_info.json", {**run_info(cfg), **extra}
     if cfg.get("ckpt_path") and path.is_file():
         try:
             first = json.loads(path.read_text())
@@ -135,23 +136,26 @@ def record_run_info(folder: Path, cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
+    # a resumed run keeps the learning rate its optimizer state was saved with
+    finding = OmegaConf.select(cfg, "tune.lr_find", default=False) and not cfg.get("ckpt_path")
+    tuned = tune_learning_rate(cfg) if finding else None
     datamodule, task, trainer = build(cfg)
     if not cfg.get("compile"):  # a compiled net would compile for the estimate
         check_batch_fits(task.net, datamodule.input_shape, datamodule.batch_size, trainer.strategy.root_device)
     folder = Path(trainer.default_root_dir)
     lock = RunLock(folder).acquire() if trainer.is_global_zero else None
     try:
-        return _fit_and_test(cfg, datamodule, task, trainer)
+        return _fit_and_test(cfg, datamodule, task, trainer, tuned)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: ClassifierTask,
-                  trainer: L.Trainer) -> dict[str, float]:
+                  trainer: L.Trainer, tuned: dict[str, Any] | None) -> dict[str, float]:
     folder = Path(trainer.default_root_dir)
     if trainer.is_global_zero:
-        record_run_info(folder, cfg)
+        record_run_info(folder, cfg, {"lr_find": tuned} if tuned else {})
     hparams = flat_hparams(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
