@@ -1,6 +1,6 @@
-"""Learning-rate finder: `python scripts/lr_find.py [train overrides]` (see visionlab.lr_find)."""
+"""Learning-rate finder: `python scripts/lr_find.py [train overrides]` (see visionlab.entrypoints.lr_find)."""
 
-from visionlab.lr_find import main
+from visionlab.entrypoints.lr_find import main
 
 if __name__ == "__main__":
     main()

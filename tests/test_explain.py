@@ -86,7 +86,7 @@ def test_explain_writes_one_overlay_per_input(tmp_path):
 
 
 def test_predict_explain_gradcam_on_a_trained_checkpoint(run_dir, tmp_path):
-    from visionlab.predict import predict
+    from visionlab.entrypoints.predict import predict
 
     cfg = make_cfg("predict", [f"ckpt_path={best_ckpt(run_dir)}", "predict.from_test=3", "explain=gradcam"], tmp_path)
     rows = predict(cfg)
@@ -97,7 +97,7 @@ def test_predict_explain_gradcam_on_a_trained_checkpoint(run_dir, tmp_path):
 
 
 def test_an_unknown_layer_is_refused_in_one_line(run_dir, tmp_path, monkeypatch, capsys):
-    from visionlab.predict import main
+    from visionlab.entrypoints.predict import main
 
     monkeypatch.setattr(sys, "argv", ["predict.py", f"ckpt_path={best_ckpt(run_dir)}", "predict.from_test=1",
                                       "explain=gradcam", "explain_layer=features.9", f"hydra.run.dir={tmp_path}"])

@@ -16,7 +16,7 @@ SEARCH = ("trainer.limit_train_batches=null", "trainer.max_epochs=3", "tune.min_
 
 
 def test_lr_find_writes_both_files_and_suggests_inside_the_range(cfg_factory, tmp_path, capsys):
-    from visionlab.lr_find import run
+    from visionlab.entrypoints.lr_find import run
 
     suggestion = run(cfg_factory(*SEARCH))
     assert 1e-5 <= suggestion <= 0.5
@@ -30,7 +30,7 @@ def test_lr_find_writes_both_files_and_suggests_inside_the_range(cfg_factory, tm
 
 
 def test_train_with_tune_lr_find_uses_and_records_the_suggestion(cfg_factory, tmp_path):
-    from visionlab.train import train
+    from visionlab.entrypoints.train import train
 
     cfg = cfg_factory(*SEARCH, "tune.lr_find=true", "trainer.max_epochs=3")
     train(cfg)
@@ -41,7 +41,7 @@ def test_train_with_tune_lr_find_uses_and_records_the_suggestion(cfg_factory, tm
 
 
 def test_bad_search_ranges_are_refused_in_one_line(cfg_factory):
-    from visionlab.lr_find import run
+    from visionlab.entrypoints.lr_find import run
 
     with pytest.raises(ConfigError, match=r"^tune.min_lr=0.1, tune.max_lr=0.01: expected 0 < min_lr < max_lr$"):
         run(cfg_factory("tune.min_lr=0.1", "tune.max_lr=0.01"))

@@ -25,7 +25,7 @@ from visionlab.cli import hydra_entry
 from visionlab.config import ConfigError, validate
 from visionlab.io import atomic_write
 from visionlab.limits import check_batch_fits
-from visionlab.lr_find import tune_learning_rate
+from visionlab.entrypoints.lr_find import tune_learning_rate
 from visionlab.resilience import PreemptionCheckpoint
 from visionlab.runlock import RunLock
 from visionlab.task import ClassifierTask, Schedule

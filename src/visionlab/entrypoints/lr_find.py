@@ -52,7 +52,7 @@ def check_options(tune: Any) -> tuple[float, float, int]:
 def find_lr(cfg: DictConfig) -> tuple[LRFindResult, Path]:
     """Run Lightning's LR finder on the data, model and optimizer of `cfg` (a train config),
     without its callbacks and loggers; returns the result and the run folder."""
-    from visionlab.train import build  # train imports this module for tune.lr_find
+    from visionlab.entrypoints.train import build  # train imports this module for tune.lr_find
 
     min_lr, max_lr, steps = check_options(cfg.tune)
     finder_cfg = cfg.copy()
