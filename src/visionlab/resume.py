@@ -76,19 +76,40 @@ def _checkpoint_file(value: str, argv: Sequence[str]) -> Path:
     return ckpt
 
 
-def _replayed(saved: Path) -> list[str]:
-    """The run's own overrides, read as data: strings only, targets checked, no hydra.*."""
+def _without_removed(saved: Path, rest: list[str]) -> tuple[list[str], list[str]]:
+    """The run's checked overrides less those under a key the new command line removes
+    (`~callbacks.stall`); a `~key` whose key only the replayed overrides had added is then
+    spent, and dropped too."""
+    removed = [a[1:].partition("=")[0] for a in rest if a.startswith("~")]
+    under = lambda o, k: _key(o) == k or _key(o).startswith(k + ".")  # noqa: E731
+    raw = _read_overrides(saved)
+    dropped = [o for o in raw if any(under(o, k) for k in removed)]
+    replayed = _replayed(saved, [o for o in raw if o not in dropped])
+    spent = {k for k in removed if any(under(o, k) for o in dropped) and all(o.startswith("+") for o in dropped if under(o, k))}
+    return replayed, [a for a in rest if not (a.startswith("~") and a[1:].partition("=")[0] in spent)]
+
+
+def _read_overrides(saved: Path) -> list[str]:
     try:
         overrides = yaml.safe_load(saved.read_text())
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"{saved}: cannot read the run's overrides ({' '.join(str(err).split())[:120]})") from None
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ConfigError(f"{saved}: not a list of overrides")
+    return overrides
+
+
+def _replayed(saved: Path, overrides: list[str]) -> list[str]:
+    """The run's own overrides, read as data: strings only, targets checked, no hydra.*."""
     kept = [o for o in overrides if not _key(o).startswith(("ckpt_path", "hydra"))]
     for override in kept:
         key, _, value = override.lstrip("+~").partition("=")
         if key.endswith("_target_"):
-            check_targets({"_target_": value}, f"{saved}: {key.removesuffix('._target_')}")
+            node = key.removesuffix("._target_")
+            try:
+                check_targets({"_target_": value}, f"{saved}: {node}")
+            except ConfigError as err:
+                raise ConfigError(f"{err}; resume with ~{node} to leave it out") from None
         elif "_target_" in value:
             try:
                 parsed = yaml.safe_load(value)
@@ -117,7 +138,7 @@ def prepare(argv: Sequence[str]) -> tuple[list[str], Resume | None]:
     run_dir, saved = ckpt.parent.parent, ckpt.parent.parent / ".hydra" / "overrides.yaml"
     if ckpt.parent.name != "checkpoints" or not saved.is_file():
         return [*rest, f"ckpt_path={ckpt.resolve()}"], Resume(ckpt, checkpoint, None)
-    replayed = _replayed(saved)
+    replayed, rest = _without_removed(saved, rest)
     suspect = [a for a in rest if not _may_change(a) and a not in replayed]
     # hydra.output_subdir=null: the run's .hydra/ keeps the config it started with (the
     # resume is recorded in run_info.json)
