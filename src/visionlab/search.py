@@ -71,13 +71,25 @@ def _number(key: str, spec: Mapping[str, Any], field: str, kind: type) -> Any:
     return kind(value)
 
 
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys (`optimizer: {lr: SPEC}`, as command-line overrides make them) -> `optimizer.lr`."""
+    flat: dict[str, Any] = {}
+    for key, spec in params.items():
+        if isinstance(spec, Mapping) and "type" not in spec and spec:
+            flat.update(_flatten(spec, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = spec
+    return flat
+
+
 def parse_space(params: Mapping[str, Any]) -> dict[str, BaseDistribution]:
     """`{key: {type: float|int|categorical, ...}}` -> Optuna distributions, one line per mistake.
 
     float: low, high, log (default false), step; int: low, high, log, step; categorical: choices.
+    Keys are config keys, nested (`optimizer: {lr: ...}`) or dotted (`optimizer.lr: ...`).
     """
     space: dict[str, BaseDistribution] = {}
-    for key, spec in params.items():
+    for key, spec in _flatten(params).items():
         if not isinstance(spec, Mapping) or spec.get("type") not in ("float", "int", "categorical"):
             raise ConfigError(f"hydra.sweeper.params.{key}={spec!r} is not allowed; expected a mapping with "
                               "type: float (low, high, log, step), int (low, high, log, step) or categorical (choices)")
@@ -125,13 +137,22 @@ def trial_overrides(params: Mapping[str, Any]) -> list[str]:
 
 # --- samplers, pruners and the study file -----------------------------------------------
 
-def make_sampler(name: str, seed: int | None, kwargs: Mapping[str, Any],
+def make_sampler(name: str, seed: int | None, options: Mapping[str, Any],
                  space: Mapping[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
+    """The sampler `name`, with its keyword arguments from `options[name]` (if any)."""
     if name not in SAMPLERS:
         raise ConfigError(f"hydra.sweeper.sampler.name={name!r} is not allowed; expected one of {', '.join(SAMPLERS)}")
+    kwargs = dict(options.get(name) or {})
     if name == "grid":
-        return _AskTellGrid(grid_of(space), seed=seed, **kwargs)
-    return SAMPLERS[name](seed=seed, **kwargs)
+        return _build("sampler", name, _AskTellGrid, grid_of(space), seed=seed, **kwargs)
+    return _build("sampler", name, SAMPLERS[name], seed=seed, **kwargs)
+
+
+def _build(kind: str, name: str, cls: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return cls(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"hydra.sweeper.{kind}.options.{name}: {' '.join(str(err).split())}") from None
 
 
 class _AskTellGrid(optuna.samplers.GridSampler):
@@ -143,11 +164,12 @@ class _AskTellGrid(optuna.samplers.GridSampler):
         return None
 
 
-def make_pruner(name: str | None, kwargs: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+def make_pruner(name: str | None, options: Mapping[str, Any]) -> optuna.pruners.BasePruner:
+    """The pruner `name` (None: no pruning), with its keyword arguments from `options[name]`."""
     name = name or "none"
     if name not in PRUNERS:
         raise ConfigError(f"hydra.sweeper.pruner.name={name!r} is not allowed; expected one of {', '.join(PRUNERS)}")
-    return PRUNERS[name](**kwargs)
+    return _build("pruner", name, PRUNERS[name], **dict(options.get(name) or {}))
 
 
 def storage_url(storage: str) -> str | optuna.storages.BaseStorage:
@@ -192,7 +214,8 @@ def current_trial(hydra_cfg: Any) -> optuna.Trial | None:
     searching = str(sweeper.get("_target_", "")).startswith("hydra_plugins.visionlab_optuna_sweeper")
     if hydra_cfg.mode != RunMode.MULTIRUN or not searching:
         return None
-    study = optuna.load_study(study_name=sweeper.study_name, storage=storage_url(sweeper.storage))
+    pruner = make_pruner(sweeper.pruner.name, sweeper.pruner.options)  # the study file does not keep it
+    study = optuna.load_study(study_name=sweeper.study_name, storage=storage_url(sweeper.storage), pruner=pruner)
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, hydra_cfg.job.num)
     return optuna.Trial(study, trial_id)
 
@@ -249,7 +272,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
         reason = f"{type(outcome.error).__name__}: {one_line(outcome.error)}"
     elif not isinstance(outcome.value, (int, float)) or not math.isfinite(outcome.value):
         reason = f"the trial's metric is {outcome.value!r}, not a finite number (NaN loss?)"
-    elif PRUNED_AT in trial.user_attrs:
+    elif PRUNED_AT in study._storage.get_trial_user_attrs(trial._trial_id):  # set by the job, maybe elsewhere
         study.tell(trial, state=TrialState.PRUNED)
         return
     else:

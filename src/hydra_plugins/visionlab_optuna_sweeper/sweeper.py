@@ -18,13 +18,13 @@ from omegaconf import DictConfig, OmegaConf
 class SamplerConf:
     name: str = "tpe"  # tpe | random | cmaes | grid
     seed: Optional[int] = None
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    options: Dict[str, Any] = field(default_factory=dict)  # {sampler name: its keyword arguments}
 
 
 @dataclass
 class PrunerConf:
     name: str = "median"  # median | percentile | hyperband | successive_halving | threshold | none
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    options: Dict[str, Any] = field(default_factory=dict)  # {pruner name: its keyword arguments}
 
 
 @dataclass
@@ -75,11 +75,11 @@ class VisionlabOptunaSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = optuna.create_study(
             study_name=conf.study_name, storage=search.storage_url(conf.storage), direction=conf.direction,
-            pruner=search.make_pruner(conf.pruner.name, conf.pruner.kwargs), load_if_exists=True)
+            pruner=search.make_pruner(conf.pruner.name, conf.pruner.options), load_if_exists=True)
         earlier = len(study.trials)
         # a resumed search draws a new sequence: the same seed would repeat the first trials
         seed = None if conf.sampler.seed is None else conf.sampler.seed + earlier
-        study.sampler = search.make_sampler(conf.sampler.name, seed, conf.sampler.kwargs, space)
+        study.sampler = search.make_sampler(conf.sampler.name, seed, conf.sampler.options, space)
         search.recover_interrupted(study, sweep_dir)
         n_trials = conf.n_trials
         if conf.sampler.name == "grid":
