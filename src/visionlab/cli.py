@@ -68,8 +68,8 @@ def _sweeper_reads_failures() -> bool:
     """Whether the sweeper must see a failed job as an exception rather than a NaN result.
 
     Hydra's basic sweeper ignores results, so a NaN lets the sweep (and its report) finish.
-    Other sweepers score results: Optuna's marks a raising trial FAILED and counts it
-    against `max_failure_rate`, but crashes on NaN (optuna 2.10 refuses NaN values).
+    Other sweepers score results: visionlab's Optuna sweeper marks a raising trial FAIL
+    with the exception's message as its reason.
     """
     target = str(OmegaConf.select(HydraConfig.get(), "sweeper._target_", default=""))
     return not target.endswith("BasicSweeper")
