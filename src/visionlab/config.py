@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from visionlab.data.image_folder import COLORS
 from visionlab.errors import ConfigError
 from visionlab.models.activations import ACTIVATIONS
-from visionlab.models.backbones import BACKBONES
 from visionlab.models.init import INITS
 from visionlab.task import LOGGED_METRICS, LOSSES
 
@@ -52,7 +51,7 @@ RULES: tuple[Rule, ...] = (
     ("task.l1", lambda v: _num(v) and v >= 0, "a number >= 0"),
     ("task.l2", lambda v: _num(v) and v >= 0, "a number >= 0"),
     ("scheduler.interval", lambda v: v in ("step", "epoch"), "step or epoch"),
-    ("model.name", lambda v: v in BACKBONES, f"one of {', '.join(BACKBONES)}"),
+    ("model.name", lambda v: isinstance(v, str) and v != "", "a model name (the builder lists close matches)"),
     ("model.backbone_lr_scale", lambda v: _num(v) and v > 0, "a number > 0"),
     ("model.image_size", lambda v: _int(v) and v >= 1, "an integer >= 1, or null"),
     ("finetune.unfreeze_at_epoch", lambda v: _int(v) and v >= 0, "an integer >= 0, or null"),
