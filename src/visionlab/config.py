@@ -19,7 +19,9 @@ from visionlab.models.activations import ACTIVATIONS
 from visionlab.models.init import INITS
 from visionlab.task import LOGGED_METRICS, LOSSES
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The wheel ships conf/ inside the package (setup.py); a checkout or editable install uses the repo's.
+_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED_CONF if _PACKAGED_CONF.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 # `${visionlab.mul:${optimizer.lr},2}`: configs may scale one value by another.
 if not OmegaConf.has_resolver("visionlab.mul"):
