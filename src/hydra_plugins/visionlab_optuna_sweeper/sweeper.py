@@ -1,6 +1,7 @@
 """The Hydra side of visionlab.search: compose each trial as a job of the multirun and hand
 the study the results. Hydra finds this module by scanning the `hydra_plugins` namespace."""
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -83,7 +84,7 @@ class VisionlabOptunaSweeper(Sweeper):
         search.recover_interrupted(study, sweep_dir)
         n_trials = conf.n_trials
         if conf.sampler.name == "grid":
-            n_trials = min(n_trials, len(study.sampler._all_grids))
+            n_trials = min(n_trials, math.prod(len(v) for v in search.grid_of(space).values()))
         search.log.info("search: study %s in %s, %d earlier trials, %d wanted", conf.study_name, conf.storage,
                         earlier, n_trials)
 
