@@ -19,11 +19,13 @@ from typing import Any
 import optuna
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
+from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from visionlab.config import ConfigError
+from visionlab.cli import one_line
+from visionlab.config import CONF_DIR, ConfigError
 from visionlab.io import atomic_write
 
 log = logging.getLogger("visionlab")
@@ -266,8 +268,6 @@ class Outcome:
 
 def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
     """Record one finished job: COMPLETE, PRUNED (by the callback), or FAIL with one line why."""
-    from visionlab.cli import one_line
-
     if outcome.error is not None:
         reason = f"{type(outcome.error).__name__}: {one_line(outcome.error)}"
     elif not isinstance(outcome.value, (int, float)) or not math.isfinite(outcome.value):
@@ -316,8 +316,6 @@ def write_best(study: optuna.Study, sweep_dir: Path, metric: str) -> Path | None
               f"# Train it again:  python scripts/train.py --config-dir {sweep_dir} --config-name best\n")
     body = {"defaults": ["train", *({f"override {g.split('=', 1)[0]}": g.split("=", 1)[1]} for g in groups), "_self_"],
             "hydra": {"mode": "RUN"}}
-    from omegaconf import OmegaConf
-
     merged = OmegaConf.merge(body, OmegaConf.from_dotlist(values))
     path = sweep_dir / BEST_FILE
     atomic_write(path, header + yaml.safe_dump(OmegaConf.to_container(merged), sort_keys=False))
@@ -329,7 +327,5 @@ def write_best(study: optuna.Study, sweep_dir: Path, metric: str) -> Path | None
 
 
 def _is_group(override: str) -> bool:
-    from visionlab.config import CONF_DIR
-
     key = override.split("=", 1)[0]
     return (CONF_DIR / key.replace(".", "/")).is_dir()
