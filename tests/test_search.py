@@ -279,3 +279,13 @@ def test_the_dashboard_answers_for_the_study(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_a_bad_search_setting_is_one_line_before_any_trial(tmp_path):
+    done = run(search_command(tmp_path, "+hydra.sweeper.params.model.dropout={type:float,low:0.0,high:0.5}",
+                              "hydra.sweeper.sampler.name=bayes"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == \
+        "error: hydra.sweeper.sampler.name='bayes' is not allowed; expected one of tpe, random, cmaes, grid"
+    assert not [p for p in (tmp_path / "search" / "mlp").iterdir() if p.is_dir()]  # no trial folder

@@ -2,6 +2,7 @@
 the study the results. Hydra finds this module by scanning the `hydra_plugins` namespace."""
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -58,6 +59,15 @@ class VisionlabOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> None:
+        from visionlab.config import ConfigError
+
+        try:
+            self._sweep(arguments)
+        except ConfigError as err:  # a bad search setting: one line before any trial, like bad input elsewhere
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    def _sweep(self, arguments: List[str]) -> None:
         import optuna
 
         from visionlab import search
