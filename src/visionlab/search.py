@@ -195,11 +195,13 @@ def recover_interrupted(study: optuna.Study, sweep_dir: Path) -> int:
     their folder for the report) and their parameters are queued to be tried again."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
-        reason = "interrupted: the search stopped while this trial ran; its parameters are tried again"
+        reason = "interrupted: the search stopped while this trial ran; " + (
+            "its parameters are tried again" if trial.params else "it had no parameters yet")
         study._storage.set_trial_user_attr(trial._trial_id, REASON, reason)
         study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=False)
+        if trial.params:
+            study.enqueue_trial(trial.params, skip_if_exists=False)
         if (sweep_dir / str(trial.number)).is_dir():
             atomic_write(sweep_dir / str(trial.number) / "error.txt", f"error: {reason}\n")
         log.warning("search: trial %d was interrupted; marked FAIL, queued again", trial.number)
