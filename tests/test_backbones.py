@@ -1,5 +1,6 @@
-"""torchvision backbones: build without weights, train, freeze, unfreeze on schedule,
-layer-wise learning rates, local weight files, and the offline error. No network."""
+"""Backbones from torchvision's (and timm's) registry: build without weights, run a sample of
+every family, train, freeze, unfreeze on schedule, layer-wise learning rates, local weight
+files, unknown names and the offline error. No network."""
 
 from __future__ import annotations
 
@@ -12,12 +13,68 @@ from torchvision import models as tvm
 
 from visionlab.data import SyntheticDataModule
 from visionlab.finetune import BackboneUnfreeze
+from visionlab.checkpoint import build_net
+from visionlab.config import compose_config
 from visionlab.models import BACKBONES, Backbone
-from visionlab.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+from visionlab.models.backbones import IMAGENET_MEAN, IMAGENET_STD, TimmBackbone
+
+NAMED = ("resnet18", "vgg11_bn", "mobilenet_v3_small")  # the conf/model files of their own
+# One small member of each torchvision family (vgg: vgg11_bn in NAMED; wide_resnet, regnet_x,
+# resnext101, larger variants left out for time): a new family in torchvision fails the
+# coverage check below until it is added here.
+FAMILIES = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet",
+            "inception_v3", "maxvit_t", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_y_400mf",
+            "resnet18", "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t", "swin_v2_t", "vit_b_32")
+
+
+def family(name):
+    """resnet18 -> resnet, efficientnet_v2_s -> efficientnet_v2, wide_resnet50_2 -> wide_resnet."""
+    first, *rest = name.split("_")
+    if first == "wide":
+        return "wide_resnet"
+    return first.rstrip("0123456789") + (f"_{rest[0]}" if rest[:1] in (["v2"], ["v3"]) else "")
+
+
+def test_the_sample_has_every_torchvision_family():
+    assert {family(n) for n in BACKBONES} == {family(n) for n in (*FAMILIES, "vgg11_bn", "wide_resnet50_2")}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_each_family_builds_and_runs_on_grayscale_28_and_color_32(name):
+    torch.manual_seed(0)
+    for shape in ((1, 28, 28), (3, 32, 32)):
+        net = Backbone(shape, 7, name=name).eval()
+        with torch.no_grad():
+            out = net(torch.randn(2, *shape))
+        assert out.shape == (2, 7) and torch.isfinite(out).all()
+        assert net.head[1].out_features == 7
+
+
+def test_an_unknown_name_is_one_line_with_close_matches():
+    with pytest.raises(ValueError) as err:
+        Backbone((1, 28, 28), 10, name="resnet19")
+    message = str(err.value)
+    assert message.startswith("model.name='resnet19' is not a torchvision classifier; close matches: resnet")
+    assert "resnet18" in message and "\n" not in message
+
+
+def test_an_unknown_weights_name_lists_the_models_weights():
+    with pytest.raises(ValueError, match=r"model.weights='IMAGENET9K' is not a weight of resnet50; "
+                                         r"allowed: DEFAULT, IMAGENET1K_V1, IMAGENET1K_V2"):
+        Backbone((3, 32, 32), 10, name="resnet50", weights="IMAGENET9K")
+
+
+def test_the_named_configs_are_entries_of_the_registry_and_rebuild_from_metadata(tmp_path):
+    for name in NAMED:
+        cfg = compose_config([f"model={name}"], output_dir=tmp_path)
+        assert cfg.model.name == name and cfg.model._target_ == "visionlab.models.Backbone"
+    config = dict(compose_config(["model=torchvision", "model.name=shufflenet_v2_x0_5"], output_dir=tmp_path).model)
+    net = build_net(config, (1, 28, 28), 3)  # what evaluate/predict do with a checkpoint's metadata
+    assert isinstance(net, Backbone) and net.name == "shufflenet_v2_x0_5" and net.eval()(torch.randn(1, 1, 28, 28)).shape == (1, 3)
 from visionlab.task import ClassifierTask
 
 
-@pytest.mark.parametrize("name", list(BACKBONES))
+@pytest.mark.parametrize("name", NAMED)
 def test_each_backbone_builds_and_takes_a_training_step(name):
     torch.manual_seed(0)
     net = Backbone((1, 28, 28), 4, name=name)  # grayscale 28x28: adapted to 3 x 32 x 32
@@ -96,6 +153,8 @@ def test_pretrained_offline_without_a_file_says_how_to_supply_one(monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(ValueError, match=r"cannot get the resnet18 ImageNet weights .* model\.weights_path=FILE"):
         Backbone((3, 32, 32), 10, name="resnet18", pretrained=True)
+    with pytest.raises(ValueError, match=r"^model.weights=IMAGENET1K_V2: cannot get the efficientnet_b1 ImageNet weights"):
+        Backbone((3, 32, 32), 10, name="efficientnet_b1", weights="DEFAULT")
 
 
 def test_pretrained_input_is_renormalised_to_imagenet_statistics(tmp_path):
@@ -107,3 +166,39 @@ def test_pretrained_input_is_renormalised_to_imagenet_statistics(tmp_path):
     expected = (pixels.expand(-1, 3, -1, -1) - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) \
         / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     assert out.shape == (2, 3, 40, 40) and torch.allclose(out, expected, atol=1e-5)
+
+
+def test_inception_weights_load_without_their_auxiliary_head(tmp_path):
+    reference = tvm.inception_v3(weights=None, aux_logits=True, init_weights=True)  # as torchvision ships them
+    torch.save(reference.state_dict(), tmp_path / "inception.pth")
+    net = Backbone((3, 32, 32), 4, name="inception_v3", weights_path=str(tmp_path / "inception.pth"))
+    assert torch.equal(net.backbone.Mixed_7c.branch1x1.conv.weight, reference.Mixed_7c.branch1x1.conv.weight)
+    assert net.adapt.size == 75
+
+
+# --- timm (optional extra) -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["resnet10t", "mobilenetv3_small_050", "vit_tiny_patch16_224"])
+def test_timm_models_build_and_run(name):
+    pytest.importorskip("timm")
+    for shape in ((1, 28, 28), (3, 32, 32)):
+        net = TimmBackbone(shape, 5, name=name).eval()
+        with torch.no_grad():
+            assert net(torch.randn(2, *shape)).shape == (2, 5)
+
+
+def test_timm_unknown_name_weights_file_and_freezing(tmp_path):
+    timm = pytest.importorskip("timm")
+    with pytest.raises(ValueError, match=r"model.name='resnet10x' is not a timm classifier; close matches: resnet10t"):
+        TimmBackbone((1, 28, 28), 10, name="resnet10x")
+    with pytest.raises(ValueError, match="timm models take local weights only"):
+        TimmBackbone((1, 28, 28), 10, name="resnet10t", weights="DEFAULT")
+    reference = timm.create_model("resnet10t", pretrained=False)  # with its 1000-class head, as published
+    torch.save(reference.state_dict(), tmp_path / "r10t.pth")
+    net = TimmBackbone((1, 28, 28), 3, name="resnet10t", weights_path=str(tmp_path / "r10t.pth"),
+                       freeze_backbone=True).train()
+    assert torch.equal(net.backbone.conv1[0].weight, reference.conv1[0].weight) and net.adapt.imagenet
+    torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 28, 28)), torch.tensor([0, 1, 2, 0])).backward()
+    assert all(p.grad is None for p in net.backbone.parameters()) and not net.backbone.training
+    net.unfreeze_backbone()
+    assert all(p.requires_grad for p in net.backbone.parameters())

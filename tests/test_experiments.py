@@ -61,7 +61,7 @@ def test_experiments_set_what_the_notes_say(tmp_path):
     (["launcher=slurm"], "BasicSweeper", "SlurmLauncher"),
 ])
 def test_search_and_launcher_options_compose(overrides, sweeper, launcher, tmp_path):
-    for plugin in ("hydra_optuna_sweeper", "hydra_joblib_launcher", "hydra_submitit_launcher"):
+    for plugin in ("visionlab_optuna_sweeper", "hydra_joblib_launcher", "hydra_submitit_launcher"):
         pytest.importorskip(f"hydra_plugins.{plugin}", reason=f"{plugin} not installed (pip install -e .[sweep])")
     cfg = compose_config(overrides, output_dir=tmp_path)
     validate(cfg)

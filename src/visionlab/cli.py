@@ -68,8 +68,8 @@ def _sweeper_reads_failures() -> bool:
     """Whether the sweeper must see a failed job as an exception rather than a NaN result.
 
     Hydra's basic sweeper ignores results, so a NaN lets the sweep (and its report) finish.
-    Other sweepers score results: Optuna's marks a raising trial FAILED and counts it
-    against `max_failure_rate`, but crashes on NaN (optuna 2.10 refuses NaN values).
+    Other sweepers score results: visionlab's Optuna sweeper marks a raising trial FAIL
+    with the exception's message as its reason.
     """
     target = str(OmegaConf.select(HydraConfig.get(), "sweeper._target_", default=""))
     return not target.endswith("BasicSweeper")
@@ -134,6 +134,10 @@ def _is_multirun(argv: Sequence[str]) -> bool:
     return "-m" in argv or "--multirun" in argv
 
 
+# Hydra's own flags naming another primary config (a search's best.yaml): checked when it builds.
+CONFIG_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp")
+
+
 def prepare_run(config_name: str, argv: Sequence[str], resumes: bool = False,
                 locks: bool = False) -> tuple[list[str], RunLock | None]:
     """Everything checkable before Hydra starts and writes a run folder: group options,
@@ -150,10 +154,12 @@ def prepare_run(config_name: str, argv: Sequence[str], resumes: bool = False,
         check_group_overrides(argv)
         if resume is not None:
             check_unchanged(argv, resume, config_name)
-    if _is_multirun(argv):
+    if _is_multirun(argv) or any(a.split("=")[0] in CONFIG_FLAGS for a in argv):
         return argv, None  # each job is checked when it builds
     check_new_keys(argv, config_name)
     cfg = precompose(config_name, argv)
+    if cfg.hydra.mode == RunMode.MULTIRUN:  # set by a config (hparams_search=...), not by -m
+        return argv, None
     validate(cfg)
     if resume is not None:
         check_fits(cfg, resume)

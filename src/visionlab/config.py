@@ -16,11 +16,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from visionlab.data.image_folder import COLORS
 from visionlab.errors import ConfigError
 from visionlab.models.activations import ACTIVATIONS
-from visionlab.models.backbones import BACKBONES
 from visionlab.models.init import INITS
 from visionlab.task import LOGGED_METRICS, LOSSES
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The wheel ships conf/ inside the package (setup.py); a checkout or editable install uses the repo's.
+_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED_CONF if _PACKAGED_CONF.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 # `${visionlab.mul:${optimizer.lr},2}`: configs may scale one value by another.
 if not OmegaConf.has_resolver("visionlab.mul"):
@@ -51,7 +52,7 @@ RULES: tuple[Rule, ...] = (
     ("task.l1", lambda v: _num(v) and v >= 0, "a number >= 0"),
     ("task.l2", lambda v: _num(v) and v >= 0, "a number >= 0"),
     ("scheduler.interval", lambda v: v in ("step", "epoch"), "step or epoch"),
-    ("model.name", lambda v: v in BACKBONES, f"one of {', '.join(BACKBONES)}"),
+    ("model.name", lambda v: isinstance(v, str) and v != "", "a model name (the builder lists close matches)"),
     ("model.backbone_lr_scale", lambda v: _num(v) and v > 0, "a number > 0"),
     ("model.image_size", lambda v: _int(v) and v >= 1, "an integer >= 1, or null"),
     ("finetune.unfreeze_at_epoch", lambda v: _int(v) and v >= 0, "an integer >= 0, or null"),

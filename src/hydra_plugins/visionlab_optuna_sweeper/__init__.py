@@ -1,0 +1,1 @@
+"""Hydra sweeper plugin: visionlab's Optuna search (`hydra/sweeper=visionlab_optuna`)."""
