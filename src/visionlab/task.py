@@ -140,9 +140,6 @@ class ClassifierTask(LightningModule):
         device = self.device
         return torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else torch.default_generator
 
-    def on_train_start(self) -> None:
-        self.on_fit_start()  # again: Lightning's LR finder trains before the module's on_fit_start
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """The loss of one batch (plus penalties); Lightning does backward and the step.
 
