@@ -169,9 +169,10 @@ class ClassifierTask(LightningModule):
 
     def _loggers_write_this_step(self) -> bool:
         """Lightning's rule for writing step metrics to the loggers: every log_every_n_steps
-        optimizer steps, when stopping, and every step of a fast_dev_run. `self.log` costs about as much as a small model's
-        whole step on a CPU, so the step loss is logged only when it will be written (and
-        callback_metrics holds the latest written value in between)."""
+        optimizer steps, when stopping, and every step of a fast_dev_run. `self.log` costs
+        about as much as a small model's whole step on a CPU, so the step loss is logged only
+        when it will be written (and callback_metrics holds the latest written value in
+        between)."""
         trainer = self.trainer
         n = trainer.log_every_n_steps
         return bool(trainer.fast_dev_run) or (n > 0 and ((self.global_step + 1) % n == 0 or trainer.should_stop))
@@ -223,7 +224,9 @@ class ClassifierTask(LightningModule):
         checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, **kwargs: Any) -> ClassifierTask:  # type: ignore[override]
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, **kwargs: Any
+    ) -> ClassifierTask:
         """The task of a visionlab checkpoint, its net rebuilt from the file's own metadata.
 
         Read with weights_only=True; `kwargs` (optimizer, scheduler, loss, ...) go to the
