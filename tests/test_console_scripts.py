@@ -18,6 +18,6 @@ def test_each_console_command_runs_the_main_of_its_script():
     assert set(commands) == {f"visionlab-{name}" for name in SCRIPTS}
     for name, script in SCRIPTS.items():
         module, function = commands[f"visionlab-{name}"].split(":")
-        imported = re.search(r"^from (visionlab\.\w+) import main$", (REPO / "scripts" / f"{script}.py").read_text(), re.M)
+        imported = re.search(r"^from (visionlab\.[\w.]+) import main$", (REPO / "scripts" / f"{script}.py").read_text(), re.M)
         assert imported and imported.group(1) == module
         assert callable(getattr(importlib.import_module(module), function))

@@ -32,7 +32,7 @@ from visionlab.serve.uploads import Upload  # at module level: FastAPI resolves 
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("data=synthetic", "data.train_size=160", "data.val_size=32", "data.test_size=60", "data.batch_size=32",
-        "data.chunk=2", "model.channels=[4,8]", "model.dense=[16]", "trainer.max_epochs=2", "trainer.accelerator=cpu",
+        "model.channels=[4,8]", "model.dense=[16]", "trainer.max_epochs=2", "trainer.accelerator=cpu",
         "logger=none", "~callbacks.lr_monitor", "test=false", "callbacks.progress_bar.refresh_rate=0",
         "callbacks.model_checkpoint.save_weights_only=true")
 MAX_UPLOAD = 200_000
