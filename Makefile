@@ -37,4 +37,4 @@ train: install data
 	$(PY) scripts/train.py $(ARGS)
 
 test: install data browser
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ from visionlab.config import CONF_DIR, compose_config
 REPO = CONF_DIR.parent
 FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
-# The tests are many tiny runs; more threads than cores only adds contention.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# The tests are many tiny runs; more threads than cores only adds contention. `make test`
+# runs two pytest workers (pytest-xdist), one per core of the 2-core machines: one thread each.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 # Small and quick: synthetic data, few batches, nothing written but into tmp_path.
 FAST = (

@@ -80,13 +80,22 @@ def test_unknown_group_option_lists_the_allowed_ones():
     ],
 )
 def test_bad_override_fails_fast_in_one_line(override, expected, tmp_path):
+    from conftest import run_main
+    from visionlab.entrypoints.train import main
+
+    code, err = run_main(main, [override, f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path}/data"])
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], err[-2000:]
+    assert "Traceback" not in err
+    assert not (tmp_path / "data").exists(), "no data may be read or fetched before the config is checked"
+
+
+def test_the_train_script_itself_reports_bad_input_in_one_line(tmp_path):
     run = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train.py"), override, f"paths.log_dir={tmp_path}",
+        [sys.executable, str(REPO / "scripts" / "train.py"), "model.dropout=1.5", f"paths.log_dir={tmp_path}",
          f"paths.data_dir={tmp_path}/data"],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
-    assert run.returncode != 0
-    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and expected in errors[0], run.stderr[-2000:]
-    assert "Traceback" not in run.stderr
-    assert not (tmp_path / "data").exists(), "no data may be read or fetched before the config is checked"
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("error: model.dropout=1.5 is not allowed")
