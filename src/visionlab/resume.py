@@ -81,7 +81,10 @@ def _without_removed(saved: Path, rest: list[str]) -> tuple[list[str], list[str]
     (`~callbacks.stall`); a `~key` whose key only the replayed overrides had added is then
     spent, and dropped too."""
     removed = [a[1:].partition("=")[0] for a in rest if a.startswith("~")]
-    under = lambda o, k: _key(o) == k or _key(o).startswith(k + ".")  # noqa: E731
+
+    def under(override: str, key: str) -> bool:
+        return _key(override) == key or _key(override).startswith(key + ".")
+
     raw = _read_overrides(saved)
     dropped = [o for o in raw if any(under(o, k) for k in removed)]
     replayed = _replayed(saved, [o for o in raw if o not in dropped])
