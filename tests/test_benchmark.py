@@ -21,30 +21,31 @@ def run(tmp_path: Path, *args: str) -> tuple[list[dict], str]:
     return json.loads(out_json.read_text())["rows"], out_md.read_text()
 
 
-def test_benchmark_times_both_paths_and_appends_the_table(tmp_path: Path) -> None:
+def test_benchmark_times_the_three_paths_and_appends_the_table(tmp_path: Path) -> None:
     rows, md = run(tmp_path, "--cases", "notes_mlp", "--repeats", "2")
-    assert [r["path"] for r in rows] == ["visionlab", "plain"]
+    assert [r["path"] for r in rows] == ["visionlab", "lightning", "plain"]
     for row in rows:
         assert len(row["epoch_seconds"]) == len(row["whole_epoch_seconds"]) == 2  # 2 alternating repeats
         assert all(0 < t < w for t, w in zip(row["epoch_seconds"], row["whole_epoch_seconds"]))
         assert 0.0 <= row["test_acc"] <= 1.0
         assert row["samples_per_s"] == pytest.approx(N_TRAIN / row["median_epoch_s"])
         assert 0 < row["share_of_matmul_limit"]
-    assert rows[1]["ratio_vs_plain"] == rows[1]["whole_ratio_vs_plain"] == 1.0
-    assert rows[0]["ratio_vs_plain"] == pytest.approx(rows[0]["median_epoch_s"] / rows[1]["median_epoch_s"])
-    assert rows[0]["whole_ratio_vs_plain"] == pytest.approx(
-        rows[0]["median_whole_epoch_s"] / rows[1]["median_whole_epoch_s"])
+    plain = rows[2]
+    assert plain["ratio_vs_plain"] == plain["whole_ratio_vs_plain"] == 1.0
+    for row in rows[:2]:
+        assert row["ratio_vs_plain"] == pytest.approx(row["median_epoch_s"] / plain["median_epoch_s"])
+        assert row["whole_ratio_vs_plain"] == pytest.approx(row["median_whole_epoch_s"] / plain["median_whole_epoch_s"])
     assert md.startswith("# Earlier results\n")  # appended, not overwritten
     low, high = min(rows[0]["epoch_seconds"]), max(rows[0]["epoch_seconds"])
     assert f"| notes_mlp | 32 | visionlab | {rows[0]['median_epoch_s']:.2f} ({low:.2f}-{high:.2f}) |" in md
-    assert "| notes_mlp | 32 | plain |" in md
+    assert "| notes_mlp | 32 | plain |" in md and "| notes_mlp | 32 | lightning |" in md
     assert "Command: `python scripts/benchmark.py --cases notes_mlp" in md
 
 
 def test_benchmark_speed_flags_apply_to_both_paths(tmp_path: Path) -> None:
     # the MLP: bfloat16 is emulated (slow) on CPUs without AVX512-BF16, and only the wiring is tested
     rows, _ = run(tmp_path, "--cases", "notes_mlp", "--channels-last", "--precision", "bf16-mixed", "--clock", "cpu")
-    assert len(rows) == 2
+    assert len(rows) == 3
     assert all("trainer.precision=bf16-mixed" in r["overrides"] and "channels_last=true" in r["overrides"]
                for r in rows)
     assert all(0.0 <= r["test_acc"] <= 1.0 for r in rows)

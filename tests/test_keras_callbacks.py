@@ -90,6 +90,17 @@ def test_history_has_one_row_per_epoch_and_survives_a_resume(tmp_path):
     assert resumed.rows == history.rows
 
 
+def test_history_plots_every_n_epochs_and_after_the_last(tmp_path, monkeypatch):
+    plotted = []  # rows in history.png at each drawing
+    monkeypatch.setattr("visionlab.callbacks.plot_history", lambda rows, path: plotted.append(len(rows)))
+    history = History(tmp_path, plot_every_n_epochs=3)
+    fit([history], tmp_path)
+    assert plotted == [3, 4]
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 1 + len(SCORES)
+    with pytest.raises(ValueError, match="plot_every_n_epochs=0"):
+        History(tmp_path, plot_every_n_epochs=0)
+
+
 def test_summary_counts_like_keras_and_leaves_batchnorm_alone():
     text = model_summary(MLP([1, 28, 28], 10), [1, 28, 28])
     assert "Total params: 266,610" in text and "Non-trainable params: 0" in text  # the notes' Keras MLP

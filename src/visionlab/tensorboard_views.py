@@ -1,11 +1,11 @@
 """TensorBoard views that tell a run's story: the HPARAMS entry with `hp_metric`, the
-model graph, a confusion matrix and labelled sample images each validation epoch, the
+model graph, a confusion matrix and labelled sample images every few validation epochs, the
 first conv layer's filters, optional weight and gradient histograms, and evaluate's
 pictures (mistakes, per-class bars, reliability) at fit end and test end.
 
-Everything runs at fit start or at an epoch's end, never per step, so training speed is
-unchanged; the images cost one extra forward pass over (the first `max_images` of) the
-validation split. Each callback does nothing when the run has no TensorBoard logger, and
+Everything runs at fit start or at an epoch's end, never per step; the images cost one
+extra forward pass over (the first `max_images` of) the validation split each time they are
+drawn. Each callback does nothing when the run has no TensorBoard logger, and
 only rank 0 writes.
 """
 
@@ -177,8 +177,14 @@ class ModelGraph(Callback):
 
 
 class ValidationImages(Callback):
-    """Every `every_n_epochs` validation epochs: a confusion matrix of the validation split
-    (its first `max_images`) and `samples` images titled with predicted / true class."""
+    """Every `every_n_epochs` validation epochs, and after the last one: a confusion matrix
+    of the validation split (its first `max_images`) and `samples` images titled with
+    predicted / true class.
+
+    Each drawing costs an extra forward pass and two matplotlib figures (about 1-4 s on a
+    CPU), as much as a whole MLP epoch, so they are thinned out; the last validated epoch
+    is always drawn, when training ends (before early stopping restores the best weights).
+    """
 
     def __init__(self, samples: int = 16, max_images: int | None = None, every_n_epochs: int = 1) -> None:
         if samples < 0 or every_n_epochs < 1 or (max_images is not None and max_images < 1):
@@ -187,17 +193,27 @@ class ValidationImages(Callback):
                 "expected samples >= 0, max_images >= 1 or null, every_n_epochs >= 1"
             )
         self.samples, self.max_images, self.every_n_epochs = samples, max_images, every_n_epochs
+        self._undrawn_epoch: int | None = None  # the last validated epoch, while not drawn
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if trainer.sanity_checking:
             return
+        self._undrawn_epoch = trainer.current_epoch
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._draw(trainer, pl_module)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._undrawn_epoch is not None:
+            self._draw(trainer, pl_module)
+
+    def _draw(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        epoch, self._undrawn_epoch = self._undrawn_epoch, None
         writer, split = tensorboard_writer(trainer), validation_split(trainer)
         if writer is None or split is None:
             return
         images, labels = (t[: self.max_images] for t in split)
         classes = trainer.datamodule.classes
         preds = predict_classes(trainer, pl_module.net, images)
-        epoch = trainer.current_epoch
         writer.add_figure("val/confusion_matrix", confusion_figure(confusion_matrix(preds, labels, len(classes)),
                                                                   classes), epoch)
         if self.samples:

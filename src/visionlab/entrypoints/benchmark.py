@@ -1,12 +1,15 @@
-"""Speed benchmark: visionlab's real training path against a minimal plain PyTorch loop.
+"""Speed benchmark: visionlab's real training path against Lightning's floor and a minimal
+plain PyTorch loop.
 
-For each case (model x batch size) both paths train the same model from the same initial
+For each case (model x batch size) three paths train the same model from the same initial
 weights on the same data with the same optimizer and batch size, alternating in one
-process, and report median seconds per epoch with their spread (min-max): training only,
-and whole epochs (training, validation and epoch-end work: visionlab's default callbacks,
-the plain loop's validation pass). Also samples/s, the ratios visionlab / plain, the share
-of the machine's measured matmul throughput, and test accuracy. This machine is noisy:
-alternate (--repeats) and read medians, not single epochs.
+process: visionlab (its Trainer, task, DataModule and default callbacks), `lightning` (the
+plainest LightningModule on pre-normalised tensors, no callbacks, no logger: what any
+Lightning run costs) and `plain` (no framework). Each reports median seconds per epoch with
+their spread (min-max): training only, and whole epochs (training, validation and
+epoch-end work). Also samples/s, the ratios to plain, the share of the machine's measured
+matmul throughput, and test accuracy. This machine is noisy: alternate (--repeats) and read
+medians, not single epochs.
 
     python scripts/benchmark.py                      # the full table (slow on a CPU)
     python scripts/benchmark.py --cases notes_mlp --batch-sizes 32 --epochs 2
@@ -17,11 +20,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +52,7 @@ CASES: dict[str, tuple[str, ...]] = {
     "notes_cnn": ("model=cnn", "model.padding=0", "optimizer=adam", "scheduler=none"),
     "default_cnn": ("model=cnn", "optimizer=adam", "scheduler=none"),
 }
+PATHS = ("visionlab", "lightning", "plain")
 
 
 @dataclass
@@ -58,6 +63,10 @@ class Result:
     epoch_seconds: list[float] = field(default_factory=list)  # training only
     whole_epoch_seconds: list[float] = field(default_factory=list)  # with validation and epoch-end work
     test_acc: float = float("nan")
+
+    def add(self, seconds: list[float], whole: list[float]) -> None:
+        self.epoch_seconds += seconds
+        self.whole_epoch_seconds += whole
 
     @property
     def median(self) -> float:
@@ -172,56 +181,136 @@ def run_visionlab(cfg: DictConfig) -> tuple[list[float], list[float], float, nn.
     return timer.seconds, timer.whole, float(test[0]["test/acc"]), task.net
 
 
-def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], list[float], float, int]:
-    """The minimal loop: normalised float tensors in memory, randperm batches, no framework,
-    and a validation pass (loss and accuracy) after each epoch.
+@dataclass
+class Prepared:
+    """What both reference paths train on: normalised tensors on the device, the net."""
 
-    It trains on the device and in the autocast dtype Lightning would use for `cfg`.
-    """
+    device: torch.device
+    dtype: torch.dtype | None
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    net: nn.Module
+
+    def batches(self, split: str, size: int,
+                generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The split in batches; shuffled (randperm) when a generator is given."""
+        x, y = self.splits[split]
+        order = torch.randperm(len(y), generator=generator).to(self.device) if generator is not None else None
+        if order is None:
+            return list(zip(x.split(size), y.split(size)))
+        return [(x[i], y[i]) for i in order.split(size)]
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """The data read once and normalised (no per-batch work), and the net, seeded as visionlab seeds it."""
     L.seed_everything(cfg.seed, verbose=False)
     device, dtype = training_device(cfg), autocast_dtype(cfg.trainer.get("precision"))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup()
     to_float = datamodule.transform()
-    (x_u8, y), (xv_u8, yv), (xt_u8, yt) = (datamodule.splits[s] for s in ("train", "val", "test"))
-    x, y, x_val, yv, x_test, yt = (t.to(device) for t in (to_float(x_u8), y, to_float(xv_u8), yv, to_float(xt_u8), yt))
+    splits = {}
+    for name in ("train", "val", "test"):
+        images, labels = datamodule.splits[name]
+        x = to_float(images).to(device)
+        splits[name] = (x.to(memory_format=torch.channels_last) if cfg.channels_last else x, labels.to(device))
     net = instantiate(cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes)
     net = net.to(device)
     if cfg.channels_last:
-        net, x, x_val, x_test = (t.to(memory_format=torch.channels_last) for t in (net, x, x_val, x_test))
+        net = net.to(memory_format=torch.channels_last)
     if cfg.compile:
         net.compile()
+    return Prepared(device, dtype, splits, net)
+
+
+class Batches:
+    """A split's batches as one iterable (Lightning takes any; a list would be many
+    loaders), reshuffled each pass when a seed is given."""
+
+    def __init__(self, data: Prepared, split: str, size: int, seed: int | None = None) -> None:
+        self.data, self.split, self.size = data, split, size
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data.splits[self.split][1]) / self.size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iter(self.data.batches(self.split, self.size, self.generator))
+
+
+class MinimalModule(L.LightningModule):
+    """The plainest LightningModule: cross-entropy, the config's optimizer, validation accuracy."""
+
+    def __init__(self, net: nn.Module, optimizer: Callable) -> None:
+        super().__init__()
+        self.net, self.optimizer = net, optimizer
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.log("val/acc", (self.net(x).argmax(1) == y).float().mean(), batch_size=len(y))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer(self.parameters())
+
+
+def run_lightning(cfg: DictConfig, epochs: int) -> tuple[list[float], list[float], float]:
+    """Lightning's floor: the same net and tensors through `Trainer.fit` with nothing else on."""
+    data = prepare(cfg)
+    module = MinimalModule(data.net, instantiate(cfg.optimizer))
+    timer = EpochTimer()
+    trainer = L.Trainer(max_epochs=epochs, accelerator=data.device.type, devices=1,
+                        precision=cfg.trainer.get("precision", "32-true"), logger=False, callbacks=[timer],
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0)
+    trainer.fit(module, Batches(data, "train", cfg.data.batch_size, cfg.seed),
+                Batches(data, "val", cfg.data.eval_batch_size))
+    return timer.seconds, timer.whole, data_accuracy(data, "test", cfg.data.eval_batch_size)
+
+
+def data_accuracy(data: Prepared, split: str, batch_size: int) -> float:
+    """Accuracy of the net on a split, in eval mode and the run's autocast dtype."""
+    net = data.net
+    net.eval()
+    with torch.no_grad(), autocast(data):
+        correct = sum((net(xb).argmax(1) == yb).sum().item() for xb, yb in data.batches(split, batch_size))
+    return correct / max(len(data.splits[split][1]), 1)
+
+
+def autocast(data: Prepared) -> torch.autocast:
+    return torch.autocast(data.device.type, dtype=data.dtype or torch.float32, enabled=data.dtype is not None)
+
+
+def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], list[float], float, int]:
+    """The minimal loop: normalised float tensors in memory, randperm batches, no framework,
+    and a validation pass (accuracy) after each epoch.
+
+    It trains on the device and in the autocast dtype Lightning would use for `cfg`.
+    """
+    data = prepare(cfg)
+    net, device = data.net, data.device
     opt = instantiate(cfg.optimizer)(net.parameters())
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    autocast = torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-    batch, gen, seconds, whole = cfg.data.batch_size, torch.Generator().manual_seed(cfg.seed), [], []
-    eval_batch = cfg.data.eval_batch_size
-
-    def accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
-        net.eval()
-        with torch.no_grad(), autocast:
-            correct = sum((net(xb).argmax(1) == yb).sum().item()
-                          for xb, yb in zip(images.split(eval_batch), labels.split(eval_batch)))
-        return correct / max(len(labels), 1)
-
+    scaler = torch.amp.GradScaler(device.type, enabled=data.dtype is torch.float16)
+    batches, seconds, whole = Batches(data, "train", cfg.data.batch_size, cfg.seed), [], []
     for _ in range(epochs):
         net.train()
         synchronize(device)
         start = clock()
-        for idx in torch.randperm(len(y), generator=gen).to(device).split(batch):
-            with autocast:
-                loss = F.cross_entropy(net(x[idx]), y[idx])
+        for xb, yb in batches:
+            with autocast(data):
+                loss = F.cross_entropy(net(xb), yb)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
         synchronize(device)
         seconds.append(clock() - start)
-        accuracy(x_val, yv)
+        data_accuracy(data, "val", cfg.data.eval_batch_size)
         synchronize(device)
         whole.append(clock() - start)
-    return seconds, whole, accuracy(x_test, yt), len(y)
+    return seconds, whole, data_accuracy(data, "test", cfg.data.eval_batch_size), len(data.splits["train"][1])
 
 
 def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, repeats: int,
@@ -236,18 +325,18 @@ def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, rep
                 cfg = compose(overrides, tmp)
                 device = training_device(cfg)
                 gflops = matmul_gflops(device, autocast_dtype(cfg.trainer.get("precision")) or torch.float32)
-                ours, plain = Result(case, batch_size, "visionlab"), Result(case, batch_size, "plain")
+                ours, floor, plain = (Result(case, batch_size, path) for path in PATHS)
                 for _ in range(repeats):
                     seconds, whole, ours.test_acc, net = run_visionlab(cfg)
-                    ours.epoch_seconds += seconds
-                    ours.whole_epoch_seconds += whole
+                    ours.add(seconds, whole)
+                    seconds, whole, floor.test_acc = run_lightning(cfg, epochs)
+                    floor.add(seconds, whole)
                     seconds, whole, plain.test_acc, n_train = run_plain(cfg, epochs)
-                    plain.epoch_seconds += seconds
-                    plain.whole_epoch_seconds += whole
+                    plain.add(seconds, whole)
                 sample = torch.randn(batch_size, *net.input_shape, device=next(net.parameters()).device)
                 labels = torch.zeros(batch_size, dtype=torch.long, device=sample.device)
                 epoch_flops = train_flops(net, sample, labels) / batch_size * n_train
-                for result in (ours, plain):
+                for result in (ours, floor, plain):
                     rows.append({
                         **asdict(result),
                         "median_epoch_s": result.median,
@@ -264,10 +353,21 @@ def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, rep
 
 
 def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU with its thread count."""
+    """The GPU's name, or the CPU's model name with the threads torch uses."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{cpu_model()} CPU, {torch.get_num_threads()} torch threads"
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu shows it (/proc/cpuinfo), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def markdown(rows: list[dict], command: str) -> str:
