@@ -177,6 +177,12 @@ class ClassifierTask(LightningModule):
         n = trainer.log_every_n_steps
         return bool(trainer.fast_dev_run) or (n > 0 and ((self.global_step + 1) % n == 0 or trainer.should_stop))
 
+    def running_train_metrics(self) -> dict[str, float]:
+        """The epoch's training loss and accuracy so far, on this rank (one copy to the
+        host: for callbacks that report within an epoch); empty before the first batch."""
+        loss, hits, count = self._train_sums.tolist()
+        return {"loss": loss / count, "acc": hits / count} if count else {}
+
     def on_train_epoch_end(self) -> None:
         # clone: on one device reduce() returns the buffer itself, which zero_() would clear
         sums = self.trainer.strategy.reduce(self._train_sums.clone(), reduce_op="sum")
@@ -220,7 +226,10 @@ class ClassifierTask(LightningModule):
     # --- checkpoints --------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make every checkpoint, weights-only ones too, self-describing (visionlab.checkpoint)."""
-        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        try:
+            datamodule = self.trainer.datamodule
+        except RuntimeError:  # not attached to a Trainer: the metadata has no data part
+            datamodule = None
         checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net)
 
     @classmethod

@@ -51,8 +51,9 @@ class StepMetrics(L.Callback):
     """Every `every_n_batches` training batches, the epoch's running train loss and accuracy
     to the MLflow loggers, at the optimizer step reached (`train_step/loss`, `train_step/acc`).
 
-    The task logs per epoch only, so as not to wait for the device every step; this reads
-    its running sums, one small copy to the host each time it logs.
+    The task logs its epoch means once per epoch, so as not to wait for the device every
+    step; this asks it for the running means (`ClassifierTask.running_train_metrics`), one
+    small copy to the host each time it logs.
     """
 
     def __init__(self, every_n_batches: int = 10) -> None:
@@ -63,11 +64,9 @@ class StepMetrics(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
-        sums = getattr(pl_module, "_train_sums", None)
-        if not loggers or sums is None or (batch_idx + 1) % self.every_n_batches:
+        running = getattr(pl_module, "running_train_metrics", None)
+        if not loggers or running is None or (batch_idx + 1) % self.every_n_batches:
             return
-        loss, correct, count = sums.tolist()[:3]
-        if count:
-            for logger in loggers:
-                logger.log_metrics({"train_step/loss": loss / count, "train_step/acc": correct / count},
-                                   step=trainer.global_step)
+        metrics = {f"train_step/{name}": value for name, value in running().items()}
+        for logger in loggers if metrics else ():
+            logger.log_metrics(metrics, step=trainer.global_step)
