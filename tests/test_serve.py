@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
@@ -340,7 +341,9 @@ def test_bad_options_fail_in_one_line_before_serving(ckpt, tmp_path, monkeypatch
     from visionlab.serve.server import main
 
     onnx = tmp_path / "model.onnx"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
     for args, message in (
+        ([f"ckpt_path={ckpt}", "device=cuda"], "device='cuda': no CUDA device is available here; expected auto or cpu"),
         ([f"ckpt_path={ckpt}", "serve.port=80"], "serve.port=80 is not allowed; expected an integer in [1024, 65535]"),
         ([f"ckpt_path={ckpt}", "serve.max_batch_size=0"], "serve.max_batch_size=0 is not allowed"),
         ([f"model_path={ckpt}"], f"model_path={ckpt}: expected an .onnx file written by scripts/export.py"),

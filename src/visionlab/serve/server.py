@@ -57,6 +57,10 @@ def check_options(cfg: DictConfig) -> None:
             raise ConfigError(f"serve.{key}={value!r} is not allowed; expected {allowed}")
     if cfg.get("device") not in DEVICES:
         raise ConfigError(f"device={cfg.get('device')!r} is not allowed; expected one of {', '.join(DEVICES)}")
+    if cfg.get("model_path") is None:  # the ONNX backend runs on the CPU whatever the device
+        from visionlab.runs import pick_device
+
+        pick_device(str(cfg.device))  # cuda on a machine without one: one line before anything starts
 
 
 def metrics_folder() -> Path:
