@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from visionlab.config import CONF_DIR, compose_config
+from visionlab.app.config import CONF_DIR, compose_config
 
 REPO = CONF_DIR.parent
 FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")

@@ -5,7 +5,7 @@ import pytest
 from hydra.utils import instantiate
 
 from conftest import REPO, compose_config
-from visionlab.config import CONF_DIR, ConfigError, check_group_overrides, validate
+from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, validate
 
 GROUPS = ("data", "model", "optimizer", "scheduler", "callbacks", "logger", "trainer")
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visionlab.config import compose_config
+from visionlab.app.config import compose_config
 from visionlab.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule
 from visionlab.data.cifar import read_cifar_batch
 from visionlab.data.cifar10 import CIFAR10

@@ -16,8 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
-from visionlab.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint
-from visionlab.config import compose_config
+from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint
+from visionlab.app.config import compose_config
 
 TEST_SIZE = 60
 TINY = ("data=synthetic", "data.train_size=160", "data.val_size=32", f"data.test_size={TEST_SIZE}",
@@ -126,7 +126,7 @@ def test_export_matches_pytorch_and_describes_itself(fmt, run_dir, tmp_path):
     assert info["classes"][0] == "class_0" and info["input"]["shape"] == ["batch", 1, 28, 28]
     assert len(info["normalization"]["mean"]) == 1
     reference = read_checkpoint(ckpt)
-    from visionlab.checkpoint import load_model
+    from visionlab.training.checkpoint import load_model
 
     net = load_model(reference, ckpt).net
     x = torch.randn(3, 1, 28, 28)
@@ -155,7 +155,7 @@ def test_bad_checkpoints_get_one_line_errors(run_dir, tmp_path):
     torch.save({"state_dict": {}, "path": PurePosixPath("/")}, code)  # unpickling it would need code
     with pytest.raises(CheckpointError, match=r"holds a pathlib.PurePosixPath, .*refused by weights_only=True"):
         read_checkpoint(code)
-    from visionlab.runs import load_run
+    from visionlab.app.runs import load_run
 
     cfg = make_cfg("evaluate", [f"ckpt_path={best_ckpt(run_dir)}", "model=mlp"], tmp_path)
     with pytest.raises(CheckpointError, match=r"weights do not fit MLP \(another architecture\?\): missing 6"):
@@ -177,7 +177,7 @@ def test_cli_reports_a_corrupt_checkpoint_in_one_line(run_dir, tmp_path, monkeyp
 
 
 def test_a_checkpoint_without_metadata_is_rebuilt_from_its_run_folder(run_dir, tmp_path):
-    from visionlab.runs import load_run
+    from visionlab.app.runs import load_run
 
     checkpoint = torch.load(best_ckpt(run_dir), weights_only=True)
     del checkpoint[METADATA_KEY]

@@ -12,8 +12,8 @@ from PIL import Image
 from test_evaluate_predict_export import best_ckpt, make_cfg, run_dir  # noqa: F401  (run_dir: the fixture)
 from torch import nn
 
-from visionlab.config import ConfigError
-from visionlab.explain import explain, find_layer, heat_maps
+from visionlab.app.config import ConfigError
+from visionlab.utils.explain import explain, find_layer, heat_maps
 from visionlab.models import CNN
 from visionlab.models.backbones import Backbone
 

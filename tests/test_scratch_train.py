@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
-from visionlab.config import ConfigError, compose_config
+from visionlab.app.config import ConfigError, compose_config
 from visionlab.data.fashion_mnist import FASHION_MNIST
 from visionlab.data.idx import write_idx
 from visionlab.entrypoints.scratch_train import compare

@@ -27,7 +27,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
-from visionlab.config import compose_config
+from visionlab.app.config import compose_config
 from visionlab.serve.uploads import Upload  # at module level: FastAPI resolves the annotation here
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def server(servers) -> Server:
 @pytest.fixture(scope="module")
 def test_images(ckpt) -> np.ndarray:
     """The first 20 test images of the run's data, uint8 (N, C, H, W)."""
-    from visionlab.runs import build_datamodule, load_run
+    from visionlab.app.runs import build_datamodule, load_run
 
     _, combined = load_run(compose_config([f"ckpt_path={ckpt}"], config_name="predict"))
     return build_datamodule(combined).splits["test"][0][:20].numpy()

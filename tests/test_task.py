@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from visionlab.config import ConfigError
+from visionlab.app.config import ConfigError
 from visionlab.models import MLP
-from visionlab.task import ClassifierTask
+from visionlab.training.task import ClassifierTask
 from visionlab.entrypoints.train import build
 
 

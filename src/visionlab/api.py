@@ -6,7 +6,7 @@
     model.evaluate("test")
 
 Nothing here re-implements a script: `train` composes and checks the config exactly as
-`scripts/train.py` does (visionlab.cli.prepare_run) and calls the same `train`; `Model`
+`scripts/train.py` does (visionlab.app.cli.prepare_run) and calls the same `train`; `Model`
 holds what evaluate and predict load and runs their functions.
 """
 
@@ -25,11 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 
-from visionlab.checkpoint import LoadedModel
-from visionlab.cli import _is_multirun, prepare_run
-from visionlab.config import ConfigError, compose_config
+from visionlab.training.checkpoint import LoadedModel
+from visionlab.app.cli import _is_multirun, prepare_run
+from visionlab.app.config import ConfigError, compose_config
 from visionlab.data.images import image_to_tensor, read_image
-from visionlab.io import atomic_write
+from visionlab.utils.io import atomic_write
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor
 MAX_PIXELS = 25_000_000  # as predict.max_pixels
@@ -116,7 +116,7 @@ class Model:
 
     def probabilities(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256) -> Tensor:
         """(N, classes) probabilities of the images, preprocessed exactly as in training."""
-        from visionlab.runs import probabilities
+        from visionlab.app.runs import probabilities
 
         return probabilities(self.loaded, _as_images(images, self.loaded.input_shape), batch_size,
                              torch.device("cpu"))
@@ -138,7 +138,7 @@ class Model:
 
 def load_model(path: str | Path, overrides: Sequence[str] = ()) -> Model:
     """The checkpoint (or exported .safetensors) at `path`, ready to predict and evaluate."""
-    from visionlab.runs import load_run
+    from visionlab.app.runs import load_run
 
     loaded, combined = load_run(_entry_config("predict", path, overrides))
     return Model(loaded, combined)

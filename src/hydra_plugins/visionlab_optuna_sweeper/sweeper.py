@@ -1,4 +1,4 @@
-"""The Hydra side of visionlab.search: compose each trial as a job of the multirun and hand
+"""The Hydra side of visionlab.app.search: compose each trial as a job of the multirun and hand
 the study the results. Hydra finds this module by scanning the `hydra_plugins` namespace."""
 
 import math
@@ -59,7 +59,7 @@ class VisionlabOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> None:
-        from visionlab.config import ConfigError
+        from visionlab.app.config import ConfigError
 
         try:
             self._sweep(arguments)
@@ -70,8 +70,8 @@ class VisionlabOptunaSweeper(Sweeper):
     def _sweep(self, arguments: List[str]) -> None:
         import optuna
 
-        from visionlab import search
-        from visionlab.config import ConfigError
+        from visionlab.app import search
+        from visionlab.app.config import ConfigError
 
         conf = self.conf
         sweeps = [o.input_line for o in OverridesParser.create().parse_overrides(arguments) if o.is_sweep_override()]

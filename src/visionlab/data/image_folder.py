@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from visionlab.data.datamodule import InMemoryImageDataModule, Split
-from visionlab.limits import check_decoded_fits
+from visionlab.utils.limits import check_decoded_fits
 
 log = logging.getLogger("visionlab")
 

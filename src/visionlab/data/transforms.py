@@ -27,7 +27,7 @@ from torch import Tensor
 
 from torchvision.transforms import v2
 
-from visionlab.seeding import derive_seed
+from visionlab.utils.seeding import derive_seed
 
 NORMALIZATIONS = ("scale", "standardize")
 

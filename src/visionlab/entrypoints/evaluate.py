@@ -23,13 +23,13 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError
-from visionlab.figures import expected_calibration_error, write_figures
-from visionlab.io import atomic_path, atomic_write
-from visionlab.plots import confusion_figure
-from visionlab.runs import batch_logits, build_datamodule, check_data_fits, load_run, pick_device
-from visionlab.task import eval_metrics
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError
+from visionlab.utils.figures import expected_calibration_error, write_figures
+from visionlab.utils.io import atomic_path, atomic_write
+from visionlab.utils.plots import confusion_figure
+from visionlab.app.runs import batch_logits, build_datamodule, check_data_fits, load_run, pick_device
+from visionlab.training.task import eval_metrics
 
 log = logging.getLogger("visionlab")
 SPLITS = ("test", "val")
@@ -59,7 +59,7 @@ def classification_report(logits: list[Tensor], labels: Tensor, classes: tuple[s
 
 
 def plot_confusion(confusion: Tensor, classes: tuple[str, ...], path: Path, title: str) -> None:
-    """The confusion matrix figure (visionlab.plots) as a PNG file."""
+    """The confusion matrix figure (visionlab.utils.plots) as a PNG file."""
     fig = confusion_figure(confusion, classes, title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -18,11 +18,11 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from visionlab.checkpoint import METADATA_KEY, LoadedModel, build_net
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError
-from visionlab.io import atomic_path, atomic_write
-from visionlab.runs import load_run
+from visionlab.training.checkpoint import METADATA_KEY, LoadedModel, build_net
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError
+from visionlab.utils.io import atomic_path, atomic_write
+from visionlab.app.runs import load_run
 
 log = logging.getLogger("visionlab")
 CHECK_BATCHES = (1, 5)  # two sizes: a fixed batch dimension would fail one of them

@@ -20,10 +20,10 @@ from lightning.pytorch.tuner import Tuner
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError
-from visionlab.figures import DPI, save_png
-from visionlab.io import atomic_write
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError
+from visionlab.utils.figures import DPI, save_png
+from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 

@@ -16,12 +16,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError
 from visionlab.data.images import ImageError, list_images, read_image
-from visionlab.explain import explain
-from visionlab.io import atomic_write
-from visionlab.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities
+from visionlab.utils.explain import explain
+from visionlab.utils.io import atomic_write
+from visionlab.app.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities
 
 log = logging.getLogger("visionlab")
 

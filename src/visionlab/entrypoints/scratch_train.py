@@ -20,14 +20,14 @@ import torch
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError, validate
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError, validate
 from visionlab.data import FashionMNISTDataModule, MemoryLoader
 from visionlab.data.loaders import LoaderEnv
-from visionlab.io import atomic_write
+from visionlab.utils.io import atomic_write
 from visionlab.models import MLP
 from visionlab.scratch import SGD, BatchGenerator, Sequential, cross_entropy, from_torch
-from visionlab.task import ClassifierTask
+from visionlab.training.task import ClassifierTask
 
 log = logging.getLogger("visionlab")
 

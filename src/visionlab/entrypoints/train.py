@@ -20,15 +20,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 import visionlab
-from visionlab.callbacks import restored_best_weights
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError, validate
-from visionlab.io import atomic_write
-from visionlab.limits import check_batch_fits
+from visionlab.training.callbacks import restored_best_weights
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError, validate
+from visionlab.utils.io import atomic_write
+from visionlab.utils.limits import check_batch_fits
 from visionlab.entrypoints.lr_find import tune_learning_rate
-from visionlab.resilience import PreemptionCheckpoint
-from visionlab.runlock import RunLock
-from visionlab.task import ClassifierTask, Schedule
+from visionlab.training.resilience import PreemptionCheckpoint
+from visionlab.app.runlock import RunLock
+from visionlab.training.task import ClassifierTask, Schedule
 
 log = logging.getLogger("visionlab")
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError
 from visionlab.serve.backends import Backend, BackendSource
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # LitServe's choices; 127.0.0.1 (this machine only) by default

@@ -24,9 +24,9 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from visionlab.cli import one_line
-from visionlab.config import CONF_DIR, ConfigError
-from visionlab.io import atomic_write
+from visionlab.app.cli import one_line
+from visionlab.app.config import CONF_DIR, ConfigError
+from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 

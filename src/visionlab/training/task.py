@@ -32,15 +32,15 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from visionlab.checkpoint import METADATA_KEY, build_net, checkpoint_metadata, read_checkpoint
-from visionlab.seeding import derive_seed
+from visionlab.training.checkpoint import METADATA_KEY, build_net, checkpoint_metadata, read_checkpoint
+from visionlab.utils.seeding import derive_seed
 
 LOSSES = ("cross_entropy", "hinge")
 EVAL_METRICS = ("loss", "acc", "precision", "recall", "f1", "auroc")
 # Everything the task logs per epoch: what schedulers and callbacks may monitor.
 LOGGED_METRICS = ("train/loss", "train/acc", *(f"{stage}/{m}" for stage in ("val", "test") for m in EVAL_METRICS))
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
-DROPOUT_SALT = 2  # the RNG stream of dropout and other in-model randomness (visionlab.seeding)
+DROPOUT_SALT = 2  # the RNG stream of dropout and other in-model randomness (visionlab.utils.seeding)
 
 
 @dataclass
@@ -219,7 +219,7 @@ class ClassifierTask(LightningModule):
 
     # --- checkpoints --------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Make every checkpoint, weights-only ones too, self-describing (visionlab.checkpoint)."""
+        """Make every checkpoint, weights-only ones too, self-describing (visionlab.training.checkpoint)."""
         datamodule = self._trainer.datamodule if self._trainer is not None else None
         checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net)
 

@@ -20,12 +20,12 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from visionlab.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, validate
+from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, validate
 from visionlab.data.sources import DataSourceError
-from visionlab.io import atomic_write
-from visionlab.resume import check_fits, check_unchanged
-from visionlab.resume import prepare as prepare_resume
-from visionlab.runlock import RunLock
+from visionlab.utils.io import atomic_write
+from visionlab.app.resume import check_fits, check_unchanged
+from visionlab.app.resume import prepare as prepare_resume
+from visionlab.app.runlock import RunLock
 
 log = logging.getLogger("visionlab")
 

@@ -2,7 +2,7 @@
 came from, rebuild its net, and when asked its data, with command-line overrides on top.
 
 Where things come from, first match wins: a group chosen whole on the command line
-(`model=mlp`, `data=synthetic`); the checkpoint's own metadata (visionlab.checkpoint);
+(`model=mlp`, `data=synthetic`); the checkpoint's own metadata (visionlab.training.checkpoint);
 the run folder's `.hydra/config.yaml` beside `checkpoints/`. Partial overrides
 (`data.eval_batch_size=500`) apply on top of the run's config.
 """
@@ -18,10 +18,10 @@ from lightning import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from visionlab.checkpoint import METADATA_KEY, CheckpointError, LoadedModel, load_model, read_checkpoint
-from visionlab.config import ConfigError, validate
+from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, LoadedModel, load_model, read_checkpoint
+from visionlab.app.config import ConfigError, validate
 from visionlab.data.datamodule import InMemoryImageDataModule
-from visionlab.safety import check_targets
+from visionlab.app.safety import check_targets
 
 
 def checkpoint_path(cfg: DictConfig) -> Path:

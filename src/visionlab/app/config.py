@@ -14,14 +14,14 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from visionlab.data.image_folder import COLORS
-from visionlab.errors import ConfigError
+from visionlab.utils.errors import ConfigError
 from visionlab.models.activations import ACTIVATIONS
 from visionlab.models.init import INITS
-from visionlab.task import LOGGED_METRICS, LOSSES
+from visionlab.training.task import LOGGED_METRICS, LOSSES
 
 # The wheel ships conf/ inside the package (setup.py); a checkout or editable install uses the repo's.
-_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
-CONF_DIR = _PACKAGED_CONF if _PACKAGED_CONF.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+_PACKAGED_CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = _PACKAGED_CONF if _PACKAGED_CONF.is_dir() else Path(__file__).resolve().parents[3] / "conf"
 
 # `${visionlab.mul:${optimizer.lr},2}`: configs may scale one value by another.
 if not OmegaConf.has_resolver("visionlab.mul"):
