@@ -189,3 +189,27 @@ def test_a_checkpoint_without_metadata_is_rebuilt_from_its_run_folder(run_dir, t
     shutil.copy(old, moved)
     with pytest.raises(CheckpointError, match=r"does not say its model, classes, input_shape, mean, std"):
         load_run(make_cfg("predict", [f"ckpt_path={moved}"], tmp_path))
+
+
+def test_a_run_folder_of_the_flat_layout_still_evaluates(run_dir, tmp_path):
+    """Run folders written before training/, app/ and utils/ existed name visionlab.task,
+    visionlab.callbacks, ... in .hydra/config.yaml. Those modules are gone (no shims);
+    evaluate reads only the run's data and model groups, whose paths did not move."""
+    import importlib
+
+    from visionlab.entrypoints.evaluate import evaluate
+
+    old_run = tmp_path / "old_run"
+    shutil.copytree(run_dir, old_run, ignore=shutil.ignore_patterns("tensorboard", "csv"))
+    saved = old_run / ".hydra" / "config.yaml"
+    flat = saved.read_text().replace("visionlab.training.", "visionlab.").replace("visionlab.utils.", "visionlab.")
+    assert "_target_: visionlab.task.ClassifierTask" in flat and "visionlab.callbacks.ModelCheckpoint" in flat
+    saved.write_text(flat)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("visionlab.task")
+    checkpoint = torch.load(best_ckpt(old_run), weights_only=True)
+    del checkpoint[METADATA_KEY]  # so the net and its data come from the old config
+    torch.save(checkpoint, old_run / "checkpoints" / "flat.ckpt")
+    old = evaluate(make_cfg("evaluate", [f"ckpt_path={old_run / 'checkpoints' / 'flat.ckpt'}"], tmp_path / "a"))
+    new = evaluate(make_cfg("evaluate", [f"ckpt_path={best_ckpt(run_dir)}"], tmp_path / "b"))
+    assert old["acc"] == pytest.approx(new["acc"]) and old["loss"] == pytest.approx(new["loss"])
