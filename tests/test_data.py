@@ -10,7 +10,7 @@ import torch
 from conftest import FMNIST_SYSTEM, needs_real_fashion_mnist
 from visionlab.data import Augment, BatchTransform, FashionMNISTDataModule, MemoryLoader, SyntheticDataModule
 from visionlab.data.datamodule import resolve_val_size
-from visionlab.data.idx import write_idx
+from visionlab.data.formats.idx import write_idx
 from visionlab.data.loaders import LoaderEnv
 from visionlab.data.sources import COPIES_RECORD
 

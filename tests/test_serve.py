@@ -190,7 +190,7 @@ def test_preview_is_the_image_as_the_model_sees_it(server):
     response = httpx.post(server.url + "/predict?preview=true", files={"image": ("rgb.png", png(rgb), "image/png")})
     preview = Image.open(io.BytesIO(base64.b64decode(response.json()["input_png"])))
     assert preview.mode == "L" and preview.size == (28, 28)  # converted as predict.py converts files
-    from visionlab.data.images import read_image
+    from visionlab.data.formats.images import read_image
 
     expected = read_image(io.BytesIO(png(rgb)), (1, 28, 28), 10**6).numpy()[0]
     np.testing.assert_array_equal(np.asarray(preview), expected)

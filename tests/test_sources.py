@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionlab.data.idx import read_idx, write_idx
+from visionlab.data.formats.idx import read_idx, write_idx
 from visionlab.data.sources import DatasetFiles, DataSourceError, FileSpec, content_md5, ensure_files
 from visionlab.data.sources import COPIES_RECORD
 

@@ -28,7 +28,7 @@ from torch import Tensor
 from visionlab.training.checkpoint import LoadedModel
 from visionlab.app.cli import _is_multirun, prepare_run
 from visionlab.app.config import ConfigError, compose_config
-from visionlab.data.images import image_to_tensor, read_image
+from visionlab.data.formats.images import image_to_tensor, read_image
 from visionlab.utils.io import atomic_write
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor

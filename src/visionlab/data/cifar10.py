@@ -6,9 +6,8 @@ from pathlib import Path
 
 import torch
 
-from visionlab.data.cifar import read_cifar_batch, read_cifar_meta
-from visionlab.data.datamodule import Split
-from visionlab.data.file_datamodule import FileDataModule
+from visionlab.data.datamodule import FileDataModule, Split
+from visionlab.data.formats.cifar import read_cifar_batch, read_cifar_meta
 from visionlab.data.sources import DatasetFiles, FileSpec
 
 FOLDER = "cifar-10-batches-py"

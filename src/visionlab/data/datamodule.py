@@ -1,6 +1,7 @@
 """A LightningDataModule for image datasets that fit in memory as uint8 tensors.
 
-Subclasses say what the dataset is (classes, shape, files) and how to read it; this class
+Subclasses say what the dataset is (classes, shape, files) and how to read it (FileDataModule:
+a dataset published as files, fetched and verified first); this class
 splits, normalises, augments and serves it, through the in-memory loader (`loader=memory`,
 fast: uint8 tensors on the device) or a standard DataLoader (`loader=dataloader`). Both paths hand the model
 the same float tensors for the same image, because both run the same BatchTransform.
@@ -19,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from visionlab.data.loaders import LoaderEnv, MemoryLoader
+from visionlab.data.sources import DatasetFiles, ensure_files
 from visionlab.data.transforms import NORMALIZATIONS, Augment, BatchTransform
 
 log = logging.getLogger("visionlab")
@@ -186,3 +188,16 @@ def resolve_val_size(val_size: float, train_size: int) -> int:
     if train_size and count >= train_size:
         raise ValueError(f"data.val_size={val_size} must be smaller than the {train_size} training images")
     return count
+
+
+class FileDataModule(InMemoryImageDataModule):
+    """An in-memory dataset whose files `ensure_files` finds, fetches and verifies."""
+
+    files: DatasetFiles
+
+    def __init__(self, *args: Any, verify: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.verify = verify
+
+    def prepare_data(self) -> None:
+        ensure_files(self.files, self.data_dir, verify=self.verify)

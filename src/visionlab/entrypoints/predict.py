@@ -18,7 +18,7 @@ from torch import Tensor
 
 from visionlab.app.cli import hydra_entry
 from visionlab.app.config import ConfigError
-from visionlab.data.images import ImageError, list_images, read_image
+from visionlab.data.formats.images import ImageError, list_images, read_image
 from visionlab.utils.explain import explain
 from visionlab.utils.io import atomic_write
 from visionlab.app.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities

@@ -1,7 +1,7 @@
 """An HTTP request to POST /predict turned into the uint8 image the model takes, checked in
 the HTTP server before anything reaches the model queue: a bad request gets a 4xx with a
 one-line reason and never costs a batch. The image is read exactly as predict.py reads
-files (visionlab.data.images.read_image: the header first, so a decompression bomb is
+files (visionlab.data.formats.images.read_image: the header first, so a decompression bomb is
 refused before decoding; then channel conversion and resize)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from visionlab.data.images import ImageError, read_image
+from visionlab.data.formats.images import ImageError, read_image
 
 FILE_FIELDS = ("image", "file")  # multipart field names taken as the image
 JSON_TYPE, MULTIPART_TYPE = "application/json", "multipart/form-data"
