@@ -16,8 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
-from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint
 from visionlab.app.config import compose_config
+from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint
 
 TEST_SIZE = 60
 TINY = ("data=synthetic", "data.train_size=160", "data.val_size=32", f"data.test_size={TEST_SIZE}",

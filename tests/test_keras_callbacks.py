@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionlab.training.callbacks import EarlyStopping, History, ModelCheckpoint
 from visionlab.models import CNN, MLP
+from visionlab.training.callbacks import EarlyStopping, History, ModelCheckpoint
 from visionlab.utils.summary import model_summary
 
 SCORES = (3.0, 1.0, 2.0, 4.0)  # lower is better: epoch 1 is the best, epoch 3 the last

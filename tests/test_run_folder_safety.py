@@ -18,9 +18,9 @@ import torch
 import yaml
 
 from conftest import run_main, tree_hash
+from visionlab.data.formats.idx import write_idx
 from visionlab.entrypoints import evaluate, export, predict
 from visionlab.entrypoints.train import main as train_main
-from visionlab.data.formats.idx import write_idx
 
 BASE = ["model.channels=[4]", "model.dense=[8]", "trainer.max_epochs=1", "trainer.accelerator=cpu",
         "logger=csv", "callbacks.progress_bar.refresh_rate=0", "trainer.enable_model_summary=false"]

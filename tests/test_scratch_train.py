@@ -10,8 +10,8 @@ import pytest
 from omegaconf import DictConfig
 
 from visionlab.app.config import ConfigError, compose_config
-from visionlab.data.mnist import FASHION_MNIST
 from visionlab.data.formats.idx import write_idx
+from visionlab.data.mnist import FASHION_MNIST
 from visionlab.entrypoints.scratch_train import compare
 
 

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from visionlab.app.config import ConfigError
+from visionlab.entrypoints.train import build
 from visionlab.models import MLP
 from visionlab.training.task import ClassifierTask
-from visionlab.entrypoints.train import build
 
 
 def trained_weights(cfg_factory, *overrides):

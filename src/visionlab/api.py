@@ -12,11 +12,12 @@ holds what evaluate and predict load and runs their functions.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -25,10 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 
-from visionlab.training.checkpoint import LoadedModel
 from visionlab.app.cli import _is_multirun, prepare_run
 from visionlab.app.config import ConfigError, compose_config
 from visionlab.data.formats.images import image_to_tensor, read_image
+from visionlab.training.checkpoint import LoadedModel
 from visionlab.utils.io import atomic_write
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor
@@ -42,11 +43,12 @@ def train(overrides: Sequence[str] = ()) -> dict[str, float]:
     `hydra.run.dir=...`), with .hydra/config.yaml, train.log and everything train writes.
     `ckpt_path=...` resumes as on the command line. Sweeps (`-m`) need the command line.
     """
+    from visionlab.entrypoints.train import CHECKS as TRAIN_CHECKS
     from visionlab.entrypoints.train import train as train_run
 
     if _is_multirun(overrides):
         raise ConfigError("visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ...")
-    argv, lock = prepare_run("train", overrides, resumes=True, locks=True)
+    argv, lock = prepare_run("train", overrides, TRAIN_CHECKS, resumes=True, locks=True)
     try:
         run_dir = Path(str(compose_config(argv).hydra.run.dir))
         cfg = compose_config(argv, output_dir=run_dir)
@@ -71,7 +73,8 @@ def train(overrides: Sequence[str] = ()) -> dict[str, float]:
 def _entry_config(name: str, ckpt: str | Path, overrides: Sequence[str]) -> DictConfig:
     """The config of entry point `name` for `ckpt`, checked as on the command line, writing
     (if it writes) where the command line would: its own folder under outputs/."""
-    argv, _ = prepare_run(name, [f"ckpt_path={ckpt}", *overrides])
+    entry = importlib.import_module(f"visionlab.entrypoints.{name}")
+    argv, _ = prepare_run(name, [f"ckpt_path={ckpt}", *overrides], entry.CHECKS)
     out = str(compose_config(argv, config_name=name).hydra.run.dir)
     return compose_config(argv, output_dir=out, config_name=name)
 
@@ -80,7 +83,7 @@ def _as_images(images: ImageLike | Sequence[ImageLike], input_shape: tuple[int, 
     """A uint8 (N, C, H, W) batch, every item converted the way predict.py converts files."""
     single = isinstance(images, (str, Path, Image.Image)) or (
         isinstance(images, (np.ndarray, Tensor)) and images.ndim <= 3)
-    items = [images] if single else list(images)
+    items = [images] if single else list(cast(Sequence[ImageLike], images))
     out = []
     for item in items:
         if isinstance(item, (str, Path)):

@@ -21,9 +21,9 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from visionlab.training.checkpoint import METADATA_KEY, net_state, read_checkpoint, weight_mismatch
 from visionlab.app.config import ConfigError
 from visionlab.app.safety import check_targets
+from visionlab.training.checkpoint import METADATA_KEY, net_state, read_checkpoint, weight_mismatch
 
 # What a resume may change, as override keys (fnmatch patterns, after any +/~ prefix).
 RESUME_MAY_CHANGE = (

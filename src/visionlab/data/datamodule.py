@@ -10,9 +10,8 @@ the same float tensors for the same image, because both run the same BatchTransf
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning import LightningDataModule
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from visionlab.data.loaders import LoaderEnv, MemoryLoader
 from visionlab.data.sources import DatasetFiles, ensure_files
 from visionlab.data.transforms import NORMALIZATIONS, Augment, BatchTransform
+from visionlab.utils.checks import Check, integer, is_int, under
 
 log = logging.getLogger("visionlab")
 LOADERS = ("memory", "dataloader")
@@ -45,8 +45,14 @@ class IndexedImages(Dataset):
 class InMemoryImageDataModule(LightningDataModule):
     """Base DataModule: official train split -> train + val, official test kept as test."""
 
+    CHECKS: ClassVar[tuple[Check, ...]] = (
+        integer("batch_size", 1), integer("eval_batch_size", 1),
+        Check("val_size", lambda v: (is_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v < 1),
+              "a whole count >= 0 (5000) or a fraction below 1 (0.1); 1.0 could mean either"),
+        integer("num_workers", 0), *under("augment.", Augment.CHECKS),
+    )
     classes: tuple[str, ...] = ()
-    input_shape: tuple[int, int, int] = (1, 28, 28)
+    input_shape: tuple[int, ...] = (1, 28, 28)
     train_size: int = 0  # images in the official training set, known before reading
 
     def __init__(

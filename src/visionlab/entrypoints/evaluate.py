@@ -25,11 +25,12 @@ from torchmetrics.classification import (
 
 from visionlab.app.cli import hydra_entry
 from visionlab.app.config import ConfigError
+from visionlab.app.runs import batch_logits, build_datamodule, check_data_fits, load_run, pick_device
+from visionlab.training.task import eval_metrics
+from visionlab.utils.checks import integer
 from visionlab.utils.figures import expected_calibration_error, write_figures
 from visionlab.utils.io import atomic_path, atomic_write
 from visionlab.utils.plots import confusion_figure
-from visionlab.app.runs import batch_logits, build_datamodule, check_data_fits, load_run, pick_device
-from visionlab.training.task import eval_metrics
 
 log = logging.getLogger("visionlab")
 SPLITS = ("test", "val")
@@ -115,7 +116,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return report["overall"]
 
 
-main = hydra_entry("evaluate", evaluate)
+CHECKS = (integer("seed", 0),)  # evaluate.yaml's own; the checkpoint's data and model check theirs
+main = hydra_entry("evaluate", evaluate, checks=CHECKS)
 
 if __name__ == "__main__":
     main()

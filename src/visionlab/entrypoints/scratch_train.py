@@ -10,10 +10,10 @@ import json
 import logging
 import time
 from collections import defaultdict
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -24,10 +24,11 @@ from visionlab.app.cli import hydra_entry
 from visionlab.app.config import ConfigError, validate
 from visionlab.data import FashionMNISTDataModule, MemoryLoader
 from visionlab.data.loaders import LoaderEnv
-from visionlab.utils.io import atomic_write
 from visionlab.models import MLP
 from visionlab.scratch import SGD, BatchGenerator, Sequential, cross_entropy, from_torch
-from visionlab.training.task import ClassifierTask
+from visionlab.training.task import OPTIMIZER_CHECKS, ClassifierTask
+from visionlab.utils.checks import integer, under
+from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 
@@ -94,7 +95,7 @@ def train_visionlab(net: torch.nn.Module, datamodule: FashionMNISTDataModule, ep
     """
     task = ClassifierTask(net, partial(torch.optim.SGD, lr=lr, momentum=momentum), num_classes=datamodule.num_classes)
     epoch_log = EpochLog()
-    precision = "64-true" if dtype == torch.float64 else "32-true"
+    precision: Literal["64-true", "32-true"] = "64-true" if dtype == torch.float64 else "32-true"
     trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, precision=precision, logger=epoch_log,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=output_dir)
@@ -109,8 +110,15 @@ def train_visionlab(net: torch.nn.Module, datamodule: FashionMNISTDataModule, ep
             for e in range(epochs)]
 
 
+# scratch.yaml names no `_target_`s: its groups take the checks of the classes they configure
+CHECKS = (
+    integer("seed", 0), *under("model.", MLP.CHECKS), *under("data.", FashionMNISTDataModule.CHECKS),
+    *under("optimizer.", OPTIMIZER_CHECKS),
+)
+
+
 def check(cfg: DictConfig) -> torch.dtype:
-    validate(cfg)
+    validate(cfg, CHECKS)
     if cfg.trainer.max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs} is not allowed; expected an integer >= 1")
     if cfg.dtype not in DTYPES:
@@ -174,4 +182,4 @@ def _run(cfg: DictConfig) -> float:
     return compare(cfg)["max_gap_points"]
 
 
-main = hydra_entry("scratch", _run)
+main = hydra_entry("scratch", _run, checks=CHECKS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -107,7 +107,7 @@ class BackendSource:
         ckpt, onnx = cfg.get("ckpt_path"), cfg.get("model_path")
         if bool(ckpt) == bool(onnx):
             raise ConfigError("give either ckpt_path=RUN/checkpoints/X.ckpt or model_path=X.onnx (an export), not both")
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
         resolved.pop("hydra", None)
         return cls("pytorch" if ckpt else "onnx", resolved)
 

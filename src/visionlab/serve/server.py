@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from visionlab.app.cli import hydra_entry
 from visionlab.app.config import ConfigError
 from visionlab.serve.backends import Backend, BackendSource
+from visionlab.utils.checks import integer
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # LitServe's choices; 127.0.0.1 (this machine only) by default
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -126,7 +127,8 @@ def serve(cfg: DictConfig) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-main = hydra_entry("serve", serve)
+CHECKS = (integer("seed", 0),)  # serve.yaml's own; the checkpoint's data and model check theirs
+main = hydra_entry("serve", serve, checks=CHECKS)
 
 if __name__ == "__main__":
     main()

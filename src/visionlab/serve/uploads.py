@@ -11,7 +11,7 @@ import binascii
 import io
 import json
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -70,7 +70,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _once(body: bytes) -> AsyncIterator[bytes]:
+async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 
@@ -82,7 +82,7 @@ async def from_multipart(request: Request, body: bytes, limit: int) -> tuple[byt
     except MultiPartException as err:
         raise reject(400, f"malformed multipart form: {err.message}") from None
     try:
-        upload = next((form[f] for f in FILE_FIELDS if isinstance(form.get(f), UploadFile)), None)
+        upload = next((v for f in FILE_FIELDS if isinstance(v := form.get(f), UploadFile)), None)
         if upload is None:
             raise reject(400, "multipart form has no file field named image")
         data = await upload.read()
