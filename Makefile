@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data browser train test
+.PHONY: install data browser train test lint
 
 install: $(STAMP)
 
@@ -38,3 +38,9 @@ train: install data
 
 test: install data browser
 	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
+
+# Style and types (configured in pyproject.toml): ruff (lint and import order) on the whole
+# tree, mypy on src/ and scripts/.
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy

@@ -1,5 +1,5 @@
 """Packages for setuptools (the rest is in pyproject.toml): everything under src/, plus the
-top-level conf/ shipped inside the wheel as visionlab/conf, where visionlab.config looks
+top-level conf/ shipped inside the wheel as visionlab/conf, where visionlab.app.config looks
 when it is not running from a checkout."""
 
 from setuptools import find_namespace_packages, setup

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import DictConfig
 
-from visionlab.config import CONF_DIR, compose_config
+from visionlab.app.config import CONF_DIR, compose_config
 
 REPO = CONF_DIR.parent
 FMNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")

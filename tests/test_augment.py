@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from visionlab.config import ConfigError, validate
+from visionlab.app.config import ConfigError, validate
 from visionlab.data import Augment, BatchTransform, MemoryLoader, SyntheticDataModule
 
 N, CLASSES = 12, 3

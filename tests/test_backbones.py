@@ -11,12 +11,13 @@ import pytest
 import torch
 from torchvision import models as tvm
 
+from visionlab.app.config import compose_config
 from visionlab.data import SyntheticDataModule
-from visionlab.finetune import BackboneUnfreeze
-from visionlab.checkpoint import build_net
-from visionlab.config import compose_config
 from visionlab.models import BACKBONES, Backbone
 from visionlab.models.backbones import IMAGENET_MEAN, IMAGENET_STD, TimmBackbone
+from visionlab.training.checkpoint import build_net
+from visionlab.training.finetune import BackboneUnfreeze
+from visionlab.training.task import ClassifierTask
 
 NAMED = ("resnet18", "vgg11_bn", "mobilenet_v3_small")  # the conf/model files of their own
 # One small member of each torchvision family (vgg: vgg11_bn in NAMED; wide_resnet, regnet_x,
@@ -70,8 +71,8 @@ def test_the_named_configs_are_entries_of_the_registry_and_rebuild_from_metadata
         assert cfg.model.name == name and cfg.model._target_ == "visionlab.models.Backbone"
     config = dict(compose_config(["model=torchvision", "model.name=shufflenet_v2_x0_5"], output_dir=tmp_path).model)
     net = build_net(config, (1, 28, 28), 3)  # what evaluate/predict do with a checkpoint's metadata
-    assert isinstance(net, Backbone) and net.name == "shufflenet_v2_x0_5" and net.eval()(torch.randn(1, 1, 28, 28)).shape == (1, 3)
-from visionlab.task import ClassifierTask
+    assert isinstance(net, Backbone) and net.name == "shufflenet_v2_x0_5"
+    assert net.eval()(torch.randn(1, 1, 28, 28)).shape == (1, 3)
 
 
 @pytest.mark.parametrize("name", NAMED)

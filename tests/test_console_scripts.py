@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import re
+
 import tomllib
 
 from conftest import REPO

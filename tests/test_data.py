@@ -10,7 +10,7 @@ import torch
 from conftest import FMNIST_SYSTEM, needs_real_fashion_mnist
 from visionlab.data import Augment, BatchTransform, FashionMNISTDataModule, MemoryLoader, SyntheticDataModule
 from visionlab.data.datamodule import resolve_val_size
-from visionlab.data.idx import write_idx
+from visionlab.data.formats.idx import write_idx
 from visionlab.data.loaders import LoaderEnv
 from visionlab.data.sources import COPIES_RECORD
 
@@ -28,7 +28,7 @@ def test_fashion_mnist_module_reads_idx_files_and_splits_by_seed(tmp_path):
     dm = FashionMNISTDataModule(data_dir=str(tmp_path), val_size=0.25, verify=False)
     dm.prepare_data()
     dm.setup()
-    (xt, yt), (xv, yv), (xs, ys) = dm.splits["train"], dm.splits["val"], dm.splits["test"]
+    (xt, yt), (xv, yv), (_, ys) = dm.splits["train"], dm.splits["val"], dm.splits["test"]
     assert (len(yt), len(yv), len(ys)) == (75, 25, 20)  # a fraction applies to the images actually read
     assert xt.shape[1:] == (1, 28, 28) and xt.dtype == torch.uint8 and yt.dtype == torch.int64
     again = FashionMNISTDataModule(data_dir=str(tmp_path), val_size=0.25, verify=False)

@@ -17,16 +17,15 @@ import pytest
 import torch
 from PIL import Image
 
-from visionlab.config import compose_config
+from visionlab.app.config import compose_config
 from visionlab.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule
-from visionlab.data.cifar import read_cifar_batch
 from visionlab.data.cifar10 import CIFAR10
-from visionlab.data.idx import write_idx
+from visionlab.data.formats.cifar import read_cifar_batch
+from visionlab.data.formats.idx import write_idx
 from visionlab.data.mnist import MNIST
-from visionlab.data.sources import DataSourceError, ensure_files
+from visionlab.data.sources import COPIES_RECORD, DataSourceError, ensure_files
 from visionlab.data.transforms import Augment, BatchTransform
 from visionlab.entrypoints.train import train
-from visionlab.data.sources import COPIES_RECORD
 
 
 def md5(path: Path) -> str:

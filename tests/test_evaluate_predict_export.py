@@ -16,8 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
-from visionlab.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint
-from visionlab.config import compose_config
+from visionlab.app.config import compose_config
+from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint
 
 TEST_SIZE = 60
 TINY = ("data=synthetic", "data.train_size=160", "data.val_size=32", f"data.test_size={TEST_SIZE}",
@@ -126,7 +126,7 @@ def test_export_matches_pytorch_and_describes_itself(fmt, run_dir, tmp_path):
     assert info["classes"][0] == "class_0" and info["input"]["shape"] == ["batch", 1, 28, 28]
     assert len(info["normalization"]["mean"]) == 1
     reference = read_checkpoint(ckpt)
-    from visionlab.checkpoint import load_model
+    from visionlab.training.checkpoint import load_model
 
     net = load_model(reference, ckpt).net
     x = torch.randn(3, 1, 28, 28)
@@ -155,7 +155,7 @@ def test_bad_checkpoints_get_one_line_errors(run_dir, tmp_path):
     torch.save({"state_dict": {}, "path": PurePosixPath("/")}, code)  # unpickling it would need code
     with pytest.raises(CheckpointError, match=r"holds a pathlib.PurePosixPath, .*refused by weights_only=True"):
         read_checkpoint(code)
-    from visionlab.runs import load_run
+    from visionlab.app.runs import load_run
 
     cfg = make_cfg("evaluate", [f"ckpt_path={best_ckpt(run_dir)}", "model=mlp"], tmp_path)
     with pytest.raises(CheckpointError, match=r"weights do not fit MLP \(another architecture\?\): missing 6"):
@@ -177,7 +177,7 @@ def test_cli_reports_a_corrupt_checkpoint_in_one_line(run_dir, tmp_path, monkeyp
 
 
 def test_a_checkpoint_without_metadata_is_rebuilt_from_its_run_folder(run_dir, tmp_path):
-    from visionlab.runs import load_run
+    from visionlab.app.runs import load_run
 
     checkpoint = torch.load(best_ckpt(run_dir), weights_only=True)
     del checkpoint[METADATA_KEY]
@@ -189,3 +189,27 @@ def test_a_checkpoint_without_metadata_is_rebuilt_from_its_run_folder(run_dir, t
     shutil.copy(old, moved)
     with pytest.raises(CheckpointError, match=r"does not say its model, classes, input_shape, mean, std"):
         load_run(make_cfg("predict", [f"ckpt_path={moved}"], tmp_path))
+
+
+def test_a_run_folder_of_the_flat_layout_still_evaluates(run_dir, tmp_path):
+    """Run folders written before training/, app/ and utils/ existed name visionlab.task,
+    visionlab.callbacks, ... in .hydra/config.yaml. Those modules are gone (no shims);
+    evaluate reads only the run's data and model groups, whose paths did not move."""
+    import importlib
+
+    from visionlab.entrypoints.evaluate import evaluate
+
+    old_run = tmp_path / "old_run"
+    shutil.copytree(run_dir, old_run, ignore=shutil.ignore_patterns("tensorboard", "csv"))
+    saved = old_run / ".hydra" / "config.yaml"
+    flat = saved.read_text().replace("visionlab.training.", "visionlab.").replace("visionlab.utils.", "visionlab.")
+    assert "_target_: visionlab.task.ClassifierTask" in flat and "visionlab.callbacks.ModelCheckpoint" in flat
+    saved.write_text(flat)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("visionlab.task")
+    checkpoint = torch.load(best_ckpt(old_run), weights_only=True)
+    del checkpoint[METADATA_KEY]  # so the net and its data come from the old config
+    torch.save(checkpoint, old_run / "checkpoints" / "flat.ckpt")
+    old = evaluate(make_cfg("evaluate", [f"ckpt_path={old_run / 'checkpoints' / 'flat.ckpt'}"], tmp_path / "a"))
+    new = evaluate(make_cfg("evaluate", [f"ckpt_path={best_ckpt(run_dir)}"], tmp_path / "b"))
+    assert old["acc"] == pytest.approx(new["acc"]) and old["loss"] == pytest.approx(new["loss"])

@@ -6,7 +6,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 
 from conftest import compose_config, needs_real_fashion_mnist
-from visionlab.config import CONF_DIR, validate
+from visionlab.app.config import CONF_DIR, validate
 from visionlab.entrypoints.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

@@ -9,13 +9,13 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
-from test_evaluate_predict_export import best_ckpt, make_cfg, run_dir  # noqa: F401  (run_dir: the fixture)
 from torch import nn
 
-from visionlab.config import ConfigError
-from visionlab.explain import explain, find_layer, heat_maps
+from test_evaluate_predict_export import best_ckpt, make_cfg, run_dir  # noqa: F401  (run_dir: the fixture)
+from visionlab.app.config import ConfigError
 from visionlab.models import CNN
 from visionlab.models.backbones import Backbone
+from visionlab.utils.explain import explain, find_layer, heat_maps
 
 SIDE = 16
 
@@ -85,7 +85,7 @@ def test_explain_writes_one_overlay_per_input(tmp_path):
         assert image.size == (660, 250)  # three panels: input, predicted, true
 
 
-def test_predict_explain_gradcam_on_a_trained_checkpoint(run_dir, tmp_path):
+def test_predict_explain_gradcam_on_a_trained_checkpoint(run_dir, tmp_path):  # noqa: F811 - the imported fixture
     from visionlab.entrypoints.predict import predict
 
     cfg = make_cfg("predict", [f"ckpt_path={best_ckpt(run_dir)}", "predict.from_test=3", "explain=gradcam"], tmp_path)
@@ -96,7 +96,7 @@ def test_predict_explain_gradcam_on_a_trained_checkpoint(run_dir, tmp_path):
         assert image.size == (660, 250)  # input, predicted class, true class
 
 
-def test_an_unknown_layer_is_refused_in_one_line(run_dir, tmp_path, monkeypatch, capsys):
+def test_an_unknown_layer_is_refused_in_one_line(run_dir, tmp_path, monkeypatch, capsys):  # noqa: F811 - the fixture
     from visionlab.entrypoints.predict import main
 
     monkeypatch.setattr(sys, "argv", ["predict.py", f"ckpt_path={best_ckpt(run_dir)}", "predict.from_test=1",

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from torchmetrics.classification import MulticlassCalibrationError
 
-from visionlab.figures import (
+from visionlab.utils.figures import (
     confident_mistakes,
     expected_calibration_error,
     mistakes_figure,

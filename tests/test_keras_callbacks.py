@@ -1,4 +1,4 @@
-"""The Keras behaviours of visionlab.callbacks, on a two-weight module whose monitored
+"""The Keras behaviours of visionlab.training.callbacks, on a two-weight module whose monitored
 score is scripted per epoch, so the best epoch is known in advance."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionlab.callbacks import EarlyStopping, History, ModelCheckpoint
 from visionlab.models import CNN, MLP
-from visionlab.summary import model_summary
+from visionlab.training.callbacks import EarlyStopping, History, ModelCheckpoint
+from visionlab.utils.summary import model_summary
 
 SCORES = (3.0, 1.0, 2.0, 4.0)  # lower is better: epoch 1 is the best, epoch 3 the last
 
@@ -92,7 +92,7 @@ def test_history_has_one_row_per_epoch_and_survives_a_resume(tmp_path):
 
 def test_history_plots_every_n_epochs_and_after_the_last(tmp_path, monkeypatch):
     plotted = []  # rows in history.png at each drawing
-    monkeypatch.setattr("visionlab.callbacks.plot_history", lambda rows, path: plotted.append(len(rows)))
+    monkeypatch.setattr("visionlab.training.callbacks.plot_history", lambda rows, path: plotted.append(len(rows)))
     history = History(tmp_path, plot_every_n_epochs=3)
     fit([history], tmp_path)
     assert plotted == [3, 4]

@@ -8,8 +8,8 @@ import json
 import pytest
 from PIL import Image
 
-from visionlab.config import ConfigError
-from visionlab.figures import DPI
+from visionlab.app.config import ConfigError
+from visionlab.utils.figures import DPI
 
 SEARCH = ("trainer.limit_train_batches=null", "trainer.max_epochs=3", "tune.min_lr=1e-5", "tune.max_lr=0.5",
           "tune.num_training=30", "model=mlp", "model.hidden=[32]")

@@ -18,9 +18,9 @@ import torch
 import yaml
 
 from conftest import run_main, tree_hash
+from visionlab.data.formats.idx import write_idx
 from visionlab.entrypoints import evaluate, export, predict
 from visionlab.entrypoints.train import main as train_main
-from visionlab.data.idx import write_idx
 
 BASE = ["model.channels=[4]", "model.dense=[8]", "trainer.max_epochs=1", "trainer.accelerator=cpu",
         "logger=csv", "callbacks.progress_bar.refresh_rate=0", "trainer.enable_model_summary=false"]
@@ -180,14 +180,14 @@ def test_sizes_beyond_the_data_or_the_memory_are_refused_with_the_estimate(tmp_p
     code, err = run_main(train_main, [*TINY, "data.batch_size=100000000", f"hydra.run.dir={tmp_path / 'a'}"])
     assert code == 2 and last_error(err).startswith("error: data.batch_size=100000000 needs about ")
     assert "GiB available on cpu; use a smaller data.batch_size" in last_error(err)
-    import visionlab.limits
+    import visionlab.utils.limits
 
-    monkeypatch.setattr(visionlab.limits, "available_bytes", lambda device="cpu": 2**20)
+    monkeypatch.setattr(visionlab.utils.limits, "available_bytes", lambda device="cpu": 2**20)
     code, err = run_main(train_main, [*TINY, "data.batch_size=64", f"hydra.run.dir={tmp_path / 'b'}"])
     assert code == 2
     assert last_error(err).startswith("error: data.batch_size=64 needs about")
     assert "MiB of activations per image, x3), more than the 0.0 GiB available on cpu" in last_error(err)
-    from visionlab.config import ConfigError
+    from visionlab.app.config import ConfigError
     from visionlab.data import ImageFolderDataModule
 
     folder = tmp_path / "images"

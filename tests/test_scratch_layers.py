@@ -11,8 +11,18 @@ from visionlab.data import BatchTransform, MemoryLoader
 from visionlab.data.loaders import LoaderEnv
 from visionlab.models import CNN, MLP
 from visionlab.scratch import (
-    ACTIVATIONS, SGD, BatchGenerator, Conv2d, Dense, Flatten, MaxPool2d, Sequential, cross_entropy, from_torch,
-    naive_softmax, softmax,
+    ACTIVATIONS,
+    SGD,
+    BatchGenerator,
+    Conv2d,
+    Dense,
+    Flatten,
+    MaxPool2d,
+    Sequential,
+    cross_entropy,
+    from_torch,
+    naive_softmax,
+    softmax,
 )
 
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -239,7 +249,7 @@ def test_batch_generator_serves_memory_loaders_batches() -> None:
     gen = BatchGenerator(images, labels, batch_size=8, seed=11)
     for epoch in range(3):
         loader = MemoryLoader(images, labels, 8, BatchTransform((0.0,), (1.0,)), shuffle=True, seed=11,
-                              env=lambda: LoaderEnv(epoch=epoch))
+                              env=lambda epoch=epoch: LoaderEnv(epoch=epoch))
         theirs = [y for _, y in loader]
         ours = [y for _, y in gen.epoch(epoch)]
         assert len(theirs) == len(ours) and all(torch.equal(a, b) for a, b in zip(theirs, ours))

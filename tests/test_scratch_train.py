@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig
 
-from visionlab.config import ConfigError, compose_config
-from visionlab.data.fashion_mnist import FASHION_MNIST
-from visionlab.data.idx import write_idx
+from visionlab.app.config import ConfigError, compose_config
+from visionlab.data.formats.idx import write_idx
+from visionlab.data.mnist import FASHION_MNIST
 from visionlab.entrypoints.scratch_train import compare
 
 
@@ -54,7 +54,19 @@ def test_by_hand_and_visionlab_agree_epoch_by_epoch(tmp_path: Path, capsys: pyte
     ("dtype=float16", "dtype='float16' is not allowed; expected one of float32, float64"),
     ("trainer.max_epochs=-1", "trainer.max_epochs=-1 is not allowed"),
     ("optimizer.lr=0", "optimizer.lr=0 is not allowed"),
+    ("data.batch_size=0", "data.batch_size=0 is not allowed; expected an integer >= 1"),  # the DataModule's own
+    ("model.activation=swish", "model.activation='swish' is not allowed"),  # MLP's own
+    ("optimizer._target_=torch.optim.Adam", "optimizer._target_='torch.optim.Adam' is not allowed; expected torch.optim.SGD"),
 ])
 def test_bad_settings_fail_before_any_data_is_read(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         compare(scratch_config(tmp_path, override))
+
+
+def test_scratch_composes_trains_data_model_and_trainer_groups(tmp_path: Path) -> None:
+    """One training path: the visionlab side is built from the groups train uses."""
+    cfg = scratch_config(tmp_path)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.data, choices.model, choices.trainer) == ("fashion_mnist", "mlp", "cpu")
+    assert cfg.data._target_ == "visionlab.data.FashionMNISTDataModule" and cfg.trainer._target_ == "lightning.Trainer"
+    assert (cfg.data.val_size, cfg.data.normalization, cfg.model.hidden) == (0, "scale", [300, 100])

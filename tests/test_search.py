@@ -23,8 +23,8 @@ import yaml
 from optuna.trial import TrialState
 
 from conftest import REPO
-from visionlab import search
-from visionlab.config import ConfigError
+from visionlab.app import search
+from visionlab.app.config import ConfigError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

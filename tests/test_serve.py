@@ -28,7 +28,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
-from visionlab.config import compose_config
+from visionlab.app.config import compose_config
 from visionlab.serve.uploads import Upload  # at module level: FastAPI resolves the annotation here
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def server(servers) -> Server:
 @pytest.fixture(scope="module")
 def test_images(ckpt) -> np.ndarray:
     """The first 20 test images of the run's data, uint8 (N, C, H, W)."""
-    from visionlab.runs import build_datamodule, load_run
+    from visionlab.app.runs import build_datamodule, load_run
 
     _, combined = load_run(compose_config([f"ckpt_path={ckpt}"], config_name="predict"))
     return build_datamodule(combined).splits["test"][0][:20].numpy()
@@ -191,7 +191,7 @@ def test_preview_is_the_image_as_the_model_sees_it(server):
     response = httpx.post(server.url + "/predict?preview=true", files={"image": ("rgb.png", png(rgb), "image/png")})
     preview = Image.open(io.BytesIO(base64.b64decode(response.json()["input_png"])))
     assert preview.mode == "L" and preview.size == (28, 28)  # converted as predict.py converts files
-    from visionlab.data.images import read_image
+    from visionlab.data.formats.images import read_image
 
     expected = read_image(io.BytesIO(png(rgb)), (1, 28, 28), 10**6).numpy()[0]
     np.testing.assert_array_equal(np.asarray(preview), expected)

@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionlab.data.idx import read_idx, write_idx
-from visionlab.data.sources import DatasetFiles, DataSourceError, FileSpec, content_md5, ensure_files
-from visionlab.data.sources import COPIES_RECORD
+from visionlab.data.formats.idx import read_idx, write_idx
+from visionlab.data.sources import COPIES_RECORD, DatasetFiles, DataSourceError, FileSpec, content_md5, ensure_files
 
 
 def make_dataset(folder: Path, n: int = 6, seed: int = 0) -> DatasetFiles:

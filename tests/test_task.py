@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from visionlab.config import ConfigError
-from visionlab.models import MLP
-from visionlab.task import ClassifierTask
+from visionlab.app.config import ConfigError
 from visionlab.entrypoints.train import build
+from visionlab.models import MLP
+from visionlab.training.task import ClassifierTask
 
 
 def trained_weights(cfg_factory, *overrides):

@@ -5,8 +5,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from visionlab.tensorboard_views import confusion_matrix, filters_image
 from visionlab.entrypoints.train import train
+from visionlab.training.tensorboard_views import confusion_matrix, filters_image
 
 
 def read_events(folder) -> EventAccumulator:

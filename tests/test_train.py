@@ -8,7 +8,7 @@ import torch
 
 from conftest import REPO
 from test_config import options
-from visionlab.config import ConfigError
+from visionlab.app.config import ConfigError
 from visionlab.entrypoints.train import build, train
 
 

@@ -19,7 +19,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     if name == "ClassifierTask":
-        from visionlab.task import ClassifierTask
+        from visionlab.training.task import ClassifierTask
 
         return ClassifierTask
     raise AttributeError(f"module 'visionlab' has no attribute {name!r}")

@@ -6,17 +6,18 @@
     model.evaluate("test")
 
 Nothing here re-implements a script: `train` composes and checks the config exactly as
-`scripts/train.py` does (visionlab.cli.prepare_run) and calls the same `train`; `Model`
+`scripts/train.py` does (visionlab.app.cli.prepare_run) and calls the same `train`; `Model`
 holds what evaluate and predict load and runs their functions.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -25,11 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor
 
-from visionlab.checkpoint import LoadedModel
-from visionlab.cli import _is_multirun, prepare_run
-from visionlab.config import ConfigError, compose_config
-from visionlab.data.images import image_to_tensor, read_image
-from visionlab.io import atomic_write
+from visionlab.app.cli import _is_multirun, prepare_run
+from visionlab.app.config import ConfigError, compose_config
+from visionlab.data.formats.images import image_to_tensor, read_image
+from visionlab.training.checkpoint import LoadedModel
+from visionlab.utils.io import atomic_write
 
 ImageLike = str | Path | Image.Image | np.ndarray | Tensor
 MAX_PIXELS = 25_000_000  # as predict.max_pixels
@@ -42,11 +43,12 @@ def train(overrides: Sequence[str] = ()) -> dict[str, float]:
     `hydra.run.dir=...`), with .hydra/config.yaml, train.log and everything train writes.
     `ckpt_path=...` resumes as on the command line. Sweeps (`-m`) need the command line.
     """
+    from visionlab.entrypoints.train import CHECKS as TRAIN_CHECKS
     from visionlab.entrypoints.train import train as train_run
 
     if _is_multirun(overrides):
         raise ConfigError("visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ...")
-    argv, lock = prepare_run("train", overrides, resumes=True, locks=True)
+    argv, lock = prepare_run("train", overrides, TRAIN_CHECKS, resumes=True, locks=True)
     try:
         pinned = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]  # by prepare_run's lock
         run_dir = Path(pinned[-1] if pinned else str(compose_config(argv).hydra.run.dir))
@@ -72,7 +74,8 @@ def train(overrides: Sequence[str] = ()) -> dict[str, float]:
 def _entry_config(name: str, ckpt: str | Path, overrides: Sequence[str]) -> DictConfig:
     """The config of entry point `name` for `ckpt`, checked as on the command line, writing
     (if it writes) where the command line would: its own folder under outputs/."""
-    argv, _ = prepare_run(name, [f"ckpt_path={ckpt}", *overrides])
+    entry = importlib.import_module(f"visionlab.entrypoints.{name}")
+    argv, _ = prepare_run(name, [f"ckpt_path={ckpt}", *overrides], entry.CHECKS)
     out = str(compose_config(argv, config_name=name).hydra.run.dir)
     return compose_config(argv, output_dir=out, config_name=name)
 
@@ -81,7 +84,7 @@ def _as_images(images: ImageLike | Sequence[ImageLike], input_shape: tuple[int, 
     """A uint8 (N, C, H, W) batch, every item converted the way predict.py converts files."""
     single = isinstance(images, (str, Path, Image.Image)) or (
         isinstance(images, (np.ndarray, Tensor)) and images.ndim <= 3)
-    items = [images] if single else list(images)
+    items = [images] if single else list(cast(Sequence[ImageLike], images))
     out = []
     for item in items:
         if isinstance(item, (str, Path)):
@@ -117,7 +120,7 @@ class Model:
 
     def probabilities(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256) -> Tensor:
         """(N, classes) probabilities of the images, preprocessed exactly as in training."""
-        from visionlab.runs import probabilities
+        from visionlab.app.runs import probabilities
 
         return probabilities(self.loaded, _as_images(images, self.loaded.input_shape), batch_size,
                              torch.device("cpu"))
@@ -139,7 +142,7 @@ class Model:
 
 def load_model(path: str | Path, overrides: Sequence[str] = ()) -> Model:
     """The checkpoint (or exported .safetensors) at `path`, ready to predict and evaluate."""
-    from visionlab.runs import load_run
+    from visionlab.app.runs import load_run
 
     loaded, combined = load_run(_entry_config("predict", path, overrides))
     return Model(loaded, combined)

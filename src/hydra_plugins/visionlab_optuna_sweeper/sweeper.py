@@ -1,11 +1,11 @@
-"""The Hydra side of visionlab.search: compose each trial as a job of the multirun and hand
+"""The Hydra side of visionlab.app.search: compose each trial as a job of the multirun and hand
 the study the results. Hydra finds this module by scanning the `hydra_plugins` namespace."""
 
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -59,7 +59,7 @@ class VisionlabOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> None:
-        from visionlab.config import ConfigError
+        from visionlab.app.config import ConfigError
 
         try:
             self._sweep(arguments)
@@ -70,17 +70,19 @@ class VisionlabOptunaSweeper(Sweeper):
     def _sweep(self, arguments: List[str]) -> None:
         import optuna
 
-        from visionlab import search
-        from visionlab.config import ConfigError
+        from visionlab.app import search
+        from visionlab.app.config import ConfigError
 
         conf = self.conf
+        assert self.config is not None and self.launcher is not None, "Hydra calls setup() first"
+        launcher = self.launcher
         sweeps = [o.input_line for o in OverridesParser.create().parse_overrides(arguments) if o.is_sweep_override()]
         if sweeps:
             raise ConfigError(f"{sweeps[0]}: a search takes its values from hydra.sweeper.params, not from "
                               "sweeps on the command line")
         if conf.direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction={conf.direction!r} is not allowed; expected maximize or minimize")
-        space = search.parse_space(OmegaConf.to_container(conf.params, resolve=True))
+        space = search.parse_space(cast(Dict[str, Any], OmegaConf.to_container(conf.params, resolve=True)))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -100,7 +102,7 @@ class VisionlabOptunaSweeper(Sweeper):
 
         def launch(batch: List[List[str]], first: int) -> List["search.Outcome"]:
             self.validate_batch_is_legal(batch)
-            returns = self.launcher.launch(batch, initial_job_idx=first)
+            returns = launcher.launch(batch, initial_job_idx=first)
             return [search.Outcome(value=r._return_value) if r.status == JobStatus.COMPLETED
                     else search.Outcome(error=r._return_value) for r in returns]
 

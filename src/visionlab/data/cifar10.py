@@ -6,9 +6,8 @@ from pathlib import Path
 
 import torch
 
-from visionlab.data.cifar import read_cifar_batch, read_cifar_meta
-from visionlab.data.datamodule import Split
-from visionlab.data.file_datamodule import FileDataModule
+from visionlab.data.datamodule import FileDataModule, Split
+from visionlab.data.formats.cifar import read_cifar_batch, read_cifar_meta
 from visionlab.data.sources import DatasetFiles, FileSpec
 
 FOLDER = "cifar-10-batches-py"
@@ -30,7 +29,7 @@ class CIFAR10DataModule(FileDataModule):
     Class names come from `batches.meta`; the defaults below are the official ones.
     """
 
-    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    classes: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     input_shape = (3, 32, 32)
     train_size = 50_000
     files = CIFAR10

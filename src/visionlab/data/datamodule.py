@@ -1,6 +1,7 @@
 """A LightningDataModule for image datasets that fit in memory as uint8 tensors.
 
-Subclasses say what the dataset is (classes, shape, files) and how to read it; this class
+Subclasses say what the dataset is (classes, shape, files) and how to read it (FileDataModule:
+a dataset published as files, fetched and verified first); this class
 splits, normalises, augments and serves it, through the in-memory loader (`loader=memory`,
 fast: uint8 tensors on the device) or a standard DataLoader (`loader=dataloader`). Both paths hand the model
 the same float tensors for the same image, because both run the same BatchTransform.
@@ -9,9 +10,8 @@ the same float tensors for the same image, because both run the same BatchTransf
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning import LightningDataModule
@@ -19,7 +19,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from visionlab.data.loaders import LoaderEnv, MemoryLoader
+from visionlab.data.sources import DatasetFiles, ensure_files
 from visionlab.data.transforms import NORMALIZATIONS, Augment, BatchTransform
+from visionlab.utils.checks import Check, integer, is_int, under
 
 log = logging.getLogger("visionlab")
 LOADERS = ("memory", "dataloader")
@@ -43,8 +45,14 @@ class IndexedImages(Dataset):
 class InMemoryImageDataModule(LightningDataModule):
     """Base DataModule: official train split -> train + val, official test kept as test."""
 
+    CHECKS: ClassVar[tuple[Check, ...]] = (
+        integer("batch_size", 1), integer("eval_batch_size", 1),
+        Check("val_size", lambda v: (is_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v < 1),
+              "a whole count >= 0 (5000) or a fraction below 1 (0.1); 1.0 could mean either"),
+        integer("num_workers", 0), *under("augment.", Augment.CHECKS),
+    )
     classes: tuple[str, ...] = ()
-    input_shape: tuple[int, int, int] = (1, 28, 28)
+    input_shape: tuple[int, ...] = (1, 28, 28)
     train_size: int = 0  # images in the official training set, known before reading
 
     def __init__(
@@ -186,3 +194,16 @@ def resolve_val_size(val_size: float, train_size: int) -> int:
     if train_size and count >= train_size:
         raise ValueError(f"data.val_size={val_size} must be smaller than the {train_size} training images")
     return count
+
+
+class FileDataModule(InMemoryImageDataModule):
+    """An in-memory dataset whose files `ensure_files` finds, fetches and verifies."""
+
+    files: DatasetFiles
+
+    def __init__(self, *args: Any, verify: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.verify = verify
+
+    def prepare_data(self) -> None:
+        ensure_files(self.files, self.data_dir, verify=self.verify)

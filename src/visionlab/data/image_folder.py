@@ -13,14 +13,15 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from visionlab.data.datamodule import InMemoryImageDataModule, Split
-from visionlab.limits import check_decoded_fits
+from visionlab.utils.checks import Check, integer, one_of
+from visionlab.utils.limits import check_decoded_fits
 
 log = logging.getLogger("visionlab")
 
@@ -96,6 +97,10 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
 
 class ImageFolderDataModule(InMemoryImageDataModule):
     """A folder of class sub-folders as a dataset, held in memory as uint8 tensors."""
+
+    CHECKS: ClassVar[tuple[Check, ...]] = (
+        *InMemoryImageDataModule.CHECKS, integer("image_size", 1), one_of("color", COLORS),
+    )
 
     def __init__(self, root: str | None = None, *args: Any, image_size: int = 64, color: str = "rgb",
                  split: Sequence[float] = (0.7, 0.15, 0.15), **kwargs: Any) -> None:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from visionlab.data.transforms import BatchTransform
-from visionlab.seeding import derive_seed
+from visionlab.utils.seeding import derive_seed
 
 Batch = tuple[Tensor, Tensor]
 BLOCK = 16  # batches transformed at once; bounds the waste when a run stops mid-epoch

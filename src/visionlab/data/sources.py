@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionlab.io import atomic_dir, atomic_path, atomic_write
+from visionlab.utils.io import atomic_dir, atomic_path, atomic_write
 
 
 class DataSourceError(RuntimeError):

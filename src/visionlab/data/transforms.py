@@ -20,14 +20,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
 from torchvision.transforms import v2
 
-from visionlab.seeding import derive_seed
+from visionlab.utils.checks import Check, integer, is_int, non_negative
+from visionlab.utils.seeding import derive_seed
 
 NORMALIZATIONS = ("scale", "standardize")
 
@@ -46,6 +47,12 @@ class Augment:
     each) or trivialaugment, per image on the uint8 image first; mixup / cutmix: the Beta
     alpha of each (0: off; both on: each image takes one of the two at random).
     """
+
+    CHECKS: ClassVar[tuple[Check, ...]] = (
+        integer("crop_padding", 0), non_negative("mixup", "a Beta alpha >= 0 (0: off)"),
+        non_negative("cutmix", "a Beta alpha >= 0 (0: off)"), integer("randaugment_ops", 1),
+        Check("randaugment_magnitude", lambda v: is_int(v) and 0 <= v <= 30, "an integer in 0..30"),
+    )
 
     rotation: float = 0.0
     width_shift: float = 0.0
@@ -205,12 +212,10 @@ class BatchTransform:
     def __call__(self, images: Tensor, index: Tensor | None = None, epoch: int | None = None) -> Tensor:
         """Normalise `images`; augment each image too when `index` (sample ids) and `epoch`
         are given (mixing needs the labels and the batch: see `mix_batch`)."""
-        augment = self.augment if index is not None and epoch is not None else None
-        if augment is not None and self.policy is not None:
-            images = self.apply_policy(images, index, epoch)
-        x = images.float()
-        if augment is not None and augment.pixelwise:
-            x = augment(x / 255.0, self.draws(epoch, x.device)[index]) * 255.0
+        if self.augment is not None and index is not None and epoch is not None:
+            x = self._augmented(images, self.augment, index, epoch)
+        else:
+            x = images.float()
         scale, shift = self._scale.to(x.device), self._shift.to(x.device)
         return torch.addcmul(shift, x, scale)
 
@@ -227,12 +232,22 @@ class BatchTransform:
         """A uint8 training batch augmented, normalised and mixed (`__call__`, then `mix_batch`)."""
         return self.mix_batch(self(images, index, epoch), labels, index, epoch)
 
+    def _augmented(self, images: Tensor, augment: Augment, index: Tensor, epoch: int) -> Tensor:
+        """The policy (uint8) and then the pixelwise augmentation of each image, as floats in 0..255."""
+        if self.policy is not None:
+            images = self.apply_policy(images, index, epoch)
+        x = images.float()
+        if augment.pixelwise:
+            x = augment(x / 255.0, self.draws(epoch, x.device)[index]) * 255.0
+        return x
+
     def apply_policy(self, images: Tensor, index: Tensor, epoch: int) -> Tensor:
         """RandAugment / TrivialAugmentWide per image (uint8 in, uint8 out), from the
         (seed, epoch) policy table: each image's result depends on its index only. Uses the
         policy's `_AUGMENTATION_SPACE` and `_apply_image_or_video_transform`, private in
         torchvision (pinned at 0.29.1): tests/test_augment.py notices if they change."""
         policy = self.policy
+        assert policy is not None, "apply_policy needs data.augment.randaugment or trivialaugment"
         space = policy._AUGMENTATION_SPACE
         names = list(space)
         bins = policy.num_magnitude_bins
@@ -280,6 +295,7 @@ class BatchTransform:
         mixup and cutmix, uniforms for the choice and the box centre."""
         if self._mix_table is None or self._mix_table[0] != epoch or self._mix_table[1].device != device:
             augment, n = self.augment, self.num_samples
+            assert augment is not None, "mixing draws need data.augment.mixup or cutmix"
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(derive_seed(self.seed, epoch, salt=3))
                 lams = [torch.distributions.Beta(a, a).sample((n,)) if a > 0 else torch.ones(n)

@@ -13,6 +13,8 @@ import argparse
 import platform
 import time
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import torch
 
@@ -20,7 +22,7 @@ from visionlab.data import Augment, BatchTransform, MemoryLoader
 from visionlab.data.loaders import LoaderEnv
 
 NOTES = {"rotation": 20, "width_shift": 0.2, "height_shift": 0.2, "zoom": 0.2, "horizontal_flip": True}
-SETTINGS: dict[str, dict[str, object]] = {
+SETTINGS: dict[str, dict[str, Any]] = {
     "none": {},
     "notes": NOTES,
     "randaugment": {"randaugment": True},
@@ -30,7 +32,7 @@ SETTINGS: dict[str, dict[str, object]] = {
 }
 
 
-def seconds_per_image(setting: dict[str, object], images: int, batch_size: int, memory: bool,
+def seconds_per_image(setting: dict[str, Any], images: int, batch_size: int, memory: bool,
                       repeats: int = 3) -> float:
     """Best of `repeats` passes over `images` images, in seconds per image: through the
     memory loader (`memory`, RandAugment / TrivialAugment run on several batches at once)
@@ -43,7 +45,7 @@ def seconds_per_image(setting: dict[str, object], images: int, batch_size: int, 
     for epoch in range(repeats):
         start = time.perf_counter()
         if memory:
-            for _ in MemoryLoader(x, y, batch_size, transform, shuffle=True, env=lambda e=epoch: LoaderEnv(epoch=e)):
+            for _ in MemoryLoader(x, y, batch_size, transform, shuffle=True, env=partial(LoaderEnv, epoch=epoch)):
                 pass
         else:
             for batch in torch.randperm(images, generator=gen).split(batch_size):

@@ -38,8 +38,8 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from visionlab.config import compose_config
-from visionlab.io import atomic_write
+from visionlab.app.config import compose_config
+from visionlab.utils.io import atomic_write
 
 # Epoch clocks: wall time, or this process's CPU time, steadier on a shared machine (with
 # OMP_NUM_THREADS=1; more threads add their spin-waits). Set by --clock.

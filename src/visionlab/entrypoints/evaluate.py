@@ -23,13 +23,14 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError
-from visionlab.figures import expected_calibration_error, write_figures
-from visionlab.io import atomic_path, atomic_write
-from visionlab.plots import confusion_figure
-from visionlab.runs import batch_logits, build_datamodule, check_data_fits, load_run, pick_device
-from visionlab.task import eval_metrics
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError
+from visionlab.app.runs import batch_logits, build_datamodule, check_data_fits, load_run, pick_device
+from visionlab.training.task import eval_metrics
+from visionlab.utils.checks import integer
+from visionlab.utils.figures import expected_calibration_error, write_figures
+from visionlab.utils.io import atomic_path, atomic_write
+from visionlab.utils.plots import confusion_figure
 
 log = logging.getLogger("visionlab")
 SPLITS = ("test", "val")
@@ -59,7 +60,7 @@ def classification_report(logits: list[Tensor], labels: Tensor, classes: tuple[s
 
 
 def plot_confusion(confusion: Tensor, classes: tuple[str, ...], path: Path, title: str) -> None:
-    """The confusion matrix figure (visionlab.plots) as a PNG file."""
+    """The confusion matrix figure (visionlab.utils.plots) as a PNG file."""
     fig = confusion_figure(confusion, classes, title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -115,7 +116,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return report["overall"]
 
 
-main = hydra_entry("evaluate", evaluate)
+CHECKS = (integer("seed", 0),)  # evaluate.yaml's own; the checkpoint's data and model check theirs
+main = hydra_entry("evaluate", evaluate, checks=CHECKS)
 
 if __name__ == "__main__":
     main()

@@ -18,11 +18,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from visionlab.checkpoint import METADATA_KEY, LoadedModel, build_net
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError
-from visionlab.io import atomic_path, atomic_write
-from visionlab.runs import load_run
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError
+from visionlab.app.runs import load_run
+from visionlab.training.checkpoint import METADATA_KEY, LoadedModel, build_net
+from visionlab.utils.checks import integer
+from visionlab.utils.io import atomic_path, atomic_write
 
 log = logging.getLogger("visionlab")
 CHECK_BATCHES = (1, 5)  # two sizes: a fixed batch dimension would fail one of them
@@ -128,7 +129,8 @@ def export(cfg: DictConfig) -> Path:
     return target
 
 
-main = hydra_entry("export", export)
+CHECKS = (integer("seed", 0),)  # export.yaml's own; the checkpoint's data and model check theirs
+main = hydra_entry("export", export, checks=CHECKS)
 
 if __name__ == "__main__":
     main()

@@ -20,10 +20,11 @@ from lightning.pytorch.tuner import Tuner
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError
-from visionlab.figures import DPI, save_png
-from visionlab.io import atomic_write
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError
+from visionlab.entrypoints.train import CHECKS, build
+from visionlab.utils.figures import DPI, save_png
+from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 
@@ -52,8 +53,6 @@ def check_options(tune: Any) -> tuple[float, float, int]:
 def find_lr(cfg: DictConfig) -> tuple[LRFindResult, Path]:
     """Run Lightning's LR finder on the data, model and optimizer of `cfg` (a train config),
     without its callbacks and loggers; returns the result and the run folder."""
-    from visionlab.entrypoints.train import build  # train imports this module for tune.lr_find
-
     min_lr, max_lr, steps = check_options(cfg.tune)
     finder_cfg = cfg.copy()
     with open_dict(finder_cfg):
@@ -119,7 +118,7 @@ def run(cfg: DictConfig) -> float:
     return result.suggestion
 
 
-main = hydra_entry("lr_find", run)
+main = hydra_entry("lr_find", run, checks=CHECKS)
 
 if __name__ == "__main__":
     main()

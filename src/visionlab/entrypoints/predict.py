@@ -16,12 +16,13 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError
-from visionlab.data.images import ImageError, list_images, read_image
-from visionlab.explain import explain
-from visionlab.io import atomic_write
-from visionlab.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError
+from visionlab.app.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities
+from visionlab.data.formats.images import ImageError, list_images, read_image
+from visionlab.utils.checks import Check, integer, one_of
+from visionlab.utils.explain import explain
+from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 
@@ -92,7 +93,12 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     return rows
 
 
-main = hydra_entry("predict", predict)
+# predict.yaml's own keys; the data and model of the checkpoint's run check theirs
+CHECKS = (
+    integer("seed", 0), one_of("explain", ("gradcam", "saliency"), "gradcam or saliency, or null"),
+    Check("explain_layer", lambda v: isinstance(v, str) and v != "", "a layer name such as features.4, or null"),
+)
+main = hydra_entry("predict", predict, checks=CHECKS)
 
 if __name__ == "__main__":
     main()

@@ -28,8 +28,8 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from visionlab.cli import ERROR_FILE
-from visionlab.io import atomic_path, atomic_write
+from visionlab.app.cli import ERROR_FILE
+from visionlab.utils.io import atomic_path, atomic_write
 
 log = logging.getLogger("visionlab")
 

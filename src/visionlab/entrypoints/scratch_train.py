@@ -10,24 +10,22 @@ import json
 import logging
 import time
 from collections import defaultdict
-from functools import partial
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError, validate
-from visionlab.data import FashionMNISTDataModule, MemoryLoader
-from visionlab.data.loaders import LoaderEnv
-from visionlab.io import atomic_write
-from visionlab.models import MLP
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError, validate
+from visionlab.data import InMemoryImageDataModule
 from visionlab.scratch import SGD, BatchGenerator, Sequential, cross_entropy, from_torch
-from visionlab.task import ClassifierTask
+from visionlab.training.task import OPTIMIZER_CHECKS, ClassifierTask
+from visionlab.utils.checks import integer, one_of, under
+from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 
@@ -84,37 +82,35 @@ def train_by_hand(net: Sequential, batches: BatchGenerator, test: Split, epochs:
     return history
 
 
-def train_visionlab(net: torch.nn.Module, datamodule: FashionMNISTDataModule, epochs: int, lr: float,
-                    momentum: float, dtype: torch.dtype, output_dir: Path) -> History:
-    """ClassifierTask + Trainer on the train split, validating on the test split each epoch,
-    in `dtype` (float64 through Lightning's 64-true precision).
+def train_visionlab(cfg: DictConfig, net: torch.nn.Module, datamodule: InMemoryImageDataModule,
+                    dtype: torch.dtype) -> History:
+    """ClassifierTask and the `trainer` group's Trainer on the data module's train split,
+    validating on its test split each epoch, in `dtype` (float64: Lightning's 64-true).
 
-    The train loader is visionlab's MemoryLoader with the datamodule's seed, so its batch
-    order per epoch is the one BatchGenerator serves the by-hand network.
+    The data module's train loader shuffles with its seed per epoch, so its batch order is
+    the one BatchGenerator serves the by-hand network.
     """
-    task = ClassifierTask(net, partial(torch.optim.SGD, lr=lr, momentum=momentum), num_classes=datamodule.num_classes)
+    task = ClassifierTask(net, instantiate(cfg.optimizer), num_classes=datamodule.num_classes)
     epoch_log = EpochLog()
     precision = "64-true" if dtype == torch.float64 else "32-true"
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, precision=precision, logger=epoch_log,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=output_dir)
-    train_x, train_y = datamodule.splits["train"]
-    train_loader = MemoryLoader(train_x, train_y, datamodule.batch_size, datamodule.transform(train=True),
-                                shuffle=True, seed=datamodule.seed,
-                                env=lambda: LoaderEnv(epoch=trainer.current_epoch))
-    test_x, test_y = datamodule.splits["test"]
-    test_loader = MemoryLoader(test_x, test_y, datamodule.eval_batch_size, datamodule.transform(train=False))
-    trainer.fit(task, train_loader, test_loader)
+    trainer = instantiate(cfg.trainer, precision=precision, logger=epoch_log)
+    datamodule.trainer = trainer  # as fit(datamodule=...) would: its loaders follow the trainer's epoch
+    trainer.fit(task, datamodule.train_dataloader(), datamodule.test_dataloader())
     return [{"train_acc": epoch_log.epochs[e]["train/acc"], "test_acc": epoch_log.epochs[e]["val/acc"]}
-            for e in range(epochs)]
+            for e in range(trainer.max_epochs)]
+
+
+# scratch.yaml's own keys; its data and model check theirs (the optimizer is SGD's, as on both sides)
+CHECKS = (
+    integer("seed", 0), integer("trainer.max_epochs", 1), one_of("dtype", DTYPES), *under("optimizer.", OPTIMIZER_CHECKS),
+)
 
 
 def check(cfg: DictConfig) -> torch.dtype:
-    validate(cfg)
-    if cfg.trainer.max_epochs < 1:
-        raise ConfigError(f"trainer.max_epochs={cfg.trainer.max_epochs} is not allowed; expected an integer >= 1")
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"dtype={cfg.dtype!r} is not allowed; expected one of {', '.join(DTYPES)}")
+    validate(cfg, CHECKS)
+    if cfg.optimizer.get("_target_") != "torch.optim.SGD":
+        raise ConfigError(f"optimizer._target_={cfg.optimizer.get('_target_')!r} is not allowed; expected "
+                          "torch.optim.SGD (the by-hand side has SGD only)")
     return DTYPES[cfg.dtype]
 
 
@@ -128,26 +124,23 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     prediction, in float32 they can move accuracy by a few tenths of a point.
     """
     dtype = check(cfg)
-    datamodule = FashionMNISTDataModule(data_dir=cfg.data.data_dir, batch_size=cfg.data.batch_size,
-                                        eval_batch_size=cfg.data.eval_batch_size, val_size=0,
-                                        normalization="scale", seed=cfg.seed, verify=cfg.data.verify)
+    datamodule: InMemoryImageDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup()
     torch.manual_seed(cfg.seed)
-    net = MLP(datamodule.input_shape, datamodule.num_classes, hidden=list(cfg.model.hidden),
-              activation=cfg.model.activation)
+    net = instantiate(cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes)
     by_hand = from_torch(net, dtype)  # copied before visionlab changes them
     to_float = datamodule.transform(train=False)
-    lr, momentum, epochs = cfg.optimizer.lr, cfg.optimizer.momentum, cfg.trainer.max_epochs
     output_dir = Path(cfg.paths.output_dir)
 
     start = time.perf_counter()
-    batches = BatchGenerator(*datamodule.splits["train"], batch_size=cfg.data.batch_size, seed=cfg.seed)
-    hand = train_by_hand(by_hand, batches, datamodule.splits["test"], epochs, lr, momentum,
-                         lambda x: to_float(x).to(dtype), cfg.data.eval_batch_size)
+    train_x, train_y = datamodule.splits["train"]
+    batches = BatchGenerator(train_x, train_y, batch_size=datamodule.batch_size, seed=datamodule.seed)
+    hand = train_by_hand(by_hand, batches, datamodule.splits["test"], cfg.trainer.max_epochs, cfg.optimizer.lr,
+                         cfg.optimizer.get("momentum", 0.0), lambda x: to_float(x).to(dtype), datamodule.eval_batch_size)
     hand_s = time.perf_counter() - start
     start = time.perf_counter()
-    torch_history = train_visionlab(net, datamodule, epochs, lr, momentum, dtype, output_dir)
+    torch_history = train_visionlab(cfg, net, datamodule, dtype)
     torch_s = time.perf_counter() - start
 
     gap = max(abs(h[k] - t[k]) * 100 for h, t in zip(hand, torch_history) for k in ("train_acc", "test_acc"))
@@ -174,4 +167,4 @@ def _run(cfg: DictConfig) -> float:
     return compare(cfg)["max_gap_points"]
 
 
-main = hydra_entry("scratch", _run)
+main = hydra_entry("scratch", _run, checks=CHECKS)

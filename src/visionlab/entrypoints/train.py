@@ -20,17 +20,26 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 import visionlab
-from visionlab.callbacks import restored_best_weights
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError, validate
-from visionlab.io import atomic_write
-from visionlab.limits import check_batch_fits
-from visionlab.entrypoints.lr_find import tune_learning_rate
-from visionlab.resilience import PreemptionCheckpoint
-from visionlab.runlock import RunLock
-from visionlab.task import ClassifierTask, Schedule
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError, validate
+from visionlab.app.runlock import RunLock
+from visionlab.data import InMemoryImageDataModule
+from visionlab.training.callbacks import restored_best_weights
+from visionlab.training.resilience import PreemptionCheckpoint
+from visionlab.training.task import ClassifierTask, Schedule
+from visionlab.utils.checks import Check, integer, is_int, positive
+from visionlab.utils.io import atomic_write
+from visionlab.utils.limits import check_batch_fits
 
 log = logging.getLogger("visionlab")
+
+# train.yaml's own keys; its groups' components check theirs (visionlab.app.config.validate).
+CHECKS = (
+    integer("seed", 0),
+    Check("trainer.max_epochs", lambda v: is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1"),
+    positive("tune.min_lr"), positive("tune.max_lr"), integer("tune.num_training", 3),
+    integer("finetune.unfreeze_at_epoch", 0, "an integer >= 0, or null"),
+)
 
 # Trainer flags that turn kinds of callbacks off (Lightning refuses the contradiction).
 SWITCHES = (
@@ -40,9 +49,9 @@ SWITCHES = (
 )
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Trainer]:
+def build(cfg: DictConfig) -> tuple[InMemoryImageDataModule, ClassifierTask, L.Trainer]:
     """Everything a run needs, built from the config without reading any data yet."""
-    validate(cfg)
+    validate(cfg, CHECKS)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     net = instantiate(cfg.model, input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes)
@@ -61,7 +70,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, ClassifierTask, L.Tra
     # non-mapping entries are options read by callbacks (logger.histograms), not loggers
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if isinstance(c, DictConfig) and c]
     # logger=none and trainer.enable_*=false win over the callbacks group
-    switched_off = [kind for flag, kind in SWITCHES if not cfg.trainer.get(flag, True)]
+    switched_off: list[type | tuple[type, ...]] = [kind for flag, kind in SWITCHES if not cfg.trainer.get(flag, True)]
     switched_off += [LearningRateMonitor] if not loggers else []
     callbacks = [c for c in callbacks if not isinstance(c, tuple(switched_off))]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -138,7 +147,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
     # a resumed run keeps the learning rate its optimizer state was saved with
     finding = OmegaConf.select(cfg, "tune.lr_find", default=False) and not cfg.get("ckpt_path")
-    tuned = tune_learning_rate(cfg) if finding else None
+    tuned = None
+    if finding:
+        from visionlab.entrypoints.lr_find import tune_learning_rate  # lr_find builds with build() above
+
+        tuned = tune_learning_rate(cfg)
     datamodule, task, trainer = build(cfg)
     if not cfg.get("compile"):  # a compiled net would compile for the estimate
         check_batch_fits(task.net, datamodule.input_shape, datamodule.batch_size, trainer.strategy.root_device)
@@ -185,7 +198,7 @@ def _run(cfg: DictConfig) -> float:
     return metrics.get(cfg.get("optimized_metric", "val/acc"), float("nan"))
 
 
-main = hydra_entry("train", _run, resumes=True, locks=True)
+main = hydra_entry("train", _run, checks=CHECKS, resumes=True, locks=True)
 
 if __name__ == "__main__":
     main()

@@ -12,12 +12,14 @@ import difflib
 import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models as tvm
+
+from visionlab.utils.checks import Check, fraction, integer, positive
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -60,6 +62,11 @@ class InputAdapter(nn.Module):
     normalised with ImageNet's statistics; otherwise values pass through unchanged.
     """
 
+    in_mean: Tensor  # buffers, registered below
+    in_std: Tensor
+    out_mean: Tensor
+    out_std: Tensor
+
     def __init__(self, channels: int, size: int, imagenet: bool) -> None:
         super().__init__()
         self.channels, self.size, self.imagenet = channels, size, imagenet
@@ -100,6 +107,11 @@ class Backbone(nn.Module):
     BatchNorm statistics stay fixed) until `unfreeze_backbone()`. `param_groups()` gives the
     optimizer two groups, the backbone's learning rate scaled by `backbone_lr_scale`.
     """
+
+    CHECKS: ClassVar[tuple[Check, ...]] = (
+        Check("name", lambda v: isinstance(v, str) and v != "", "a model name (the builder lists close matches)"),
+        positive("backbone_lr_scale"), integer("image_size", 1, "an integer >= 1, or null"), fraction("dropout"),
+    )
 
     def __init__(
         self,
@@ -221,13 +233,14 @@ class TimmBackbone(Backbone):
             net = timm.create_model(name, pretrained=False, num_classes=0)
         if weights_path:
             state = {k: v for k, v in read_state_dict(weights_path).items()
-                     if not k.startswith(net.default_cfg.get("classifier", "head"))}
+                     if not k.startswith(str(getattr(net, "default_cfg", {}).get("classifier", "head")))}
             try:
                 net.load_state_dict(state)
             except RuntimeError as err:
                 raise ValueError(f"model.weights_path={weights_path}: not {name} weights "
                                  f"({str(err).splitlines()[0]})") from None
-        return net, getattr(net, "head_hidden_size", None) or net.num_features, size  # after any pre-logits layer
+        features = getattr(net, "head_hidden_size", 0) or getattr(net, "num_features", 0)  # after any pre-logits layer
+        return net, int(features), size
 
 
 def _weights_entry(name: str, enum: type[tvm.WeightsEnum], weights: str) -> tvm.WeightsEnum:

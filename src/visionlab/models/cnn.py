@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from visionlab.models.activations import make_activation
-from visionlab.models.init import initialize
+from visionlab.models.activations import ACTIVATIONS, make_activation
+from visionlab.models.init import INITS, initialize
 from visionlab.models.mlp import dense_block
+from visionlab.utils.checks import Check, fraction, integer, one_of, sizes
 
 
 class CNN(nn.Module):
@@ -19,6 +21,11 @@ class CNN(nn.Module):
     image size the depth allows works; an image too small for the depth fails here, at
     construction, rather than halfway through training.
     """
+
+    CHECKS: ClassVar[tuple[Check, ...]] = (
+        sizes("channels", allow_empty=False), sizes("dense", allow_empty=True), integer("kernel_size", 1),
+        one_of("activation", ACTIVATIONS), one_of("init", INITS), fraction("dropout"),
+    )
 
     def __init__(
         self,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import prod
+from typing import ClassVar
 
 from torch import Tensor, nn
 
-from visionlab.models.activations import make_activation
-from visionlab.models.init import initialize
+from visionlab.models.activations import ACTIVATIONS, make_activation
+from visionlab.models.init import INITS, initialize
+from visionlab.utils.checks import Check, fraction, one_of, sizes
 
 
 def dense_block(n_in: int, n_out: int, activation: str, batch_norm: bool, dropout: float) -> list[nn.Module]:
@@ -29,6 +31,11 @@ class MLP(nn.Sequential):
     10 classes it has the 266,610 parameters of the notes' Keras model (and its start with
     `init="glorot_uniform"`, see visionlab.models.init).
     """
+
+    CHECKS: ClassVar[tuple[Check, ...]] = (
+        sizes("hidden", allow_empty=False), one_of("activation", ACTIVATIONS), one_of("init", INITS),
+        fraction("dropout"),
+    )
 
     def __init__(
         self,

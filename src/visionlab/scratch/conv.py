@@ -73,7 +73,7 @@ def conv2d_backward(
     """Gradients (input, weight, bias) of `conv2d` given the output gradient `grad`."""
     stride, padding = _pair(stride), _pair(padding)
     kh, kw = weight.shape[-2:]
-    size = grad.shape[-2:]
+    size = (grad.shape[-2], grad.shape[-1])
     xp = _pad(x, padding)
     grad_xp = torch.zeros_like(xp)
     grad_w = torch.zeros_like(weight)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from visionlab.seeding import derive_seed
+from visionlab.utils.seeding import derive_seed
 
 
 class BatchGenerator:

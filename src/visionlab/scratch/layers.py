@@ -180,10 +180,11 @@ def from_torch(module: nn.Module, dtype: torch.dtype = torch.float64) -> Sequent
             layer.b.value = _bias(m, m.out_features, dtype)
             layers.append(layer)
         elif isinstance(m, nn.Conv2d) and m.groups == 1 and m.dilation == (1, 1) and isinstance(m.padding, tuple):
-            layer = Conv2d(m.in_channels, m.out_channels, m.kernel_size[0], m.stride, m.padding, dtype=dtype)
-            layer.W.value = m.weight.detach().to(dtype).clone()
-            layer.b.value = _bias(m, m.out_channels, dtype)
-            layers.append(layer)
+            conv = Conv2d(m.in_channels, m.out_channels, m.kernel_size[0], (m.stride[0], m.stride[1]),
+                          (int(m.padding[0]), int(m.padding[1])), dtype=dtype)
+            conv.W.value = m.weight.detach().to(dtype).clone()
+            conv.b.value = _bias(m, m.out_channels, dtype)
+            layers.append(conv)
         elif isinstance(m, nn.MaxPool2d) and m.padding == 0 and m.dilation == 1 and not m.ceil_mode:
             layers.append(MaxPool2d(m.kernel_size, m.stride))
         else:

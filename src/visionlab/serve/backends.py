@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from visionlab.config import ConfigError
+from visionlab.app.config import ConfigError
 from visionlab.data.transforms import BatchTransform
 
 BACKENDS = ("pytorch", "onnx")
@@ -36,7 +36,7 @@ class TorchBackend:
     kind = "pytorch"
 
     def __init__(self, cfg: DictConfig, device: str = "cpu") -> None:
-        from visionlab.runs import load_run, pick_device
+        from visionlab.app.runs import load_run, pick_device
 
         self.model, _ = load_run(cfg)
         self.device = pick_device(device)
@@ -45,7 +45,7 @@ class TorchBackend:
         self.name = cfg.get("name") or f"{type(self.model.net).__name__} {Path(self.model.path).name}"
 
     def probabilities(self, images: Tensor) -> Tensor:
-        from visionlab.runs import probabilities
+        from visionlab.app.runs import probabilities
 
         return probabilities(self.model, images, max(len(images), 1), self.device)
 
@@ -107,7 +107,7 @@ class BackendSource:
         ckpt, onnx = cfg.get("ckpt_path"), cfg.get("model_path")
         if bool(ckpt) == bool(onnx):
             raise ConfigError("give either ckpt_path=RUN/checkpoints/X.ckpt or model_path=X.onnx (an export), not both")
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
         resolved.pop("hydra", None)
         return cls("pytorch" if ckpt else "onnx", resolved)
 

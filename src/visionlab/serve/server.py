@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from visionlab.cli import hydra_entry
-from visionlab.config import ConfigError
+from visionlab.app.cli import hydra_entry
+from visionlab.app.config import ConfigError
 from visionlab.serve.backends import Backend, BackendSource
+from visionlab.utils.checks import integer
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # LitServe's choices; 127.0.0.1 (this machine only) by default
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -58,7 +59,7 @@ def check_options(cfg: DictConfig) -> None:
     if cfg.get("device") not in DEVICES:
         raise ConfigError(f"device={cfg.get('device')!r} is not allowed; expected one of {', '.join(DEVICES)}")
     if cfg.get("model_path") is None:  # the ONNX backend runs on the CPU whatever the device
-        from visionlab.runs import pick_device
+        from visionlab.app.runs import pick_device
 
         pick_device(str(cfg.device))  # cuda on a machine without one: one line before anything starts
 
@@ -130,7 +131,8 @@ def serve(cfg: DictConfig) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-main = hydra_entry("serve", serve)
+CHECKS = (integer("seed", 0),)  # serve.yaml's own; the checkpoint's data and model check theirs
+main = hydra_entry("serve", serve, checks=CHECKS)
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """An HTTP request to POST /predict turned into the uint8 image the model takes, checked in
 the HTTP server before anything reaches the model queue: a bad request gets a 4xx with a
 one-line reason and never costs a batch. The image is read exactly as predict.py reads
-files (visionlab.data.images.read_image: the header first, so a decompression bomb is
+files (visionlab.data.formats.images.read_image: the header first, so a decompression bomb is
 refused before decoding; then channel conversion and resize)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import binascii
 import io
 import json
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from visionlab.data.images import ImageError, read_image
+from visionlab.data.formats.images import ImageError, read_image
 
 FILE_FIELDS = ("image", "file")  # multipart field names taken as the image
 JSON_TYPE, MULTIPART_TYPE = "application/json", "multipart/form-data"
@@ -70,7 +70,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _once(body: bytes) -> AsyncIterator[bytes]:
+async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 
@@ -82,7 +82,7 @@ async def from_multipart(request: Request, body: bytes, limit: int) -> tuple[byt
     except MultiPartException as err:
         raise reject(400, f"malformed multipart form: {err.message}") from None
     try:
-        upload = next((form[f] for f in FILE_FIELDS if isinstance(form.get(f), UploadFile)), None)
+        upload = next((v for f in FILE_FIELDS if isinstance(v := form.get(f), UploadFile)), None)
         if upload is None:
             raise reject(400, "multipart form has no file field named image")
         data = await upload.read()

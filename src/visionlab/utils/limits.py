@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from visionlab.errors import ConfigError
+from visionlab.utils.errors import ConfigError
 
 # Training keeps each layer's output for backward and a gradient of the same size, and the
 # optimizer and temporaries take more: about three float32 copies of the activations.

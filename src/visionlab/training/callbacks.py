@@ -20,8 +20,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.callbacks import ModelSummary as _ModelSummary
 from torch import Tensor
 
-from visionlab.io import atomic_path, atomic_write
-from visionlab.summary import model_summary
+from visionlab.utils.io import atomic_path, atomic_write
+from visionlab.utils.summary import model_summary
 
 log = logging.getLogger("visionlab")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ def list_images(inputs: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
-def read_image(path: str | Path, input_shape: Sequence[int], max_pixels: int) -> Tensor:
+def read_image(path: str | Path | BinaryIO, input_shape: Sequence[int], max_pixels: int) -> Tensor:
     """uint8 (C, H, W) of `input_shape`: converted to grayscale or RGB, resized to H x W.
 
     The header is read first, so an image over `max_pixels` (a decompression bomb, or just

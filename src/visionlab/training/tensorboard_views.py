@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
-from visionlab.figures import (
+from visionlab.utils.figures import (
     confident_mistakes,
     expected_calibration_error,
     mistakes_figure,
@@ -34,7 +34,7 @@ from visionlab.figures import (
     per_class_scores,
     reliability_figure,
 )
-from visionlab.plots import confusion_figure
+from visionlab.utils.plots import confusion_figure
 
 
 def tensorboard_loggers(trainer: Trainer) -> list[TensorBoardLogger]:

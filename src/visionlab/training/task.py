@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,15 +32,19 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from visionlab.checkpoint import METADATA_KEY, build_net, checkpoint_metadata, read_checkpoint
-from visionlab.seeding import derive_seed
+from visionlab.training.checkpoint import METADATA_KEY, build_net, checkpoint_metadata, read_checkpoint
+from visionlab.utils.checks import Check, Lookup, fraction, non_negative, one_of, positive, run_checks
+from visionlab.utils.errors import ConfigError
+from visionlab.utils.seeding import derive_seed
 
 LOSSES = ("cross_entropy", "hinge")
 EVAL_METRICS = ("loss", "acc", "precision", "recall", "f1", "auroc")
 # Everything the task logs per epoch: what schedulers and callbacks may monitor.
 LOGGED_METRICS = ("train/loss", "train/acc", *(f"{stage}/{m}" for stage in ("val", "test") for m in EVAL_METRICS))
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
-DROPOUT_SALT = 2  # the RNG stream of dropout and other in-model randomness (visionlab.seeding)
+DROPOUT_SALT = 2  # the RNG stream of dropout and other in-model randomness (visionlab.utils.seeding)
+# The optimizer group names a torch.optim class; what the task passes any of them.
+OPTIMIZER_CHECKS = (positive("lr"), non_negative("weight_decay"), fraction("momentum"))
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Schedule:
     interval: 'step' (after every optimizer step) or 'epoch';
     monitor: the logged metric passed to schedulers such as ReduceLROnPlateau.
     """
+
+    CHECKS: ClassVar[tuple[Check, ...]] = (one_of("interval", ("step", "epoch"), "step or epoch"),)
 
     factory: Callable[..., Any] | None = None
     interval: str = "epoch"
@@ -82,8 +88,28 @@ class ClassifierTask(LightningModule):
     (mixup, cutmix): cross-entropy takes them as they are, accuracy counts their argmax.
     """
 
+    CHECKS: ClassVar[tuple[Check, ...]] = (
+        one_of("loss", LOSSES), fraction("label_smoothing"), non_negative("l1"), non_negative("l2"),
+    )
     # The net's config (`_target_` and arguments), stored in checkpoints so they can rebuild it.
     model_config: dict[str, Any] | None = None
+
+    @staticmethod
+    def check_config(lookup: Lookup) -> None:
+        """What the task needs of the groups it is built with: optimizer and schedule
+        arguments, monitored metrics that it logs, and hard labels for the hinge loss."""
+        run_checks(OPTIMIZER_CHECKS, lookup, "optimizer.")
+        run_checks(Schedule.CHECKS, lookup, "scheduler.")
+        callbacks = lookup("callbacks") or {}
+        monitored = [("scheduler.monitor", lookup("scheduler.monitor")), *(
+            (f"callbacks.{name}.monitor", cb.get("monitor")) for name, cb in callbacks.items() if isinstance(cb, Mapping))]
+        for key, value in monitored:
+            if value is not None and value not in LOGGED_METRICS:
+                raise ConfigError(f"{key}={value!r} is never logged; expected one of {', '.join(LOGGED_METRICS)}")
+        mixing = [k for k in ("mixup", "cutmix") if lookup(f"data.augment.{k}")]
+        if mixing and lookup("task.loss") == "hinge":
+            raise ConfigError(f"task.loss=hinge cannot learn from the soft labels of data.augment.{mixing[0]}; "
+                              "use task.loss=cross_entropy or switch mixing off")
 
     def __init__(
         self,
@@ -106,7 +132,7 @@ class ClassifierTask(LightningModule):
         # the learning rate, where Lightning's LearningRateFinder(update_attr=True) finds and sets it
         self.lr: float | None = (getattr(optimizer, "keywords", None) or {}).get("lr")
         self.schedule = scheduler if scheduler is not None and scheduler.factory is not None else None
-        num_classes = num_classes or getattr(net, "num_classes")
+        num_classes = num_classes or net.num_classes
         self.loss_name = loss
         self.criterion = (
             nn.CrossEntropyLoss(label_smoothing=label_smoothing) if loss == "cross_entropy" else nn.MultiMarginLoss()
@@ -225,7 +251,7 @@ class ClassifierTask(LightningModule):
 
     # --- checkpoints --------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Make every checkpoint, weights-only ones too, self-describing (visionlab.checkpoint)."""
+        """Make every checkpoint, weights-only ones too, self-describing (visionlab.training.checkpoint)."""
         try:
             datamodule = self.trainer.datamodule
         except RuntimeError:  # not attached to a Trainer: the metadata has no data part

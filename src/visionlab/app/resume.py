@@ -4,7 +4,7 @@ A checkpoint inside a run folder (RUN/checkpoints/x.ckpt) resumes that run in RU
 overrides it was started with. Only what does not change what the run *is* may differ on
 the command line (RESUME_MAY_CHANGE: epochs and steps, limits and validation cadence, the
 logger, callbacks, devices, paths). The replayed overrides come from a file, so the targets
-they name are checked (visionlab.safety), and the checkpoint must fit the net the config
+they name are checked (visionlab.app.safety), and the checkpoint must fit the net the config
 builds. A run whose schedule has a fixed length cannot be continued past it.
 """
 
@@ -21,9 +21,9 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from visionlab.checkpoint import METADATA_KEY, net_state, read_checkpoint, weight_mismatch
-from visionlab.config import ConfigError
-from visionlab.safety import check_targets
+from visionlab.app.config import ConfigError
+from visionlab.app.safety import check_targets
+from visionlab.training.checkpoint import METADATA_KEY, net_state, read_checkpoint, weight_mismatch
 
 # What a resume may change, as override keys (fnmatch patterns, after any +/~ prefix).
 RESUME_MAY_CHANGE = (
@@ -167,7 +167,7 @@ def check_unchanged(argv: Sequence[str], resume: Resume, config_name: str = "tra
     (`model=cnn` on a CNN run changes nothing and passes; `model=mlp` does not)."""
     if not resume.suspect:
         return
-    from visionlab.config import compose_config
+    from visionlab.app.config import compose_config
 
     allowed = [a for a in argv if a not in resume.suspect]
     before = _flat(OmegaConf.to_container(compose_config(allowed, config_name=config_name)))

@@ -25,7 +25,7 @@ from torchmetrics.classification import (
 )
 from torchvision.utils import make_grid
 
-from visionlab.io import atomic_path, atomic_write
+from visionlab.utils.io import atomic_path, atomic_write
 
 DPI = 100
 CALIBRATION_BINS = 15  # torchmetrics' default

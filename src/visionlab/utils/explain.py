@@ -19,8 +19,8 @@ from captum.attr import LayerGradCam, Saliency
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from visionlab.config import ConfigError
-from visionlab.figures import DPI, save_png
+from visionlab.utils.errors import ConfigError
+from visionlab.utils.figures import DPI, save_png
 
 METHODS = ("gradcam", "saliency")
 log = logging.getLogger("visionlab")

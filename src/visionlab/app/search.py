@@ -21,12 +21,14 @@ import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from visionlab.cli import one_line
-from visionlab.config import CONF_DIR, ConfigError
-from visionlab.io import atomic_write
+from visionlab.app.cli import one_line
+from visionlab.app.config import CONF_DIR, ConfigError
+from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 
@@ -107,8 +109,9 @@ def parse_space(params: Mapping[str, Any]) -> dict[str, BaseDistribution]:
                 number = float if kind == "float" else int
                 low, high = _number(key, spec, "low", number), _number(key, spec, "high", number)
                 step = _number(key, spec, "step", number) if spec.get("step") is not None else None
-                dist = FloatDistribution if kind == "float" else IntDistribution
-                space[key] = dist(low, high, log=bool(spec.get("log", False)), step=step or (None if kind == "float" else 1))
+                log = bool(spec.get("log", False))
+                space[key] = (FloatDistribution(low, high, log=log, step=step or None) if kind == "float"
+                              else IntDistribution(low, high, log=log, step=step or 1))
         except ValueError as err:
             if isinstance(err, ConfigError):
                 raise
@@ -124,7 +127,7 @@ def grid_of(space: Mapping[str, BaseDistribution]) -> dict[str, list[Any]]:
     for key, dist in space.items():
         if isinstance(dist, CategoricalDistribution):
             grid[key] = list(dist.choices)
-        elif dist.step is None or dist.log:
+        elif not isinstance(dist, (FloatDistribution, IntDistribution)) or dist.step is None or dist.log:
             raise ConfigError(f"hydra.sweeper.params.{key}: the grid sampler needs categorical or int params, "
                               "or floats with a step and no log")
         else:
@@ -182,7 +185,7 @@ def storage_url(storage: str) -> str | optuna.storages.BaseStorage:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".db", ".sqlite", ".sqlite3"):
         return f"sqlite:///{path}"
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def counted(trial: FrozenTrial) -> bool:
@@ -214,7 +217,7 @@ def current_trial(hydra_cfg: Any) -> optuna.Trial | None:
     """The Optuna trial a job runs for (its job number is the trial number), or None outside a search."""
     from hydra.types import RunMode
 
-    sweeper = hydra_cfg.get("sweeper") or {}
+    sweeper: Any = hydra_cfg.get("sweeper") or {}
     searching = str(sweeper.get("_target_", "")).startswith("hydra_plugins.visionlab_optuna_sweeper")
     if hydra_cfg.mode != RunMode.MULTIRUN or not searching:
         return None

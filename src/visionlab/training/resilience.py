@@ -15,7 +15,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from visionlab.io import atomic_path
+from visionlab.utils.io import atomic_path
 
 log = logging.getLogger("visionlab")
 

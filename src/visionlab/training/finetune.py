@@ -36,6 +36,7 @@ class BackboneUnfreeze(BaseFinetuning):
         net = getattr(pl_module, "net", None)
         if self.unfreeze_at_epoch is None or not getattr(net, "frozen", False) or epoch < self.unfreeze_at_epoch:
             return
+        assert net is not None  # `frozen` is an attribute of a net
         net.unfreeze_backbone()
         log.info("epoch %d: backbone unfrozen (lr scale %s)", epoch, getattr(net, "backbone_lr_scale", 1.0))
 

@@ -31,4 +31,5 @@ class CSVLogger(_CSVLogger):
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        assert isinstance(self._experiment, ExperimentWriter)
         return self._experiment

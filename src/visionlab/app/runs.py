@@ -2,7 +2,7 @@
 came from, rebuild its net, and when asked its data, with command-line overrides on top.
 
 Where things come from, first match wins: a group chosen whole on the command line
-(`model=mlp`, `data=synthetic`); the checkpoint's own metadata (visionlab.checkpoint);
+(`model=mlp`, `data=synthetic`); the checkpoint's own metadata (visionlab.training.checkpoint);
 the run folder's `.hydra/config.yaml` beside `checkpoints/`. Partial overrides
 (`data.eval_batch_size=500`) apply on top of the run's config.
 """
@@ -10,7 +10,7 @@ the run folder's `.hydra/config.yaml` beside `checkpoints/`. Partial overrides
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra.utils import instantiate
@@ -18,10 +18,10 @@ from lightning import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from visionlab.checkpoint import METADATA_KEY, CheckpointError, LoadedModel, load_model, read_checkpoint
-from visionlab.config import ConfigError, validate
+from visionlab.app.config import ConfigError, validate
+from visionlab.app.safety import check_targets
 from visionlab.data.datamodule import InMemoryImageDataModule
-from visionlab.safety import check_targets
+from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, LoadedModel, load_model, read_checkpoint
 
 
 def checkpoint_path(cfg: DictConfig) -> Path:
@@ -67,7 +67,7 @@ def _group(cfg: DictConfig, run: DictConfig | None, key: str) -> Any:
 def combined_config(cfg: DictConfig, run: DictConfig | None, model: dict[str, Any] | None = None) -> DictConfig:
     """The entry config plus the `data`, `model` and `seed` the checkpoint was trained with;
     `model`, the checkpoint's own model config, is preferred to the run's."""
-    merged = OmegaConf.to_container(cfg)
+    merged = cast(dict[str, Any], OmegaConf.to_container(cfg))
     merged["data"] = _group(cfg, run, "data")
     merged["model"] = _group(cfg, OmegaConf.create({"model": model}) if model else run, "model")
     if merged.get("seed") is None:
@@ -101,7 +101,7 @@ def load_run(cfg: DictConfig) -> tuple[LoadedModel, DictConfig]:
         datamodule = build_datamodule(combined)  # a checkpoint without metadata: ask the data
         fallback.update(classes=list(datamodule.classes), input_shape=list(datamodule.input_shape),
                         mean=list(datamodule.mean), std=list(datamodule.std))
-    model_config = OmegaConf.to_container(combined.model) if combined.get("model") else None
+    model_config = cast(dict[str, Any], OmegaConf.to_container(combined.model)) if combined.get("model") else None
     return load_model(checkpoint, path, fallback, model_config), combined
 
 

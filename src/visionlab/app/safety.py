@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from visionlab.errors import ConfigError
+from visionlab.utils.errors import ConfigError
 
 # Classes under these prefixes build models, data, optimizers, schedulers, callbacks,
 # loggers and transforms; none of them runs code named by its arguments.

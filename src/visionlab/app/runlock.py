@@ -14,7 +14,7 @@ import platform
 import time
 from pathlib import Path
 
-from visionlab.errors import ConfigError
+from visionlab.utils.errors import ConfigError
 
 log = logging.getLogger("visionlab")
 LOCK_FILE = ".lock"

@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,12 +20,13 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from visionlab.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, validate
+from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, validate
+from visionlab.app.resume import check_fits, check_unchanged
+from visionlab.app.resume import prepare as prepare_resume
+from visionlab.app.runlock import RunLock
 from visionlab.data.sources import DataSourceError
-from visionlab.io import atomic_write
-from visionlab.resume import check_fits, check_unchanged
-from visionlab.resume import prepare as prepare_resume
-from visionlab.runlock import RunLock
+from visionlab.utils.checks import Check
+from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 
@@ -71,19 +72,20 @@ def _sweeper_reads_failures() -> bool:
     Other sweepers score results: visionlab's Optuna sweeper marks a raising trial FAIL
     with the exception's message as its reason.
     """
-    target = str(OmegaConf.select(HydraConfig.get(), "sweeper._target_", default=""))
+    target = str(OmegaConf.select(cast(DictConfig, HydraConfig.get()), "sweeper._target_", default=""))  # a DictConfig at runtime
     return not target.endswith("BasicSweeper")
 
 
-def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, resumes: bool = False,
-                locks: bool = False) -> Callable[[], None]:
+def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Sequence[Check] = (),
+                resumes: bool = False, locks: bool = False) -> Callable[[], None]:
     """A `main()` that runs `fn(cfg)` under Hydra with the checks above.
 
     A failing run writes its message to error.txt in its folder. Bad input ends a single
     run with one line on stderr (exit 2). In a multirun a failing job is logged (bad input
     in one line, a crash with its traceback) and the other jobs go on: the basic sweeper
     gets NaN, other sweepers the exception. VISIONLAB_DEBUG=1 gives full tracebacks.
-    Before Hydra starts, `prepare_run` checks the arguments (`resumes`: `ckpt_path=`
+    Before Hydra starts, `prepare_run` checks the arguments (`checks`: the entry config's
+    own top-level keys, besides its components' checks; `resumes`: `ckpt_path=`
     resumes a run; `locks`: the run folder is locked while the run writes there).
     """
 
@@ -114,7 +116,7 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, resumes: b
         argv, lock = sys.argv[1:], None
         try:
             if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP's child processes get the prepared argv
-                argv, lock = prepare_run(config_name, argv, resumes=resumes, locks=locks)
+                argv, lock = prepare_run(config_name, argv, checks, resumes=resumes, locks=locks)
         except USER_ERRORS as err:
             if os.environ.get("VISIONLAB_DEBUG"):
                 raise
@@ -138,7 +140,7 @@ def _is_multirun(argv: Sequence[str]) -> bool:
 CONFIG_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp")
 
 
-def prepare_run(config_name: str, argv: Sequence[str], resumes: bool = False,
+def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] = (), resumes: bool = False,
                 locks: bool = False) -> tuple[list[str], RunLock | None]:
     """Everything checkable before Hydra starts and writes a run folder: group options,
     unknown keys, the composed config's values, a resume's checkpoint, the folder's lock.
@@ -160,7 +162,7 @@ def prepare_run(config_name: str, argv: Sequence[str], resumes: bool = False,
     cfg = precompose(config_name, argv)
     if cfg.hydra.mode == RunMode.MULTIRUN:  # set by a config (hparams_search=...), not by -m
         return argv, None
-    validate(cfg)
+    validate(cfg, checks)
     if resume is not None:
         check_fits(cfg, resume)
     if not locks:
