@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 import lightning as L
 import torch
@@ -39,6 +40,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from visionlab.app.config import compose_config
+from visionlab.training.trainer_state import callbacks_of
 from visionlab.utils.io import atomic_write
 
 # Epoch clocks: wall time, or this process's CPU time, steadier on a shared machine (with
@@ -175,7 +177,7 @@ def run_visionlab(cfg: DictConfig) -> tuple[list[float], list[float], float, nn.
 
     datamodule, task, trainer = build(cfg)
     timer = EpochTimer()
-    trainer.callbacks.append(timer)
+    callbacks_of(trainer).append(timer)
     trainer.fit(task, datamodule=datamodule)
     test = trainer.test(task, datamodule=datamodule, verbose=False)
     return timer.seconds, timer.whole, float(test[0]["test/acc"]), task.net
@@ -333,7 +335,8 @@ def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, rep
                     floor.add(seconds, whole)
                     seconds, whole, plain.test_acc, n_train = run_plain(cfg, epochs)
                     plain.add(seconds, whole)
-                sample = torch.randn(batch_size, *net.input_shape, device=next(net.parameters()).device)
+                shape = tuple(cast(Sequence[int], net.input_shape))  # every visionlab net records it
+                sample = torch.randn(batch_size, *shape, device=next(net.parameters()).device)
                 labels = torch.zeros(batch_size, dtype=torch.long, device=sample.device)
                 epoch_flops = train_flops(net, sample, labels) / batch_size * n_train
                 for result in (ours, floor, plain):

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.callbacks import ModelSummary as _ModelSummary
 from torch import Tensor
 
+from visionlab.training.trainer_state import callbacks_of
 from visionlab.utils.io import atomic_path, atomic_write
 from visionlab.utils.summary import model_summary
 
@@ -58,7 +59,7 @@ class EarlyStopping(_EarlyStopping):
             self.best_epoch = trainer.current_epoch
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.restore_best_weights and self.best_weights is not None:
+        if self.restore_best_weights and self.best_weights is not None and self.best_epoch is not None:
             pl_module.load_state_dict(self.best_weights)
             self.restored = True
             if trainer.is_global_zero:
@@ -68,7 +69,7 @@ class EarlyStopping(_EarlyStopping):
 
 def restored_best_weights(trainer: L.Trainer) -> bool:
     """True when an EarlyStopping callback put the best weights back into the module."""
-    return any(isinstance(cb, EarlyStopping) and cb.restored for cb in trainer.callbacks)
+    return any(isinstance(cb, EarlyStopping) and cb.restored for cb in callbacks_of(trainer))
 
 
 class ModelCheckpoint(_ModelCheckpoint):

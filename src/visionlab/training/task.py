@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from torchmetrics.classification import (
 )
 
 from visionlab.training.checkpoint import METADATA_KEY, build_net, checkpoint_metadata, read_checkpoint
+from visionlab.training.trainer_state import datamodule_of, fast_dev_run, log_every_n_steps
 from visionlab.utils.checks import Check, Lookup, fraction, non_negative, one_of, positive, run_checks
 from visionlab.utils.errors import ConfigError
 from visionlab.utils.seeding import derive_seed
@@ -132,7 +133,7 @@ class ClassifierTask(LightningModule):
         # the learning rate, where Lightning's LearningRateFinder(update_attr=True) finds and sets it
         self.lr: float | None = (getattr(optimizer, "keywords", None) or {}).get("lr")
         self.schedule = scheduler if scheduler is not None and scheduler.factory is not None else None
-        num_classes = num_classes or net.num_classes
+        num_classes = num_classes or cast(int, net.num_classes)
         self.loss_name = loss
         self.criterion = (
             nn.CrossEntropyLoss(label_smoothing=label_smoothing) if loss == "cross_entropy" else nn.MultiMarginLoss()
@@ -144,7 +145,8 @@ class ClassifierTask(LightningModule):
         self.val_metrics = eval_metrics(num_classes, "val/")
         self.test_metrics = eval_metrics(num_classes, "test/")
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.register_buffer("_train_sums", torch.zeros(3))  # loss*n, hits, n of the epoch so far
+        self._train_sums: Tensor  # loss*n, hits, n of the epoch so far
+        self.register_buffer("_train_sums", torch.zeros(3))
         self.seed = seed
 
     def forward(self, x: Tensor) -> Tensor:
@@ -200,8 +202,8 @@ class ClassifierTask(LightningModule):
         when it will be written (and callback_metrics holds the latest written value in
         between)."""
         trainer = self.trainer
-        n = trainer.log_every_n_steps
-        return bool(trainer.fast_dev_run) or (n > 0 and ((self.global_step + 1) % n == 0 or trainer.should_stop))
+        n = log_every_n_steps(trainer)
+        return fast_dev_run(trainer) or (n > 0 and ((self.global_step + 1) % n == 0 or trainer.should_stop))
 
     def running_train_metrics(self) -> dict[str, float]:
         """The epoch's training loss and accuracy so far, on this rank (one copy to the
@@ -253,7 +255,7 @@ class ClassifierTask(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make every checkpoint, weights-only ones too, self-describing (visionlab.training.checkpoint)."""
         try:
-            datamodule = self.trainer.datamodule
+            datamodule = datamodule_of(self.trainer)
         except RuntimeError:  # not attached to a Trainer: the metadata has no data part
             datamodule = None
         checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net)
@@ -285,18 +287,19 @@ class ClassifierTask(LightningModule):
         optimizer = self.optimizer_factory(self._param_groups(), **kwargs)
         for group in optimizer.param_groups:
             group["lr"] *= group.get("lr_scale", 1.0)  # before any scheduler reads it
-        if self.schedule is None:
+        if self.schedule is None or self.schedule.factory is None:
             return optimizer
+        factory = self.schedule.factory
         schedule_kwargs = {}
-        accepted = inspect.signature(self.schedule.factory).parameters
+        accepted = inspect.signature(factory).parameters
         if "total_steps" in accepted:
             schedule_kwargs["total_steps"] = self.total_optimizer_steps()
-        if "cycle_momentum" in accepted and "cycle_momentum" not in getattr(self.schedule.factory, "keywords", {}):
+        if "cycle_momentum" in accepted and "cycle_momentum" not in getattr(factory, "keywords", {}):
             # cycle momentum only where the optimizer has some: Adagrad has none, and plain
             # SGD (momentum 0) must not silently become momentum SGD
             defaults = optimizer.defaults
             schedule_kwargs["cycle_momentum"] = "betas" in defaults or defaults.get("momentum", 0) > 0
-        config = {"scheduler": self.schedule.factory(optimizer, **schedule_kwargs), "interval": self.schedule.interval}
+        config = {"scheduler": factory(optimizer, **schedule_kwargs), "interval": self.schedule.interval}
         if self.schedule.monitor:
             config["monitor"] = self.schedule.monitor
         return {"optimizer": optimizer, "lr_scheduler": config}
@@ -305,13 +308,15 @@ class ClassifierTask(LightningModule):
         """The net's own parameter groups when it defines `param_groups()` (layer-wise
         learning rates: each group's lr is the optimizer's lr times its `lr_scale`), else
         all parameters in one group."""
-        return self.net.param_groups() if hasattr(self.net, "param_groups") else self.parameters()
+        groups = getattr(self.net, "param_groups", None)
+        return groups() if callable(groups) else self.parameters()
 
     def setup(self, stage: str) -> None:
         """Nets that adapt their own input (pretrained backbones) learn the data's normalisation."""
-        datamodule = self.trainer.datamodule
-        if hasattr(self.net, "set_input_normalization") and getattr(datamodule, "mean", None):
-            self.net.set_input_normalization(datamodule.mean, datamodule.std)
+        datamodule = datamodule_of(self.trainer)
+        adapt = getattr(self.net, "set_input_normalization", None)
+        if callable(adapt) and getattr(datamodule, "mean", None):
+            adapt(datamodule.mean, datamodule.std)
 
     def total_optimizer_steps(self) -> int:
         """Optimizer steps in the whole fit as Lightning counts them (limits, accumulation,

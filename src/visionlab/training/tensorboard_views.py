@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
+from visionlab.training.trainer_state import datamodule_of
 from visionlab.utils.figures import (
     confident_mistakes,
     expected_calibration_error,
@@ -62,14 +63,20 @@ def evaluating(net: nn.Module, grad: bool = False) -> Iterator[nn.Module]:
         net.train(was_training)
 
 
+def task_net(pl_module: LightningModule) -> nn.Module:
+    """The classifier net of a task (its `net`), or the LightningModule itself."""
+    net = getattr(pl_module, "net", None)
+    return net if isinstance(net, nn.Module) else pl_module
+
+
 def net_inputs(trainer: Trainer, net: nn.Module, images: Tensor) -> Tensor:
     """uint8 images as the net sees them in evaluation: normalised, on its device."""
-    return trainer.datamodule.transform(train=False)(images.to(next(net.parameters()).device))
+    return datamodule_of(trainer).transform(train=False)(images.to(next(net.parameters()).device))
 
 
 def validation_split(trainer: Trainer) -> tuple[Tensor, Tensor] | None:
     """The datamodule's uint8 validation images and labels (test split when val is empty)."""
-    splits = getattr(trainer.datamodule, "splits", None) or {}
+    splits = getattr(datamodule_of(trainer), "splits", None) or {}
     for name in ("val", "test"):
         if name in splits and len(splits[name][1]):
             return splits[name]
@@ -78,7 +85,7 @@ def validation_split(trainer: Trainer) -> tuple[Tensor, Tensor] | None:
 
 def predict_probabilities(trainer: Trainer, net: nn.Module, images: Tensor) -> Tensor:
     """Class probabilities of every uint8 image, in evaluation batches, on the CPU."""
-    batch = getattr(trainer.datamodule, "eval_batch_size", 1000)
+    batch = getattr(datamodule_of(trainer), "eval_batch_size", 1000)
     with evaluating(net):
         probs = [net(net_inputs(trainer, net, images[i : i + batch])).softmax(1).float().cpu()
                  for i in range(0, len(images), batch)]
@@ -148,10 +155,10 @@ class HParamsMetric(Callback):
             logger.log_hyperparams(params, {"hp_metric": float("nan")}, step=trainer.global_step)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if trainer.sanity_checking or value is None:
+        logged = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or logged is None:
             return
-        value = float(value)
+        value = float(logged)
         if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
             self.best = value
         for logger in tensorboard_loggers(trainer):
@@ -165,7 +172,7 @@ class ModelGraph(Callback):
         writer, split = tensorboard_writer(trainer), validation_split(trainer)
         if writer is None or split is None:
             return
-        net = pl_module.net
+        net = task_net(pl_module)
         x = net_inputs(trainer, net, split[0][:2])
         with evaluating(net), warnings.catch_warnings():
             # TensorBoard's graph still comes from torch.jit.trace, deprecated in torch 2.x
@@ -212,8 +219,8 @@ class ValidationImages(Callback):
         if writer is None or split is None:
             return
         images, labels = (t[: self.max_images] for t in split)
-        classes = trainer.datamodule.classes
-        preds = predict_classes(trainer, pl_module.net, images)
+        classes = datamodule_of(trainer).classes
+        preds = predict_classes(trainer, task_net(pl_module), images)
         writer.add_figure("val/confusion_matrix", confusion_figure(confusion_matrix(preds, labels, len(classes)),
                                                                   classes), epoch)
         if self.samples:
@@ -237,7 +244,7 @@ class InsightFigures(Callback):
         self._log(trainer, pl_module, "val", validation_split(trainer))
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        splits = getattr(trainer.datamodule, "splits", None) or {}
+        splits = getattr(datamodule_of(trainer), "splits", None) or {}
         self._log(trainer, pl_module, "test", splits.get("test"))
 
     def _log(self, trainer: Trainer, pl_module: LightningModule, stage: str,
@@ -246,8 +253,8 @@ class InsightFigures(Callback):
         if writer is None or split is None or not len(split[1]):
             return
         images, labels = (t[: self.max_images] for t in split)
-        classes = tuple(trainer.datamodule.classes)
-        probs = predict_probabilities(trainer, pl_module.net, images)
+        classes = tuple(datamodule_of(trainer).classes)
+        probs = predict_probabilities(trainer, task_net(pl_module), images)
         step = trainer.global_step
         found = confident_mistakes(probs, labels, self.pairs, self.per_pair)
         writer.add_figure(f"{stage}/mistakes", mistakes_figure(images, found, classes), step)
@@ -261,7 +268,7 @@ class ConvFilters(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         writer = tensorboard_writer(trainer)
-        conv = next((m for m in pl_module.net.modules() if isinstance(m, nn.Conv2d)), None)
+        conv = next((m for m in task_net(pl_module).modules() if isinstance(m, nn.Conv2d)), None)
         if writer is not None and conv is not None:
             writer.add_image("model/first_conv_filters", filters_image(conv.weight), trainer.current_epoch)
 
@@ -286,7 +293,7 @@ class Histograms(Callback):
         if writer is None:
             return
         epoch = trainer.current_epoch
-        params = dict(pl_module.net.named_parameters())
+        params = dict(task_net(pl_module).named_parameters())
         grads = probe_gradients(trainer, pl_module, self.probe_size)
         for name, param in params.items():
             writer.add_histogram(f"weights/{name}", param.detach(), epoch)
@@ -296,10 +303,10 @@ class Histograms(Callback):
 
 def probe_gradients(trainer: Trainer, pl_module: LightningModule, size: int) -> dict[str, Tensor]:
     """Gradients of the loss on the first `size` training images (`.grad` is not touched)."""
-    splits = getattr(trainer.datamodule, "splits", None) or {}
+    splits = getattr(datamodule_of(trainer), "splits", None) or {}
     if "train" not in splits:
         return {}
-    net = pl_module.net
+    net = task_net(pl_module)
     images, labels = (t[:size] for t in splits["train"])
     criterion = getattr(pl_module, "criterion", F.cross_entropy)
     params = {name: p for name, p in net.named_parameters() if p.requires_grad}
