@@ -57,6 +57,7 @@ def test_by_hand_and_visionlab_agree_epoch_by_epoch(tmp_path: Path, capsys: pyte
     ("data.batch_size=0", "data.batch_size=0 is not allowed; expected an integer >= 1"),  # the DataModule's own
     ("model.activation=swish", "model.activation='swish' is not allowed"),  # MLP's own
     ("optimizer._target_=torch.optim.Adam", "optimizer._target_='torch.optim.Adam' is not allowed; expected torch.optim.SGD"),
+    ("data.augment.horizontal_flip=true", "data.augment.horizontal_flip=True: the by-hand side trains on the plain"),
 ])
 def test_bad_settings_fail_before_any_data_is_read(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -11,6 +11,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,12 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     """
     dtype = check(cfg)
     datamodule: InMemoryImageDataModule = instantiate(cfg.data)
+    augment = datamodule.augment
+    if augment.enabled:
+        on = ", ".join(f"data.augment.{f.name}={getattr(augment, f.name)}" for f in fields(augment)
+                       if getattr(augment, f.name) != f.default)
+        raise ConfigError(f"{on}: the by-hand side trains on the plain batches, so the two sides would not see the "
+                          "same numbers; scratch.py compares them without augmentation")
     datamodule.prepare_data()
     datamodule.setup()
     torch.manual_seed(cfg.seed)
