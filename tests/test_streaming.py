@@ -188,7 +188,7 @@ def test_auto_streams_when_the_decoded_folder_passes_the_share_of_memory(folder,
 def test_ddp_ranks_stream_disjoint_shards_that_cover_the_splits(folder, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           str(TESTS / "stream_ranks.py"), str(folder), str(tmp_path / "cache"), str(out)],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -206,8 +206,9 @@ def test_ddp_ranks_stream_disjoint_shards_that_cover_the_splits(folder, tmp_path
 def test_stream_resumed_mid_epoch_ends_with_the_uninterrupted_weights(folder, tmp_path):
     common = ["data=image_folder", f"data.root={folder}", "data.loader=stream", f"data.data_dir={tmp_path / 'cache'}",
               "data.image_size=8", "data.num_workers=1", "data.batch_size=16", "model=mlp",
-              "data.augment.rotation=10", "data.augment.horizontal_flip=true", "trainer.max_epochs=2",
-              "trainer.deterministic=true", "logger=csv", "callbacks.progress_bar.refresh_rate=0"]
+              "data.augment.rotation=10", "data.augment.horizontal_flip=true", "trainer.max_epochs=3",
+              "trainer.deterministic=true", "logger=csv",
+              "callbacks.progress_bar.refresh_rate=0"]  # the default one-cycle schedule
     done = run_train(common, tmp_path / "reference")
     assert done.returncode == 0, done.stderr[-3000:]
     marker = tmp_path / "stalled"

@@ -132,6 +132,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         super().__init__(*args, **kwargs)
         self.stream_dir = Path(stream_dir) if stream_dir else None
         self.stream: FolderStream | None = None
+        self._train_stream: StreamingDataLoader | None = None
+        self._stream_state: dict[str, Any] | None = None
 
     def _choose_loader(self, share: float) -> str:
         """`loader=auto`: stream when the decoded images would take more than `share` of the
@@ -244,11 +246,26 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self.setup()
         train = split == "train"
         transform = self.transform(train)
+        loader = self.stream.loader(split, self.batch_size if train else self.eval_batch_size, transform,
+                                    augment=train, seed=self.seed, num_workers=self.num_workers,
+                                    steps_done=lambda: self._env().steps_done)
         if train:
             self._train_transform = transform  # its mixup / cutmix runs after the transfer
-        return self.stream.loader(split, self.batch_size if train else self.eval_batch_size, transform,
-                                  augment=train, seed=self.seed, num_workers=self.num_workers,
-                                  steps_done=lambda: self._env().steps_done)
+            self._train_stream = loader
+            if self._stream_state is not None:
+                loader.load_state_dict(self._stream_state)
+                self._stream_state = None
+        return loader
+
+    # The training stream's position is saved here as well as in Lightning's loop state:
+    # Lightning hands its copy only to a loader made after the checkpoint is read, and a
+    # scheduler that asks for the run's length (one-cycle) has the loader made before.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_stream": self._train_stream.state_dict()} if self._train_stream is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "train_stream" in state:
+            self._stream_state = state["train_stream"]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Stream path: the workers augmented and normalised each image; mixing needs the batch."""
