@@ -174,6 +174,21 @@ def test_changed_folder_is_converted_again_and_bad_stream_folders_are_refused(fo
     assert len([line for line in err.splitlines() if "data.stream_dir" in line]) == 1
 
 
+def test_a_folder_that_changes_during_conversion_is_named_and_nothing_is_kept(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "pics", per_class=6)
+    decode = image_folder.decode_image
+
+    def decode_and_add(path, *args, **kwargs):
+        (root / "bird" / "late.png").exists() or Image.new("RGB", (9, 9)).save(root / "bird" / "late.png")
+        return decode(path, *args, **kwargs)
+
+    monkeypatch.setattr(image_folder, "decode_image", decode_and_add)
+    dm = stream_module(root, tmp_path / "cache")
+    with pytest.raises(ConfigError, match=f"data.root={root} changed while it was converted into .*nothing was kept"):
+        dm.prepare_data()
+    assert all(p.name.endswith(".lock") for p in (tmp_path / "cache" / "streams").iterdir())
+
+
 @pytest.mark.parametrize("free, chosen", [(10**12, "memory"), (10**5, "stream")])
 def test_auto_streams_when_the_decoded_folder_passes_the_share_of_memory(folder, monkeypatch, caplog, free, chosen):
     monkeypatch.setattr("visionlab.data.image_folder.available_bytes", lambda device="cpu": free)

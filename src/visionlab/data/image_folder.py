@@ -120,7 +120,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         if not self.root.is_dir():
             raise ValueError(f"data.root={root} is not a folder")
         presplit = all((self.root / s).is_dir() for s in SPLITS)
-        self.files = {s: class_folders(self.root / s) for s in SPLITS} if presplit else {"all": class_folders(self.root)}
+        self.files = self._list_files()
         first = self.files["train" if presplit else "all"]
         self.classes = tuple(first)
         self._check_listing(presplit)
@@ -148,6 +148,12 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                  gib(free), loader)
         return loader
 
+    def _list_files(self) -> dict[str, dict[str, list[Path]]]:
+        """Split ("all", or train/val/test) -> class -> files."""
+        if all((self.root / s).is_dir() for s in SPLITS):
+            return {s: class_folders(self.root / s) for s in SPLITS}
+        return {"all": class_folders(self.root)}
+
     def _check_listing(self, presplit: bool) -> None:
         where = f"data.root={self.root}" + (" (train/)" if presplit else "")
         if not self.classes:
@@ -172,7 +178,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                   "split_seed": self.split_seed}
         folder = self.stream_dir or default_folder(Path(self.data_dir), source)
         decode = partial(decode_image, mode=COLORS[self.color], size=self.image_size)
-        return FolderStream.build(folder, self.root, self.files, source, decode, self._split_readable,
+        return FolderStream.build(folder, self.root, self._list_files, source, decode, self._split_readable,
                                   self.num_workers)
 
     def _split_readable(self, readable: dict[str, list[tuple[Path, int]]]) -> dict[str, list[tuple[Path, int]]]:
@@ -248,7 +254,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         transform = self.transform(train)
         loader = self.stream.loader(split, self.batch_size if train else self.eval_batch_size, transform,
                                     augment=train, seed=self.seed, num_workers=self.num_workers,
-                                    steps_done=lambda: self._env().steps_done)
+                                    steps_done=(lambda: self._env().steps_done) if train else None)
         if train:
             self._train_transform = transform  # its mixup / cutmix runs after the transfer
             self._train_stream = loader

@@ -64,8 +64,12 @@ def files_digest(root: Path, listing: Listing) -> str:
     for part, classes in listing.items():
         for cls, files in classes.items():
             for path in files:
-                st = path.stat()
-                digest.update(f"{part}\0{cls}\0{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                try:
+                    st = path.stat()
+                    size = f"{st.st_size}\0{st.st_mtime_ns}"
+                except FileNotFoundError:
+                    size = "gone"
+                digest.update(f"{part}\0{cls}\0{path.relative_to(root)}\0{size}\n".encode())
     return digest.hexdigest()
 
 
@@ -158,14 +162,16 @@ class FolderStream:
         return cls(folder, manifest)
 
     @classmethod
-    def build(cls, folder: Path, root: Path, listing: Listing, source: dict[str, Any], decode: Decoder,
-              split: Callable[[dict[str, list[tuple[Path, int]]]], dict[str, list[tuple[Path, int]]]],
+    def build(cls, folder: Path, root: Path, listing: Callable[[], Listing], source: dict[str, Any],
+              decode: Decoder, split: Callable[[dict[str, list[tuple[Path, int]]]], dict[str, list[tuple[Path, int]]]],
               workers: int) -> FolderStream:
         """Open the stream at `folder`, converting the folder first when it is missing or out
-        of date. `split` turns the readable (file, label) pairs of each listing part into
+        of date. `listing` lists the folder (again after a conversion, to see what changed
+        during it); `split` turns the readable (file, label) pairs of each listing part into
         the train/val/test parts (and checks them)."""
-        digest = files_digest(root, listing)
         with _locked(folder):
+            files = listing()
+            digest = files_digest(root, files)
             stream = cls.open(folder, source, digest)
             if stream is not None:
                 return stream
@@ -173,23 +179,25 @@ class FolderStream:
                 shutil.rmtree(stale, ignore_errors=True)  # a killed conversion's (we hold the lock)
             if folder.exists():
                 log.info("%s changed since %s was made from it: converting it again", root, folder)
-            manifest = _convert(folder, root, listing, source, digest, decode, split, workers)
+            manifest = _convert(folder, root, files, listing, source, digest, decode, split, workers)
         return cls(folder, manifest)
 
     def loader(self, split: str, batch_size: int, transform: BatchTransform, *, augment: bool, seed: int,
-               num_workers: int, steps_done: Callable[[], int] = lambda: 0) -> StreamingDataLoader:
-        """A StreamingDataLoader of (float image, label, index) batches of `split`."""
+               num_workers: int, steps_done: Callable[[], int] | None = None) -> StreamingDataLoader:
+        """A StreamingDataLoader of (float image, label, index) batches of `split`;
+        `steps_done` (training): the batches the trainer has finished in this epoch."""
         train = split == "train"
         # training: litdata's default, every image but under DDP, where each rank must run as
         # many steps (its shard then ends at a whole batch); evaluation: every image
         dataset = StreamedImages(self.folder / split, transform, augment=augment, shuffle=train, seed=seed,
                                  drop_last=None if train else False)
-        if not train:
+        if steps_done is None:
             return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
         return TrainingStreamLoader(dataset, steps_done, batch_size=batch_size, num_workers=num_workers)
 
 
-def _convert(folder: Path, root: Path, listing: Listing, source: dict[str, Any], digest: str, decode: Decoder,
+def _convert(folder: Path, root: Path, listing: Listing, relist: Callable[[], Listing], source: dict[str, Any],
+             digest: str, decode: Decoder,
              split: Callable[[dict[str, list[tuple[Path, int]]]], dict[str, list[tuple[Path, int]]]],
              workers: int) -> dict[str, Any]:
     classes = source["classes"]
@@ -223,10 +231,10 @@ def _convert(folder: Path, root: Path, listing: Listing, source: dict[str, Any],
                          output_dir=str(tmp / name), chunk_bytes=CHUNK_BYTES, num_workers=max(1, workers),
                          reorder_files=False, keep_data_ordered=True, start_method=START, verbose=False)
             except Exception:
-                if files_digest(root, listing) != digest:
+                if files_digest(root, relist()) != digest:
                     break  # reported below
                 raise
-        if files_digest(root, listing) != digest:
+        if files_digest(root, relist()) != digest:
             raise ConfigError(f"data.root={root} changed while it was converted into {folder}; run again once "
                               "it has stopped changing (nothing was kept)")
         manifest = {"format": FORMAT, "source": source, "files": digest, "counts": {s: len(e) for s, e in parts.items()},

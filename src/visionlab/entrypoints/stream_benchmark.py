@@ -108,13 +108,15 @@ def run(args: list[str], out: Path) -> dict[str, Any]:
     memory = TreeMemory(proc.pid)
     _, err = proc.communicate()
     memory.stop()
-    if proc.returncode != 0:
-        raise SystemExit(f"training failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
+    figures = {"wall_s": time.perf_counter() - start, "peak_rss_gib": memory.peak_rss / 2**30,
+               "peak_pss_gib": memory.peak_pss / 2**30, "returncode": proc.returncode}
+    if proc.returncode != 0:  # e.g. -9: the kernel's out-of-memory killer; the peak so far is kept
+        print(f"training failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}", file=sys.stderr)
+        return figures
     totals = profiler_totals(next(prof.glob("*simple*.txt")))
     epoch = totals["run_training_epoch"]
-    return {"wall_s": time.perf_counter() - start, "epoch_s": epoch,
-            "data_wait_share": totals["[_TrainingEpochLoop].train_dataloader_next"] / epoch,
-            "peak_rss_gib": memory.peak_rss / 2**30, "peak_pss_gib": memory.peak_pss / 2**30}
+    return {**figures, "epoch_s": epoch,
+            "data_wait_share": totals["[_TrainingEpochLoop].train_dataloader_next"] / epoch}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,15 +149,17 @@ def main(argv: list[str] | None = None) -> None:
     runs += [(f"stream, {w} workers", ["data.loader=stream", f"data.num_workers={w}"]) for w in opts.workers]
     for name, extra in runs:
         figures = run([*common, *extra], opts.out / name.replace(", ", "_").replace(" ", "_"))
-        figures["images_per_s"] = conversion["counts"]["train"] / figures["epoch_s"]
+        if "epoch_s" in figures:
+            figures["images_per_s"] = conversion["counts"]["train"] / figures["epoch_s"]
         results[name] = figures
         print(name, json.dumps(figures), flush=True)
     (opts.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"| run | peak RSS (tree) | peak PSS (tree) | train images/s | waiting for data |\n|---|---|---|---|---|")
     for name, _ in runs:
         r = results[name]
-        print(f"| {name} | {r['peak_rss_gib']:.2f} GiB | {r['peak_pss_gib']:.2f} GiB | {r['images_per_s']:.0f} | "
-              f"{100 * r['data_wait_share']:.0f}% |")
+        speed = (f"{r['images_per_s']:.0f} | {100 * r['data_wait_share']:.0f}%" if "epoch_s" in r
+                 else f"failed (exit {r['returncode']}) | -")
+        print(f"| {name} | {r['peak_rss_gib']:.2f} GiB | {r['peak_pss_gib']:.2f} GiB | {speed} |")
     c = results["conversion"]
     print(f"conversion: {images} images in {c['seconds']:.0f} s ({c['images_per_s']:.0f} images/s, "
           f"{c['workers']} workers)")
