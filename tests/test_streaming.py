@@ -235,3 +235,14 @@ def test_stream_resumed_mid_epoch_ends_with_the_uninterrupted_weights(folder, tm
     resumed = run_train([f"ckpt_path={run}/checkpoints/last.ckpt", "~callbacks.stall"], tmp_path / "stopped")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same(final_state(tmp_path / "reference" / "run"), final_state(run))
+
+
+def test_tree_memory_counts_the_children_of_the_process():
+    from visionlab.entrypoints.stream_benchmark import TreeMemory
+
+    grow = "import time; b = bytearray(200 << 20); time.sleep(1.5)"
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grow!r}])"])
+    memory = TreeMemory(parent.pid, interval=0.05)
+    parent.wait(timeout=60)
+    memory.stop()
+    assert memory.peak_rss >= 200 << 20 and memory.peak_pss >= 190 << 20
