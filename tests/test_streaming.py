@@ -174,6 +174,17 @@ def test_changed_folder_is_converted_again_and_bad_stream_folders_are_refused(fo
     assert len([line for line in err.splitlines() if "data.stream_dir" in line]) == 1
 
 
+def test_presplit_folders_stream_the_splits_as_given(tmp_path):
+    for split, n in (("train", 8), ("val", 3), ("test", 2)):
+        make_folder(tmp_path / "pics" / split, per_class=n)
+    stream = stream_module(tmp_path / "pics", tmp_path / "cache")
+    stream.setup()
+    memory = ImageFolderDataModule(root=str(tmp_path / "pics"), image_size=16)
+    memory.setup()
+    assert stream.stream.counts == {"train": 23, "val": 8, "test": 5}  # the corrupt JPEG of each split skipped
+    assert stream.stream.counts == {s: len(memory.splits[s][1]) for s in ("train", "val", "test")}
+
+
 def test_a_folder_that_changes_during_conversion_is_named_and_nothing_is_kept(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "pics", per_class=6)
     decode = image_folder.decode_image

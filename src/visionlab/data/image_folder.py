@@ -119,8 +119,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"data.root={root} is not a folder")
-        presplit = all((self.root / s).is_dir() for s in SPLITS)
         self.files = self._list_files()
+        presplit = "all" not in self.files
         first = self.files["train" if presplit else "all"]
         self.classes = tuple(first)
         self._check_listing(presplit)
