@@ -181,7 +181,7 @@ def test_presplit_folders_stream_the_splits_as_given(tmp_path):
     stream.setup()
     memory = ImageFolderDataModule(root=str(tmp_path / "pics"), image_size=16)
     memory.setup()
-    assert stream.stream.counts == {"train": 23, "val": 8, "test": 5}  # the corrupt JPEG of each split skipped
+    assert stream.stream.counts == {"train": 24, "val": 9, "test": 6}  # the corrupt JPEG of each split skipped
     assert stream.stream.counts == {s: len(memory.splits[s][1]) for s in ("train", "val", "test")}
 
 

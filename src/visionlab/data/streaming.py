@@ -288,6 +288,21 @@ class TrainingStreamLoader(StreamingDataLoader):
     def __init__(self, dataset: StreamedImages, steps_done: Callable[[], int], **kwargs: Any) -> None:
         super().__init__(dataset, **kwargs)
         self.steps_done = steps_done
+        self._restored_served = False  # whether the restored position has served batches
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        super().load_state_dict(obj)
+        self._restored_served = False
+
+    def __iter__(self) -> Iterator[Any]:
+        # Lightning ends a resumed epoch by its count of batches, so litdata never sees the
+        # restored pass end and would restore it again next epoch: once a restored pass has
+        # served batches, an epoch that starts with no batch done starts afresh.
+        if self.restore and self._restored_served and self.steps_done() == 0:
+            self.restore = False
+        for batch in super().__iter__():
+            self._restored_served = self._restored_served or self.restore
+            yield batch
 
     def state_dict(self) -> dict[str, Any]:
         fetched, latest = self._num_samples_yielded_streaming, self._latest_worker_idx
