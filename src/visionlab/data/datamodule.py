@@ -54,6 +54,7 @@ class InMemoryImageDataModule(LightningDataModule):
     classes: tuple[str, ...] = ()
     input_shape: tuple[int, ...] = (1, 28, 28)
     train_size: int = 0  # images in the official training set, known before reading
+    loaders: tuple[str, ...] = LOADERS  # the data.loader values this dataset takes
 
     def __init__(
         self,
@@ -71,8 +72,8 @@ class InMemoryImageDataModule(LightningDataModule):
         super().__init__()
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"data.normalization={normalization!r} is unknown; allowed: {', '.join(NORMALIZATIONS)}")
-        if loader not in LOADERS:
-            raise ValueError(f"data.loader={loader!r} is unknown; allowed: {', '.join(LOADERS)}")
+        if loader not in self.loaders:
+            raise ValueError(f"data.loader={loader!r} is unknown; allowed: {', '.join(self.loaders)}")
         self.data_dir = data_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         resolve_val_size(val_size, self.train_size)  # fail before reading anything
