@@ -10,7 +10,8 @@ the same float tensors for the same image, because both run the same BatchTransf
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -25,6 +26,7 @@ from visionlab.utils.checks import Check, integer, is_int, under
 
 log = logging.getLogger("visionlab")
 LOADERS = ("memory", "dataloader")
+STATS_CHUNK_PIXELS = 1 << 24  # pixels per step of the normalisation statistics (128 MiB as int64)
 Split = tuple[Tensor, Tensor]
 
 
@@ -132,9 +134,16 @@ class InMemoryImageDataModule(LightningDataModule):
         channels = images.shape[1]
         if self.normalization == "scale":
             return (0.0,) * channels, (1.0,) * channels
-        x = images.transpose(0, 1).reshape(channels, -1).float() / 255.0
-        std, mean = torch.std_mean(x, dim=1)
-        return tuple(mean.tolist()), tuple(std.tolist())
+        # exact integer sums, a few million pixels at a time: a float copy of a big image
+        # folder's training split would take 4x its decoded size
+        sums, squares = torch.zeros(channels, dtype=torch.int64), torch.zeros(channels, dtype=torch.int64)
+        per_chunk = max(1, STATS_CHUNK_PIXELS // max(1, images[0].numel()))
+        for chunk in images.split(per_chunk):
+            pixels = chunk.transpose(0, 1).reshape(channels, -1).to(torch.int64)
+            sums += pixels.sum(1)
+            squares += (pixels * pixels).sum(1)
+        mean, std = channel_stats(sums.tolist(), squares.tolist(), images[:, 0].numel())
+        return tuple(mean), tuple(std)
 
     def transform(self, train: bool = False) -> BatchTransform:
         """The uint8 -> float transform; with augmentation only for the training split."""
@@ -181,6 +190,14 @@ class InMemoryImageDataModule(LightningDataModule):
         if self.trainer is not None and self.trainer.training:
             return self._train_transform.train_batch(images, labels, index, self.trainer.current_epoch)
         return self.transform(False)(images), labels
+
+
+def channel_stats(sums: Sequence[int], squares: Sequence[int], count: int) -> tuple[list[float], list[float]]:
+    """Mean and (unbiased) std per channel of pixels / 255, from exact integer sums of
+    `count` pixels per channel (as torch.std_mean gives, without its float rounding)."""
+    mean = [int(s) / count / 255 for s in sums]
+    var = [(count * int(q) - int(s) ** 2) / (count * (count - 1)) / 255**2 for s, q in zip(sums, squares)]
+    return mean, [math.sqrt(max(v, 0.0)) for v in var]
 
 
 def resolve_val_size(val_size: float, train_size: int) -> int:

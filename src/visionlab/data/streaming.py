@@ -24,7 +24,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -41,6 +40,7 @@ import torch
 from litdata import StreamingDataLoader, StreamingDataset, optimize
 from torch import Tensor
 
+from visionlab.data.datamodule import channel_stats
 from visionlab.data.transforms import BatchTransform
 from visionlab.utils.errors import ConfigError
 from visionlab.utils.io import atomic_write
@@ -101,13 +101,6 @@ def _scan(decode: Decoder, paths: Sequence[Path], workers: int) -> list[tuple[li
         return [_scan_one(decode, p) for p in paths]
     with ProcessPoolExecutor(workers, mp_context=get_context(START)) as pool:
         return list(pool.map(partial(_scan_one, decode), paths, chunksize=max(1, len(paths) // (8 * workers))))
-
-
-def channel_stats(sums: np.ndarray, squares: np.ndarray, count: int) -> tuple[list[float], list[float]]:
-    """Mean and (unbiased) std per channel of pixels / 255, from exact integer sums."""
-    mean = [int(s) / count / 255 for s in sums]
-    var = [(count * int(q) - int(s) ** 2) / (count * (count - 1)) / 255**2 for s, q in zip(sums, squares)]
-    return mean, [math.sqrt(max(v, 0.0)) for v in var]
 
 
 @contextmanager
@@ -221,7 +214,7 @@ def _convert(folder: Path, root: Path, listing: Listing, relist: Callable[[], Li
     channel_sums = np.asarray(np.sum([sums[p][0] for p, _ in train], axis=0, dtype=np.int64))
     channel_squares = np.asarray(np.sum([sums[p][1] for p, _ in train], axis=0, dtype=np.int64))
     pixels = len(train) * source["image_size"] ** 2
-    mean, std = channel_stats(channel_sums, channel_squares, pixels)
+    mean, std = channel_stats(channel_sums.tolist(), channel_squares.tolist(), pixels)
     log.info("converting %s into %s (%s images)", root, folder,
              " / ".join(f"{len(parts[s])} {s}" for s in ("train", "val", "test")))
     with _swapped_in(folder) as tmp:
