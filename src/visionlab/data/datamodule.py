@@ -84,6 +84,7 @@ class InMemoryImageDataModule(LightningDataModule):
         self.augment = Augment(**dict(augment or {}))
         self.loader, self.num_workers, self.seed = loader, num_workers, seed
         self.splits: dict[str, Split] = {}
+        self._train_position: dict[str, int] | None = None  # a resumed run's, until its loader is built
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
 
@@ -165,11 +166,28 @@ class InMemoryImageDataModule(LightningDataModule):
         train = split == "train"
         batch = self.batch_size if train else self.eval_batch_size
         if self.loader == "memory":
-            return MemoryLoader(images, labels, batch, self.transform(train), shuffle=train,
-                                seed=self.seed, env=self._env)
+            loader = MemoryLoader(images, labels, batch, self.transform(train), shuffle=train,
+                                  seed=self.seed, env=self._env)
+            if train and self._train_position is not None:
+                loader.load_state_dict(self._train_position)
+                self._train_position = None
+            return loader
         gen = torch.Generator().manual_seed(self.seed) if train else None
         return DataLoader(IndexedImages(images, labels), batch_size=batch, shuffle=train, generator=gen,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    # The memory loader's position (epoch, batches done) also travels in the DataModule's
+    # own state: Lightning restores a DataModule before it builds the loaders, but hands a
+    # loader its saved state only when the loader is built after the checkpoint is read,
+    # and a one-cycle schedule (estimated_stepping_batches) builds it before.
+    def state_dict(self) -> dict[str, Any]:
+        if self.loader != "memory" or self.trainer is None:
+            return {}
+        env = self._env()
+        return {"train_position": {"epoch": env.epoch, "steps_done": env.steps_done}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._train_position = state.get("train_position")
 
     def train_dataloader(self) -> MemoryLoader | DataLoader:
         if self.loader == "dataloader":

@@ -279,9 +279,12 @@ class ImageFolderDataModule(InMemoryImageDataModule):
     # Lightning hands its copy only to a loader made after the checkpoint is read, and a
     # scheduler that asks for the run's length (one-cycle) has the loader made before.
     def state_dict(self) -> dict[str, Any]:
-        return {"train_stream": self._train_stream.state_dict()} if self._train_stream is not None else {}
+        if self._train_stream is not None:
+            return {"train_stream": self._train_stream.state_dict()}
+        return super().state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         if "train_stream" in state:
             self._stream_state = state["train_stream"]
 
