@@ -248,6 +248,21 @@ def test_stream_resumed_mid_epoch_ends_with_the_uninterrupted_weights(folder, tm
     assert_same(final_state(tmp_path / "reference" / "run"), final_state(run))
 
 
+def test_evaluate_and_predict_read_a_streamed_run_s_splits_into_memory(folder, tmp_path):
+    from omegaconf import OmegaConf
+
+    from visionlab.app.runs import build_datamodule
+
+    data = {"_target_": "visionlab.data.image_folder.ImageFolderDataModule", "root": str(folder), "image_size": 16,
+            "data_dir": str(tmp_path), "loader": "stream"}
+    datamodule = build_datamodule(OmegaConf.create({"data": data}))
+    streamed = stream_module(folder, tmp_path / "stream")
+    streamed.prepare_data()
+    streamed.setup()
+    assert datamodule.loader == "memory"
+    assert len(datamodule.splits["test"][1]) == streamed.opened_stream().counts["test"] > 0
+
+
 def test_tree_memory_counts_the_children_of_the_process():
     from visionlab.entrypoints.stream_benchmark import TreeMemory
 

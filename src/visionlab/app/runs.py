@@ -84,7 +84,10 @@ def build_datamodule(cfg: DictConfig) -> InMemoryImageDataModule:
                           "choose one, e.g. data=fashion_mnist")
     # the data config may come from a run folder someone sent: only DataModule classes
     check_targets(cfg.data, "data", base=LightningDataModule)
-    datamodule = instantiate(cfg.data)
+    # evaluate and predict read whole splits: a streamed image folder is read into memory
+    # here (the same tensors, tested), or refused in one line when it cannot fit
+    streamed = cfg.data.get("loader") in ("stream", "auto")
+    datamodule = instantiate(cfg.data, loader="memory") if streamed else instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup()
     return datamodule
