@@ -176,10 +176,10 @@ class InMemoryImageDataModule(LightningDataModule):
         return DataLoader(IndexedImages(images, labels), batch_size=batch, shuffle=train, generator=gen,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
-    # The memory loader's position (epoch, batches done) also travels in the DataModule's
-    # own state: Lightning restores a DataModule before it builds the loaders, but hands a
-    # loader its saved state only when the loader is built after the checkpoint is read,
-    # and a one-cycle schedule (estimated_stepping_batches) builds it before.
+    # The memory loader's position (epoch, batches done) travels in the DataModule's state:
+    # Lightning restores a DataModule before it builds the loaders, but would hand a loader
+    # its own saved state only when the loader is built after the checkpoint is read, and a
+    # one-cycle schedule (estimated_stepping_batches) builds it before.
     def state_dict(self) -> dict[str, Any]:
         if self.loader != "memory" or self.trainer is None:
             return {}

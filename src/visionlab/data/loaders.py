@@ -1,8 +1,9 @@
 """The in-memory loader: a dataset as one uint8 tensor on the device, served as
 ordinary (x, y) batches without workers, collation or per-image Python.
 
-The order of batches depends only on (seed, epoch), so a run resumed mid-epoch (Lightning
-restores `state_dict` with the checkpoint) continues with exactly the batches it missed.
+The order of batches depends only on (seed, epoch), so a run resumed mid-epoch (the
+DataModule's checkpointed state hands the position to `load_state_dict`) continues with
+exactly the batches it missed.
 """
 
 from __future__ import annotations
@@ -87,13 +88,9 @@ class MemoryLoader:
             perm = perm[env.rank :: env.world_size]
         return perm
 
-    # Lightning saves and restores these with each checkpoint (its `_Stateful` protocol), so
-    # a run stopped mid-epoch resumes at the next batch rather than replaying the epoch.
-    def state_dict(self) -> dict[str, int]:
-        env = self.env()
-        return {"epoch": env.epoch, "steps_done": env.steps_done}
-
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at batch `steps_done` of epoch `epoch` (from the DataModule's saved state),
+        so a run stopped mid-epoch goes on with the next batch rather than replaying the epoch."""
         self._resume_at = (state["epoch"], state["steps_done"])
 
     def __iter__(self) -> Iterator[Batch]:
