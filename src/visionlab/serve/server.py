@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ import torch
 from omegaconf import DictConfig
 
 from visionlab.app.cli import hydra_entry
-from visionlab.app.config import ConfigError
+from visionlab.app.config import validate
 from visionlab.serve.backends import Backend, BackendSource
-from visionlab.utils.checks import integer
+from visionlab.utils.checks import Check, integer, is_int, is_number, non_negative, one_of, required
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # LitServe's choices; 127.0.0.1 (this machine only) by default
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -28,36 +27,30 @@ DEVICES = ("auto", "cpu", "cuda")
 STATIC = resources.files("visionlab.serve") / "static"
 
 
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-OPTIONS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("host", lambda v: v in HOSTS, f"one of {', '.join(HOSTS)}"),
-    ("port", lambda v: _int(v) and 1024 <= v <= 65535, "an integer in [1024, 65535]"),
-    ("workers", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    ("max_batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1 (1: no batching)"),
-    ("batch_timeout", lambda v: _num(v) and v >= 0, "a number of seconds >= 0"),
-    ("top_k", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    ("max_upload_bytes", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    ("max_pixels", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    ("timeout", lambda v: _num(v) and v > 0, "a number of seconds > 0"),
-    ("log_level", lambda v: v in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
+# serve.yaml's own keys; the checkpoint's data and model check theirs. Every serve.* key and
+# the device must be set: null is no default here.
+CHECKS = (
+    integer("seed", 0),
+    *required(
+        one_of("serve.host", HOSTS),
+        Check("serve.port", lambda v: is_int(v) and 1024 <= v <= 65535, "an integer in [1024, 65535]"),
+        integer("serve.workers", 1),
+        integer("serve.max_batch_size", 1, "an integer >= 1 (1: no batching)"),
+        non_negative("serve.batch_timeout", "a number of seconds >= 0"),
+        integer("serve.top_k", 1),
+        integer("serve.max_upload_bytes", 1),
+        integer("serve.max_pixels", 1),
+        Check("serve.timeout", lambda v: is_number(v) and v > 0, "a number of seconds > 0"),
+        one_of("serve.log_level", LOG_LEVELS),
+        one_of("device", DEVICES),
+    ),
 )
 
 
 def check_options(cfg: DictConfig) -> None:
-    """One line naming the first bad serve.* value (or device) and what is allowed."""
-    for key, ok, allowed in OPTIONS:
-        value = cfg.serve.get(key)
-        if not ok(value):
-            raise ConfigError(f"serve.{key}={value!r} is not allowed; expected {allowed}")
-    if cfg.get("device") not in DEVICES:
-        raise ConfigError(f"device={cfg.get('device')!r} is not allowed; expected one of {', '.join(DEVICES)}")
+    """One line naming the first bad serve.* value (or device) and what is allowed; also
+    run here, after Hydra, for the ways in (multirun, --cfg) that skip the early check."""
+    validate(cfg, CHECKS)
     if cfg.get("model_path") is None:  # the ONNX backend runs on the CPU whatever the device
         from visionlab.app.runs import pick_device
 
@@ -131,7 +124,6 @@ def serve(cfg: DictConfig) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-CHECKS = (integer("seed", 0),)  # serve.yaml's own; the checkpoint's data and model check theirs
 main = hydra_entry("serve", serve, checks=CHECKS)
 
 if __name__ == "__main__":

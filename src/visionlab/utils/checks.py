@@ -21,11 +21,13 @@ Lookup = Callable[[str], Any]  # a dotted key of the composed config -> its plai
 @dataclass(frozen=True)
 class Check:
     """`key` (dotted, relative to the component's node) must satisfy `ok`; `allowed` says
-    what would. A missing or null value is not checked: it means the component's default."""
+    what would. A missing or null value is not checked (it means the component's default)
+    unless `required`: a key that has no default behind it, like a server's port."""
 
     key: str
     ok: Callable[[Any], bool]
     allowed: str
+    required: bool = False
 
 
 def run_checks(checks: Iterable[Check], lookup: Lookup, prefix: str = "") -> None:
@@ -33,13 +35,18 @@ def run_checks(checks: Iterable[Check], lookup: Lookup, prefix: str = "") -> Non
     for check in checks:
         key = prefix + check.key
         value = lookup(key)
-        if value is not None and not check.ok(value):
+        if (value is not None or check.required) and not check.ok(value):
             raise ConfigError(f"{key}={value!r} is not allowed; expected {check.allowed}")
 
 
 def under(prefix: str, checks: Iterable[Check]) -> tuple[Check, ...]:
     """`checks` of a nested node (`augment.` for Augment's, inside a DataModule's)."""
     return tuple(replace(c, key=prefix + c.key) for c in checks)
+
+
+def required(*checks: Check) -> tuple[Check, ...]:
+    """`checks` whose keys must be set: null fails them too."""
+    return tuple(replace(c, required=True) for c in checks)
 
 
 def is_number(v: Any) -> bool:
