@@ -24,6 +24,7 @@ from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, c
 from visionlab.app.resume import check_fits, check_unchanged
 from visionlab.app.resume import prepare as prepare_resume
 from visionlab.app.runlock import RunLock
+from visionlab.app.safety import check_composed
 from visionlab.data.sources import DataSourceError
 from visionlab.utils.checks import Check
 from visionlab.utils.io import atomic_write
@@ -163,15 +164,33 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     if cfg.hydra.mode == RunMode.MULTIRUN:  # set by a config (hparams_search=...), not by -m
         return argv, None
     validate(cfg, checks)
+    run_dir = str(cfg.hydra.run.dir)
     if resume is not None:
         check_fits(cfg, resume)
+        check_composed(cfg, run_dir)
+    else:
+        check_new_folder(run_dir, resumes)
     if not locks:
         return argv, None
-    run_dir = str(cfg.hydra.run.dir)
     lock = RunLock(run_dir).acquire()
     if not any(a.startswith("hydra.run.dir=") for a in argv):
         argv.append(f"hydra.run.dir={run_dir}")  # the folder locked is the folder Hydra uses
     return argv, lock
+
+
+# What a run folder holds: a command that writes into a folder holding any of these would
+# replace or mix files of another run.
+RUN_MARKERS = (".hydra", "checkpoints", "metrics.json", "run_info.json", ERROR_FILE)
+
+
+def check_new_folder(run_dir: str, resumes: bool) -> None:
+    """A command writes into a folder of its own: a `hydra.run.dir` that already holds a run
+    (its .hydra/, checkpoints or metrics) is refused; resuming is the one way into a run."""
+    found = [m for m in RUN_MARKERS if (Path(run_dir) / m).exists()]
+    if found:
+        hint = "; to continue that run, resume it: ckpt_path=<run>/checkpoints/last.ckpt" if resumes else ""
+        raise ConfigError(f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}); choose a new folder, "
+                          f"or leave hydra.run.dir out for a new dated one{hint}")
 
 
 def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:

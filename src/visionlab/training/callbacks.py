@@ -82,10 +82,40 @@ class ModelCheckpoint(_ModelCheckpoint):
             kwargs["save_top_k"] = 1 if save_best_only else -1
         super().__init__(*args, **kwargs)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A run folder resumed after a copy or a move holds its checkpoints under a new
+        dirpath: the saved paths are rebased onto it (files no longer there are forgotten),
+        so the best checkpoint tested is the run's own, not the original's."""
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and Path(saved) != Path(self.dirpath):
+            state_dict = {**rebase_paths(state_dict, Path(saved), Path(self.dirpath)), "dirpath": self.dirpath}
+        super().load_state_dict(state_dict)
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.best_model_path:
             score = f" ({self.monitor}={float(self.best_model_score):.4f})" if self.best_model_score is not None else ""
             log.info("Best checkpoint: %s%s", self.best_model_path, score)
+
+
+def rebase_paths(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+    """ModelCheckpoint's state with the paths under `old` moved under `new`; a path whose
+    file is not under `new` becomes empty and leaves the best-k table."""
+
+    def moved(path: str) -> str:
+        if not path:
+            return path
+        candidate = new / Path(path).relative_to(old) if Path(path).is_relative_to(old) else None
+        return str(candidate) if candidate is not None and candidate.is_file() else ""
+
+    out = dict(state)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if isinstance(state.get(key), str):
+            out[key] = moved(state[key])
+    best_k = {moved(str(p)): score for p, score in (state.get("best_k_models") or {}).items()}
+    out["best_k_models"] = {p: score for p, score in best_k.items() if p}
+    if not out.get("best_model_path"):
+        out["best_model_score"] = None
+    return out
 
 
 class KerasModelSummary(_ModelSummary):

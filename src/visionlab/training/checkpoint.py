@@ -95,6 +95,18 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     return {"state_dict": state, METADATA_KEY: meta}
 
 
+def training_progress(checkpoint: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(epochs completed, optimizer steps) of a checkpoint Lightning can resume a fit from,
+    None for a weights-only file. Read from Lightning's checkpoint layout (the fit loop's
+    epoch progress counts an epoch once it is processed; a mid-epoch checkpoint counts it
+    not yet): the one place that knows it, tested against a real checkpoint."""
+    loops, steps = checkpoint.get("loops"), checkpoint.get("global_step")
+    if not isinstance(loops, Mapping) or "optimizer_states" not in checkpoint or not isinstance(steps, int):
+        return None
+    progress = loops.get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return int(progress.get("processed", checkpoint.get("epoch", 0))), steps
+
+
 def net_state(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
     """The net's own weights: `net.*` keys of a task checkpoint with the prefix dropped."""
     state = checkpoint["state_dict"]
