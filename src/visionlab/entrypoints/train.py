@@ -85,9 +85,10 @@ def build(cfg: DictConfig) -> tuple[InMemoryImageDataModule, ClassifierTask, L.T
     switched_off += [LearningRateMonitor] if not loggers else []
     callbacks = [c for c in callbacks if not isinstance(c, tuple(switched_off))]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    if cfg.trainer.get("max_epochs") is None:
-        log.info("trainer.max_epochs=null: Lightning's default applies: %s", "1000 epochs" if trainer.max_epochs == 1000
-                 else "no epoch limit (trainer.max_steps or trainer.max_time ends the run)")
+    if cfg.trainer.get("max_epochs") is None:  # Lightning's rule (loops.utilities._parse_loop_limits), said aloud
+        bounded = cfg.trainer.get("max_steps", -1) != -1 or cfg.trainer.get("max_time") is not None
+        log.info("trainer.max_epochs=null: Lightning's default applies: %s", "no epoch limit (trainer.max_steps or "
+                 "trainer.max_time ends the run)" if bounded else "1000 epochs")
     warn_if_bf16_is_emulated(trainer)
     return datamodule, task, trainer
 
