@@ -97,8 +97,12 @@ REFUSED = [
      "16-mixed, 16, bf16-mixed, bf16, 16-true, bf16-true, transformer-engine, transformer-engine-float16"),
     (["trainer.precision=half"], "trainer.precision='half' is not allowed"),
     (["+trainer.val_check_interval=0"], "trainer.val_check_interval=0 is not allowed; expected a count of training "
-     "batches >= 1 or a fraction of the epoch in (0, 1]"),
+     "batches >= 1, a fraction of the epoch in (0, 1], or a duration 'DD:HH:MM:SS'"),
     (["+trainer.val_check_interval=1.5"], "trainer.val_check_interval=1.5 is not allowed"),
+    (["data=synthetic", "+trainer.val_check_interval=100"], "trainer.val_check_interval=100 is more than the 14 "
+     "training batches of an epoch; expected at most that, or trainer.check_val_every_n_epoch=null to count batches "
+     "across epochs"),
+    (["+trainer.val_check_interval=1000"], "trainer.val_check_interval=1000 is more than the 860 training batches"),
     (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0 is not allowed; expected an integer "
      ">= 1, or null"),
     (["trainer.num_sanity_val_steps=-2"], "trainer.num_sanity_val_steps=-2 is not allowed; expected an integer >= 0, "
@@ -113,6 +117,7 @@ ACCEPTED = [
     ["+trainer.max_time=00:00:01:00"], ["+trainer.max_time={minutes:1.5}"], ["trainer.min_epochs=null"],
     ["+trainer.min_steps=5"], ["+trainer.gradient_clip_val=0"], ["+trainer.gradient_clip_val=0.5"],
     ["+trainer.accumulate_grad_batches=4"], ["+trainer.val_check_interval=0.25"], ["+trainer.val_check_interval=100"],
+    ["+trainer.val_check_interval=1000", "trainer.check_val_every_n_epoch=null"], ["+trainer.val_check_interval=00:00:10:00"],
     ["trainer.devices=auto"], ["trainer.devices=[0]"], ["trainer.devices=-1"], ["trainer.precision=64"],
     ["trainer.precision=64-true"], ["trainer.precision=bf16-mixed"], ["trainer.precision=16-mixed"],
     ["trainer.fast_dev_run=3"], ["data.augment.width_shift=0.99"], ["data.augment.contrast=1"],

@@ -208,12 +208,18 @@ def test_trainer_flags_do_what_they_do_for_a_plain_lightning_module(flags, confi
         assert any(tmp_path.rglob("metrics.csv"))  # the CSV logger wrote
 
 
-def test_a_flag_combination_lightning_refuses_is_one_clean_line(cfg_factory):
-    """Lightning's MisconfigurationException is a ValueError: hydra_entry prints it in one line."""
+def test_a_flag_combination_lightning_refuses_is_one_clean_line_before_the_data_is_read(cfg_factory, tmp_path):
+    """Lightning refuses it once the data is read (a ValueError); the config check, before."""
+    from visionlab.app.config import ConfigError, validate
+    from visionlab.entrypoints.train import CHECKS
+
     cfg = cfg_factory(*DATA, "++trainer.val_check_interval=100")
-    datamodule, task, trainer = build(cfg)
-    with pytest.raises(ValueError, match=r"val_check_interval.*100"):
-        trainer.fit(task, datamodule=datamodule)
+    with pytest.raises(ConfigError, match=r"^trainer.val_check_interval=100 is more than the 7 training batches of "
+                                          r"an epoch; expected at most that, or trainer.check_val_every_n_epoch=null"):
+        validate(cfg, CHECKS)
+    plain = L.Trainer(logger=False, default_root_dir=tmp_path, **trainer_kwargs({"val_check_interval": 100}))
+    with pytest.raises(ValueError, match=r"val_check_interval.*100.*\(7\)"):  # the same count as Lightning's
+        plain.fit(PlainModule(), loader(TRAIN, BATCH), loader(VAL, EVAL_BATCH))
 
 
 # --- Lightning's callbacks through the config -------------------------------------------------

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from visionlab.data.loaders import LoaderEnv, MemoryLoader
 from visionlab.data.sources import DatasetFiles, ensure_files
 from visionlab.data.transforms import NORMALIZATIONS, Augment, BatchTransform
-from visionlab.utils.checks import Check, integer, is_int, required, under
+from visionlab.utils.checks import Check, Lookup, integer, is_int, required, under
+from visionlab.utils.errors import ConfigError
 
 log = logging.getLogger("visionlab")
 LOADERS = ("memory", "dataloader")
@@ -95,6 +96,26 @@ class InMemoryImageDataModule(LightningDataModule):
         self._train_position: dict[str, int] | None = None  # a resumed run's, until its loader is built
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
+
+    @classmethod
+    def check_config(cls, lookup: Lookup) -> None:
+        """An int trainer.val_check_interval must fit in a training epoch of one device,
+        which Lightning checks only once the data is read; the epoch's length is known
+        before when the dataset's size is (not for an image folder)."""
+        interval, limit = lookup("trainer.val_check_interval"), lookup("trainer.limit_train_batches")
+        train_size, batch = lookup("data.train_size") or cls.train_size, lookup("data.batch_size")
+        if (not is_int(interval) or not train_size or not is_int(batch) or lookup("trainer.devices") != 1
+                or lookup("trainer.check_val_every_n_epoch") is None or lookup("trainer.limit_val_batches") == 0):
+            return
+        try:
+            batches = math.ceil((train_size - resolve_val_size(lookup("data.val_size") or 0, train_size)) / batch)
+        except ValueError:
+            return  # val_size's own check reports it
+        batches = min(batches, limit) if is_int(limit) else int(batches * limit) if isinstance(limit, float) else batches
+        if interval > batches:
+            raise ConfigError(f"trainer.val_check_interval={interval} is more than the {batches} training batches "
+                              "of an epoch; expected at most that, or trainer.check_val_every_n_epoch=null to "
+                              "count batches across epochs")
 
     @property
     def num_classes(self) -> int:
