@@ -33,6 +33,9 @@ class EarlyStopping(_EarlyStopping):
     (and a test run on it) holds the best weights, not the last ones.
 
     The copy lives only in memory: a resumed fit restores the best epoch since the resume.
+    Until a validation has run (validation off, or max_steps / max_time ending the run before
+    the first one) there is nothing to monitor, so nothing is checked, as Lightning's
+    ModelCheckpoint does, rather than failing the run at the end of its first epoch.
     """
 
     def __init__(self, *args: Any, restore_best_weights: bool = False, **kwargs: Any) -> None:
@@ -41,14 +44,18 @@ class EarlyStopping(_EarlyStopping):
         self.best_weights: dict[str, Tensor] | None = None
         self.best_epoch: int | None = None
         self.restored = False
+        self.validated = False
 
     # Lightning checks in one of these two hooks; a changed best_score means a new best.
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.validated and self.monitor not in trainer.callback_metrics:
+            return
         before = self.best_score.clone()
         super().on_train_epoch_end(trainer, pl_module)
         self._keep_if_best(before, trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.validated = self.validated or not trainer.sanity_checking
         before = self.best_score.clone()
         super().on_validation_end(trainer, pl_module)
         self._keep_if_best(before, trainer, pl_module)

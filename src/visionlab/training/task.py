@@ -107,6 +107,12 @@ class ClassifierTask(LightningModule):
         for key, value in monitored:
             if value is not None and value not in LOGGED_METRICS:
                 raise ConfigError(f"{key}={value!r} is never logged; expected one of {', '.join(LOGGED_METRICS)}")
+        no_validation = next((f"{k}=0" for k in ("trainer.limit_val_batches", "data.val_size") if lookup(k) == 0), None)
+        monitor = lookup("scheduler.monitor")
+        if no_validation and lookup("scheduler.factory") is not None and str(monitor).startswith("val/"):
+            # callbacks that monitor val/* wait for a validation; a scheduler stepping on one fails
+            raise ConfigError(f"scheduler.monitor={monitor} is never logged with {no_validation} (no validation); "
+                              "monitor a train/* metric or choose another scheduler")
         mixing = [k for k in ("mixup", "cutmix") if lookup(f"data.augment.{k}")]
         if mixing and lookup("task.loss") == "hinge":
             raise ConfigError(f"task.loss=hinge cannot learn from the soft labels of data.augment.{mixing[0]}; "
@@ -184,9 +190,13 @@ class ClassifierTask(LightningModule):
             loss = loss + self.penalty()
         if not torch.isfinite(loss):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            # float16 weights and optimizer state (16-true) underflow: Adam's eps is 0 in them
+            fix = ("float16 weights (trainer.precision=16-true) overflow and underflow; use trainer.precision="
+                   "16-mixed or bf16-true" if logits.dtype == torch.float16
+                   else f"lower the learning rate (optimizer.lr={lr:g})")
             raise FloatingPointError(
                 f"loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); training stopped "
-                f"and the last good checkpoint kept; lower the learning rate (optimizer.lr={lr:g})"
+                f"and the last good checkpoint kept; {fix}"
             )
         detached = loss.detach()
         hits = (logits.detach().argmax(1) == hard_labels(y)).sum()
