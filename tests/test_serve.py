@@ -193,7 +193,7 @@ def test_preview_is_the_image_as_the_model_sees_it(server):
     assert preview.mode == "L" and preview.size == (28, 28)  # converted as predict.py converts files
     from visionlab.data.formats.images import read_image
 
-    expected = read_image(io.BytesIO(png(rgb)), (1, 28, 28), 10**6).numpy()[0]
+    expected = read_image(io.BytesIO(png(rgb)), (1, 28, 28), 10**6, background=0).numpy()[0]
     np.testing.assert_array_equal(np.asarray(preview), expected)
 
 
@@ -227,7 +227,7 @@ def test_upload_checks_in_process():
     from visionlab.serve.uploads import Limits
 
     app = FastAPI()
-    app.state.upload_limits = Limits((3, 8, 8), 10_000, 10_000)
+    app.state.upload_limits = Limits((3, 8, 8), 10_000, 10_000, 0)
 
     @app.post("/p")
     async def echo(payload: Upload) -> dict:
