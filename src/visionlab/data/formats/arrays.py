@@ -38,25 +38,29 @@ def as_batch(images: ImageLike | Sequence[ImageLike], input_shape: Sequence[int]
     shape = tuple(int(s) for s in input_shape)
     if isinstance(images, (np.ndarray, Tensor)):
         array = _numpy(images)
-        batch = canonical(array, shape, layout, LAYOUTS.get(array.ndim, ()), "images")
-        items: list[Any] = list(batch)
-    elif isinstance(images, (str, Path, Image.Image)):
-        items = [images]
+        batch = to_uint8(canonical(array, shape, layout, LAYOUTS.get(array.ndim, ()), "images"), "images")
+        if batch.shape[1:] == shape:  # already what the net takes: nothing to convert
+            return torch.from_numpy(np.ascontiguousarray(batch))
+        return _stack([_from_pixels(chw, shape, background, f"images[{i}]") for i, chw in enumerate(batch)], shape)
+    if isinstance(images, (str, Path, Image.Image)):
+        items: list[Any] = [images]
     elif isinstance(images, Sequence):
         items = list(images)
     else:
         raise ImageError(f"images: a {type(images).__name__}; expected {_KINDS}")
-    item_layout = "CHW" if isinstance(images, (np.ndarray, Tensor)) else layout
-    out = [_one(item, i, shape, background, max_pixels, item_layout) for i, item in enumerate(items)]
-    return torch.stack(out) if out else torch.empty((0, *shape), dtype=torch.uint8)
+    return _stack([_one(item, i, shape, background, max_pixels, layout) for i, item in enumerate(items)], shape)
 
 
 _KINDS = "a path, a PIL image, a numpy array or torch tensor (uint8 0-255 or float 0-1), or a list of them"
 
 
+def _stack(images: list[Tensor], shape: tuple[int, ...]) -> Tensor:
+    return torch.stack(images) if images else torch.empty((0, *shape), dtype=torch.uint8)
+
+
 def _one(item: Any, index: int, shape: tuple[int, ...], background: int, max_pixels: int,
          layout: str | None) -> Tensor:
-    """One image of a batch or list as uint8 (C, H, W) of `shape`."""
+    """One image of a list as uint8 (C, H, W) of `shape`."""
     name = f"images[{index}]"
     if isinstance(item, (str, Path)):
         if not Path(item).is_file():
@@ -65,15 +69,18 @@ def _one(item: Any, index: int, shape: tuple[int, ...], background: int, max_pix
     if isinstance(item, Image.Image):
         return image_to_tensor(item, shape, background=background, name=name)
     if isinstance(item, (np.ndarray, Tensor)):
-        array = _numpy(item)
-        chw = canonical(array, shape, layout, SINGLE, name)[0]
-        pixels = to_uint8(chw, name)
-        if pixels.shape[0] == 1:
-            image = Image.fromarray(pixels[0], "L")
-        else:
-            image = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB" if len(pixels) == 3 else "RGBA")
-        return image_to_tensor(image, shape, background=background, name=name)
+        chw = canonical(_numpy(item), shape, layout, SINGLE, name)[0]
+        return _from_pixels(to_uint8(chw, name), shape, background, name)
     raise ImageError(f"{name}: a {type(item).__name__}; expected {_KINDS}")
+
+
+def _from_pixels(pixels: np.ndarray, shape: tuple[int, ...], background: int, name: str) -> Tensor:
+    """uint8 (C, H, W) pixels, C of 1, 3 or 4, converted and resized as an image file is."""
+    if pixels.shape[0] == 1:
+        image = Image.fromarray(pixels[0], "L")
+    else:
+        image = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)), "RGB" if len(pixels) == 3 else "RGBA")
+    return image_to_tensor(image, shape, background=background, name=name)
 
 
 def _numpy(data: np.ndarray | Tensor) -> np.ndarray:
