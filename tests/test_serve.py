@@ -420,22 +420,33 @@ def test_loadtest_measures_a_running_server(server):
 def test_a_hostile_or_vanishing_client_gets_a_4xx_and_no_traceback(server, test_images):
     """A deep JSON (200,000 in the probe) was a 500 with a RecursionError; a client leaving mid-upload
     was a traceback counted as a 500. Now: a 400, and a 499 (client closed) in /metrics."""
+    import json
+
     from visionlab.serve.metrics import metric_value
 
     deep = httpx.post(server.url + "/predict", content=b"[" * 99_000 + b"]" * 99_000,  # under MAX_UPLOAD
                       headers={"content-type": "application/json"}, timeout=60)
     assert (deep.status_code, deep.json()["detail"].startswith("malformed JSON: nested too deeply")) == (400, True)
+
+    def counted(**labels: str) -> float:
+        return metric_value(httpx.get(server.url + "/metrics").text, "visionlab_requests_total", path="/predict",
+                            **labels)
+
+    before, left_before = counted(), counted(status="499")
     port = int(server.url.rsplit(":", 1)[1])
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             client.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                            b"Content-Length: 50000\r\n\r\n{\"image\": \"iVBOR")  # and leaves
-    deadline, left = time.monotonic() + 30, 0.0
-    while time.monotonic() < deadline and left < 3:
-        left = metric_value(httpx.get(server.url + "/metrics").text, "visionlab_requests_total", path="/predict",
-                            status="499")
+    body = json.dumps({"image": base64.b64encode(png(test_images[1])).decode()}).encode()
+    for _ in range(3):  # a whole request, then gone before the answer: a 499 too, or a 200 sent to nobody
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and counted() < before + 6:
         time.sleep(0.2)
-    assert left == 3
+    assert counted() == before + 6 and counted(status="499") >= left_before + 3  # each counted once
     assert metric_value(httpx.get(server.url + "/metrics").text, "visionlab_requests_total", status="500") == 0
     assert classify(server.url, png(test_images[0]))["top_k"]
     log = server.log_text()
