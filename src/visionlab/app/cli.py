@@ -202,16 +202,30 @@ def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:
         raise ConfigError(" ".join(lines[:2]) or type(err).__name__) from None
 
 
+def _entry_nodes(conf_dir: Path, config_name: str) -> dict[str, Any]:
+    """The top-level keys of an entry config and of the entry configs it builds on
+    (lr_find.yaml's defaults hold `train`), with their values."""
+    entry = cast(DictConfig, OmegaConf.load(conf_dir / f"{config_name}.yaml"))  # an entry config is a mapping
+    nodes: dict[str, Any] = {}
+    for base in entry.get("defaults") or []:
+        if isinstance(base, str) and base != "_self_" and (conf_dir / f"{base}.yaml").is_file():
+            nodes.update(_entry_nodes(conf_dir, base))
+    return {**nodes, **{str(k): v for k, v in entry.items() if k != "defaults"}}
+
+
 def check_new_keys(argv: Sequence[str], config_name: str, conf_dir: Path = CONF_DIR) -> None:
     """`+key=value` may add keys inside a group (`+trainer.accumulate_grad_batches=4`), but
-    a new top-level key is almost always a typo: refuse it and suggest the closest."""
-    entry = OmegaConf.load(conf_dir / f"{config_name}.yaml")
-    known = {p.name for p in conf_dir.iterdir() if p.is_dir()} | {str(k) for k in entry if k != "defaults"} | {"hydra"}
+    a new top-level key is almost always a typo: refuse it and suggest the closest (with or
+    without `+`: Hydra's own message would suggest adding the typo with `+`)."""
+    entry = _entry_nodes(conf_dir, config_name)
+    known = {p.name for p in conf_dir.iterdir() if p.is_dir()} | set(entry) | {"hydra"}
+    nested = [f"{k}.{sub!s}" for k, v in entry.items() if isinstance(v, DictConfig) for sub in v.keys()]
     for arg in argv:
-        if not arg.startswith("+"):
-            continue
-        top = re.split(r"[./=]", arg.lstrip("+"), maxsplit=1)[0]
+        if arg.startswith("-") or "=" not in arg:
+            continue  # Hydra's flags
+        top = re.split(r"[./=@]", arg.lstrip("+~"), maxsplit=1)[0]
         if top not in known:
-            close = difflib.get_close_matches(top, sorted(known), n=1)
+            inner = [k for k in nested if k.endswith(f".{top}")]  # `from_test=5` for predict.from_test=5
+            close = inner or difflib.get_close_matches(top, sorted(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
             raise ConfigError(f"{arg}: {top} is not a key of {config_name}'s config{hint}")
