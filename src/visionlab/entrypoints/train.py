@@ -30,6 +30,7 @@ from visionlab.training.task import ClassifierTask, Schedule
 from visionlab.utils.checks import Check, integer, is_int, positive
 from visionlab.utils.io import atomic_write
 from visionlab.utils.limits import check_batch_fits
+from visionlab.utils.threads import choose_threads
 
 log = logging.getLogger("visionlab")
 
@@ -39,6 +40,7 @@ CHECKS = (
     Check("trainer.max_epochs", lambda v: is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1"),
     positive("tune.min_lr"), positive("tune.max_lr"), integer("tune.num_training", 3),
     integer("finetune.unfreeze_at_epoch", 0, "an integer >= 0, or null"),
+    integer("threads", 1, "an integer >= 1, or null (visionlab chooses)"),
 )
 
 # Trainer flags that turn kinds of callbacks off (Lightning refuses the contradiction).
@@ -146,6 +148,8 @@ def record_run_info(folder: Path, cfg: DictConfig, extra: dict[str, Any]) -> Non
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
     # a resumed run keeps the learning rate its optimizer state was saved with
+    threads, reason = choose_threads(cfg.get("threads"))
+    log.info("CPU threads: %d (%s)", threads, reason)
     finding = OmegaConf.select(cfg, "tune.lr_find", default=False) and not cfg.get("ckpt_path")
     tuned = None
     if finding:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks import EarlyStopping as _EarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
@@ -42,19 +41,21 @@ class EarlyStopping(_EarlyStopping):
         self.best_epoch: int | None = None
         self.restored = False
 
-    # Lightning checks in one of these two hooks; a changed best_score means a new best.
+    # Lightning checks in one of these two hooks and, on an improvement, replaces best_score
+    # by the monitored tensor (on the metric's device): a new object means a new best. No
+    # comparison of values, which would mix the devices of the old and new best.
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        before = self.best_score.clone()
+        before = self.best_score
         super().on_train_epoch_end(trainer, pl_module)
         self._keep_if_best(before, trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        before = self.best_score.clone()
+        before = self.best_score
         super().on_validation_end(trainer, pl_module)
         self._keep_if_best(before, trainer, pl_module)
 
     def _keep_if_best(self, before: Tensor, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.restore_best_weights and not torch.equal(self.best_score, before):
+        if self.restore_best_weights and self.best_score is not before:
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
             self.best_epoch = trainer.current_epoch
 
