@@ -119,11 +119,12 @@ class Model:
         return self.loaded.net
 
     def probabilities(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256) -> Tensor:
-        """(N, classes) probabilities of the images, preprocessed exactly as in training."""
+        """(N, classes) probabilities of the images, preprocessed exactly as in training, on
+        the device the net is on (the CPU as loaded; `model.net.cuda()` for a GPU); on the CPU."""
         from visionlab.app.runs import probabilities
 
-        return probabilities(self.loaded, _as_images(images, self.loaded.input_shape), batch_size,
-                             torch.device("cpu"))
+        device = next(self.net.parameters()).device
+        return probabilities(self.loaded, _as_images(images, self.loaded.input_shape), batch_size, device)
 
     def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3) -> list[dict[str, Any]]:
         """Per image: the most probable class, its probability and the top-k (class, p) pairs."""

@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
@@ -291,8 +292,9 @@ def correct_predictions(data: Prepared, split: str, batch_size: int) -> torch.Te
     return correct
 
 
-def autocast(data: Prepared) -> torch.autocast:
-    return torch.autocast(data.device.type, dtype=data.dtype or torch.float32, enabled=data.dtype is not None)
+def autocast(data: Prepared) -> AbstractContextManager:
+    """The run's autocast, or nothing at full precision."""
+    return nullcontext() if data.dtype is None else torch.autocast(data.device.type, dtype=data.dtype)
 
 
 def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], list[float], float, int]:
