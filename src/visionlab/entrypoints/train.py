@@ -25,6 +25,7 @@ from visionlab.app.config import ConfigError, validate
 from visionlab.app.runlock import RunLock
 from visionlab.data import InMemoryImageDataModule
 from visionlab.training.callbacks import restored_best_weights
+from visionlab.training.hook_cost import NoProfiler
 from visionlab.training.resilience import PreemptionCheckpoint
 from visionlab.training.task import ClassifierTask, Schedule
 from visionlab.utils.checks import Check, integer, is_int, positive
@@ -75,7 +76,9 @@ def build(cfg: DictConfig) -> tuple[InMemoryImageDataModule, ClassifierTask, L.T
     switched_off: list[type | tuple[type, ...]] = [kind for flag, kind in SWITCHES if not cfg.trainer.get(flag, True)]
     switched_off += [LearningRateMonitor] if not loggers else []
     callbacks = [c for c in callbacks if not isinstance(c, tuple(switched_off))]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Lightning's no-op profiler, cheaper per hook call (training/hook_cost.py); a chosen profiler wins
+    quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **quiet)
     warn_if_bf16_is_emulated(trainer)
     return datamodule, task, trainer
 

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.callbacks import ModelSummary as _ModelSummary
 from torch import Tensor
 
+from visionlab.training.hook_cost import CachedStateKey
 from visionlab.training.trainer_state import callbacks_of
 from visionlab.utils.io import atomic_path, atomic_write
 from visionlab.utils.summary import model_summary
@@ -26,7 +27,7 @@ from visionlab.utils.summary import model_summary
 log = logging.getLogger("visionlab")
 
 
-class EarlyStopping(_EarlyStopping):
+class EarlyStopping(CachedStateKey, _EarlyStopping):
     """Lightning's EarlyStopping plus Keras' `restore_best_weights`: the weights of the best
     monitored epoch are kept in memory and put back when training ends, so the module
     (and a test run on it) holds the best weights, not the last ones.
@@ -73,10 +74,10 @@ def restored_best_weights(trainer: L.Trainer) -> bool:
     return any(isinstance(cb, EarlyStopping) and cb.restored for cb in callbacks_of(trainer))
 
 
-class ModelCheckpoint(_ModelCheckpoint):
+class ModelCheckpoint(CachedStateKey, _ModelCheckpoint):
     """Lightning's ModelCheckpoint with Keras' `save_best_only` (True: keep only the best
     checkpoint; False: keep one per epoch); `save_weights_only` is Lightning's own. The best
-    checkpoint's path is printed when fitting ends."""
+    checkpoint's path is printed when fitting ends (with a `monitor`: without one there is no best)."""
 
     def __init__(self, *args: Any, save_best_only: bool | None = None, **kwargs: Any) -> None:
         if save_best_only is not None:
@@ -84,7 +85,7 @@ class ModelCheckpoint(_ModelCheckpoint):
         super().__init__(*args, **kwargs)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.best_model_path:
+        if trainer.is_global_zero and self.best_model_path and self.monitor:
             score = f" ({self.monitor}={float(self.best_model_score):.4f})" if self.best_model_score is not None else ""
             log.info("Best checkpoint: %s%s", self.best_model_path, score)
 
