@@ -100,10 +100,13 @@ class Model:
 
     def probabilities(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256,
                       layout: str | None = None) -> Tensor:
-        """(N, classes) probabilities of the images, preprocessed exactly as in training."""
+        """(N, classes) probabilities of the images, preprocessed exactly as in training, run
+        on the device the net is on (the CPU as loaded; `model.net.cuda()` for a GPU), returned
+        on the CPU."""
         from visionlab.app.runs import probabilities
 
-        return probabilities(self.loaded, self.images(images, layout), batch_size, torch.device("cpu"))
+        device = next(self.net.parameters()).device
+        return probabilities(self.loaded, self.images(images, layout), batch_size, device)
 
     def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3,
                 layout: str | None = None) -> list[dict[str, Any]]:

@@ -176,9 +176,15 @@ class InMemoryImageDataModule(LightningDataModule):
         return tuple(mean), tuple(std)
 
     def transform(self, train: bool = False) -> BatchTransform:
-        """The uint8 -> float transform; with augmentation only for the training split."""
-        n = len(self.splits["train"][1]) if train else 0
-        return BatchTransform(self.mean, self.std, self.augment if train else None, self.seed, n, self.num_classes)
+        """The uint8 -> float transform; with augmentation only for the training split. The
+        evaluation one is made once (per normalisation), so its constants stay on the device."""
+        if not train:
+            cached = getattr(self, "_eval_transform", None)
+            if cached is None or (cached.mean, cached.std) != (self.mean, self.std):
+                self._eval_transform = BatchTransform(self.mean, self.std, None, self.seed, 0, self.num_classes)
+            return self._eval_transform
+        n = len(self.splits["train"][1])
+        return BatchTransform(self.mean, self.std, self.augment, self.seed, n, self.num_classes)
 
     def _env(self) -> LoaderEnv:
         trainer = self.trainer
@@ -202,8 +208,10 @@ class InMemoryImageDataModule(LightningDataModule):
                 self._train_position = None
             return loader
         gen = torch.Generator().manual_seed(self.seed) if train else None
+        # pinned batches: Lightning's copy to a GPU (non_blocking) then does not make the host wait
+        pin = self._env().device.type == "cuda"
         return DataLoader(IndexedImages(images, labels), batch_size=batch, shuffle=train, generator=gen,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=pin)
 
     # The memory loader's position (epoch, batches done) travels in the DataModule's state:
     # Lightning restores a DataModule before it builds the loaders, but would hand a loader

@@ -175,7 +175,8 @@ def mix(x: Tensor, labels: Tensor, partner: Tensor, u: Tensor, augment: Augment,
     other = x[partner]
     blended = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * other
     out = torch.where(use_cut[:, None, None, None], torch.where(box[:, None], other, x), blended)
-    one_hot = F.one_hot(labels, num_classes).to(x.dtype)
+    # scatter, not F.one_hot, which reads labels.min() back to the host to check it on a CPU
+    one_hot = x.new_zeros(n, num_classes).scatter_(1, labels[:, None], 1.0)
     soft = lam[:, None] * one_hot + (1 - lam[:, None]) * one_hot[partner]
     return out, soft
 
@@ -208,8 +209,9 @@ class BatchTransform:
             x = self._augmented(images, self.augment, index, epoch)
         else:
             x = images.float()
-        scale, shift = self._scale.to(x.device), self._shift.to(x.device)
-        return torch.addcmul(shift, x, scale)
+        if self._scale.device != x.device:  # once per device: a copy from the host per batch would wait for it
+            self._scale, self._shift = self._scale.to(x.device), self._shift.to(x.device)
+        return torch.addcmul(self._shift, x, self._scale)
 
     def mix_batch(self, x: Tensor, labels: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
         """With mixup / cutmix: each image of the batch `x` (already through `__call__`) mixed

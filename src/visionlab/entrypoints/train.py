@@ -25,12 +25,14 @@ from visionlab.app.config import CONF_DIR, ConfigError, validate
 from visionlab.app.runlock import RunLock
 from visionlab.data import InMemoryImageDataModule
 from visionlab.training.callbacks import restored_best_weights
+from visionlab.training.hook_cost import NoProfiler
 from visionlab.training.resilience import PreemptionCheckpoint
 from visionlab.training.task import ClassifierTask, Schedule
 from visionlab.training.trainer_flags import TRAINER_CHECKS
 from visionlab.utils.checks import Check, integer, positive, required, under
 from visionlab.utils.io import atomic_write
 from visionlab.utils.limits import check_batch_fits
+from visionlab.utils.threads import choose_threads
 
 log = logging.getLogger("visionlab")
 
@@ -50,6 +52,7 @@ CHECKS = (
     *under("trainer.", TRAINER_CHECKS),
     positive("tune.min_lr"), positive("tune.max_lr"), integer("tune.num_training", 3),
     integer("finetune.unfreeze_at_epoch", 0, "an integer >= 0, or null"),
+    integer("threads", 1, "an integer >= 1, or null (visionlab chooses)"),
 )
 
 # Trainer flags that turn kinds of callbacks off (Lightning refuses the contradiction).
@@ -84,7 +87,9 @@ def build(cfg: DictConfig) -> tuple[InMemoryImageDataModule, ClassifierTask, L.T
     switched_off: list[type | tuple[type, ...]] = [kind for flag, kind in SWITCHES if not cfg.trainer.get(flag, True)]
     switched_off += [LearningRateMonitor] if not loggers else []
     callbacks = [c for c in callbacks if not isinstance(c, tuple(switched_off))]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Lightning's no-op profiler, cheaper per hook call (training/hook_cost.py); a chosen profiler wins
+    quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **quiet)
     if cfg.trainer.get("max_epochs") is None:  # Lightning's rule (loops.utilities._parse_loop_limits), said aloud
         bounded = cfg.trainer.get("max_steps", -1) != -1 or cfg.trainer.get("max_time") is not None
         log.info("trainer.max_epochs=null: Lightning's default applies: %s", "no epoch limit (trainer.max_steps or "
@@ -165,6 +170,8 @@ def record_run_info(folder: Path, cfg: DictConfig, extra: dict[str, Any]) -> Non
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
     # a resumed run keeps the learning rate its optimizer state was saved with
+    threads, reason = choose_threads(cfg.get("threads"))
+    log.info("CPU threads: %d (%s)", threads, reason)
     finding = OmegaConf.select(cfg, "tune.lr_find", default=False) and not cfg.get("ckpt_path")
     tuned = None
     if finding:

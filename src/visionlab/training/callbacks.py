@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks import EarlyStopping as _EarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.callbacks import ModelSummary as _ModelSummary
 from torch import Tensor
 
+from visionlab.training.hook_cost import CachedStateKey
 from visionlab.training.trainer_state import callbacks_of
 from visionlab.utils.io import atomic_path, atomic_write
 from visionlab.utils.summary import model_summary
@@ -27,7 +27,7 @@ from visionlab.utils.summary import model_summary
 log = logging.getLogger("visionlab")
 
 
-class EarlyStopping(_EarlyStopping):
+class EarlyStopping(CachedStateKey, _EarlyStopping):
     """Lightning's EarlyStopping plus Keras' `restore_best_weights`: the weights of the best
     monitored epoch are kept in memory and put back when training ends, so the module
     (and a test run on it) holds the best weights, not the last ones.
@@ -46,22 +46,24 @@ class EarlyStopping(_EarlyStopping):
         self.restored = False
         self.validated = False
 
-    # Lightning checks in one of these two hooks; a changed best_score means a new best.
+    # Lightning checks in one of these two hooks and, on an improvement, replaces best_score
+    # by the monitored tensor (on the metric's device): a new object means a new best. No
+    # comparison of values, which would mix the devices of the old and new best.
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.validated and self.monitor not in trainer.callback_metrics:
             return
-        before = self.best_score.clone()
+        before = self.best_score
         super().on_train_epoch_end(trainer, pl_module)
         self._keep_if_best(before, trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.validated = self.validated or not trainer.sanity_checking
-        before = self.best_score.clone()
+        before = self.best_score
         super().on_validation_end(trainer, pl_module)
         self._keep_if_best(before, trainer, pl_module)
 
     def _keep_if_best(self, before: Tensor, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.restore_best_weights and not torch.equal(self.best_score, before):
+        if self.restore_best_weights and self.best_score is not before:
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
             self.best_epoch = trainer.current_epoch
 
@@ -79,10 +81,10 @@ def restored_best_weights(trainer: L.Trainer) -> bool:
     return any(isinstance(cb, EarlyStopping) and cb.restored for cb in callbacks_of(trainer))
 
 
-class ModelCheckpoint(_ModelCheckpoint):
+class ModelCheckpoint(CachedStateKey, _ModelCheckpoint):
     """Lightning's ModelCheckpoint with Keras' `save_best_only` (True: keep only the best
     checkpoint; False: keep one per epoch); `save_weights_only` is Lightning's own. The best
-    checkpoint's path is printed when fitting ends."""
+    checkpoint's path is printed when fitting ends (with a `monitor`: without one there is no best)."""
 
     def __init__(self, *args: Any, save_best_only: bool | None = None, **kwargs: Any) -> None:
         if save_best_only is not None:
@@ -99,7 +101,7 @@ class ModelCheckpoint(_ModelCheckpoint):
         super().load_state_dict(state_dict)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.best_model_path:
+        if trainer.is_global_zero and self.best_model_path and self.monitor:
             score = f" ({self.monitor}={float(self.best_model_score):.4f})" if self.best_model_score is not None else ""
             log.info("Best checkpoint: %s%s", self.best_model_path, score)
 
