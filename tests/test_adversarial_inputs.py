@@ -204,7 +204,7 @@ PREDICT_OPTIONS = [
     ("predict.top_k=abc", "predict.top_k='abc' is not allowed; expected an integer >= 1"),
     ("predict.top_k=0", "predict.top_k=0 is not allowed; expected an integer >= 1"),
     ("predict.batch_size=0", "predict.batch_size=0 is not allowed; expected an integer >= 1"),
-    ("predict.batch_size=null", "predict.batch_size=None is not allowed; expected an integer >= 1"),
+    ("predict.batch_size=null", "predict.batch_size=null is not allowed; expected an integer >= 1"),
     ("predict.max_pixels=-1", "predict.max_pixels=-1 is not allowed; expected an integer >= 1"),
     # without the group: Hydra's own message suggested adding the typo with `+`
     ("from_test=-5", "from_test=-5: from_test is not a key of predict's config; did you mean predict.from_test?"),
