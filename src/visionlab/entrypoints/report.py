@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from visionlab.app.cli import ERROR_FILE
 from visionlab.utils.io import atomic_path, atomic_write
@@ -90,7 +90,9 @@ def read_run(path: Path, root: Path) -> Run:
     metrics_file, error_file = path / "metrics.json", path / ERROR_FILE
     name = str(path.relative_to(root))
     try:
-        overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+        # read as text: OmegaConf would resolve ${oc.env:...} in a line someone put there
+        listed = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        overrides = [str(o) for o in listed] if isinstance(listed, list) else []
         final = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         if not isinstance(final, dict):
             raise ValueError("not a JSON object")
@@ -98,7 +100,7 @@ def read_run(path: Path, root: Path) -> Run:
             if key in final and not _is_number(final[key]):
                 raise ValueError(f"metrics.json: {key}={final[key]!r} is not a number")
         epochs = read_epochs(path / "csv" / "metrics.csv")
-    except (OSError, ValueError, TypeError, OmegaConfBaseException) as err:  # one bad run must not end the report
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as err:  # one bad run must not end the report
         reason = f"unreadable files ({' '.join(str(err).split())[:160]})"
         log.warning("report: %s: %s", path, reason)
         return Run(name=name, status="unreadable", overrides=[], error=reason)
