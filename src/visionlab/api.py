@@ -115,8 +115,9 @@ class Model:
         `images` is one image or a batch: a path, a PIL image, a numpy array or torch tensor
         (CPU or GPU; uint8 0-255, float 0-1 or 16-bit) laid out HW, HWC, CHW, NHW, NHWC or
         NCHW (N = 0 included), or a list mixing them (each one image). A shape that fits
-        several layouts is read as the one matching the net's input (C, H, W), else its
-        H x W; if still ambiguous it is refused, and `layout="CHW"` (etc.) says which.
+        several layouts is read preferring the net's input (C, H, W), then its H x W, then
+        one image over a batch, then the net's channel count; if still ambiguous it is
+        refused, and `layout="CHW"` (etc.) says which.
         Pixels are read as image files are (visionlab.data.formats.images).
         """
         from visionlab.entrypoints.predict import top_k as best_of

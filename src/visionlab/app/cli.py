@@ -198,6 +198,11 @@ def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:
     try:
         return compose_config([a for a in argv if a not in ("-m", "--multirun")], config_name=config_name)
     except (HydraException, OmegaConfBaseException) as err:
+        # Hydra would suggest adding a mistyped top-level key with `+`: name the key meant instead
+        missing = re.match(r"Could not override '([^'./]+)'", str(err))
+        typo = next((a for a in argv if missing and a.split("=", 1)[0] == missing.group(1)), None)
+        if missing and typo:
+            raise _unknown_key(typo, missing.group(1), config_name) from None
         lines = [line.strip() for line in str(err).splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
         raise ConfigError(" ".join(lines[:2]) or type(err).__name__) from None
 
@@ -213,19 +218,29 @@ def _entry_nodes(conf_dir: Path, config_name: str) -> dict[str, Any]:
     return {**nodes, **{str(k): v for k, v in entry.items() if k != "defaults"}}
 
 
-def check_new_keys(argv: Sequence[str], config_name: str, conf_dir: Path = CONF_DIR) -> None:
-    """`+key=value` may add keys inside a group (`+trainer.accumulate_grad_batches=4`), but
-    a new top-level key is almost always a typo: refuse it and suggest the closest (with or
-    without `+`: Hydra's own message would suggest adding the typo with `+`)."""
+def _known_keys(config_name: str, conf_dir: Path) -> tuple[set[str], list[str]]:
+    """The top-level keys an override may name, and the keys one level below them."""
     entry = _entry_nodes(conf_dir, config_name)
     known = {p.name for p in conf_dir.iterdir() if p.is_dir()} | set(entry) | {"hydra"}
-    nested = [f"{k}.{sub!s}" for k, v in entry.items() if isinstance(v, DictConfig) for sub in v.keys()]
+    return known, [f"{k}.{sub!s}" for k, v in entry.items() if isinstance(v, DictConfig) for sub in v.keys()]
+
+
+def _unknown_key(arg: str, top: str, config_name: str, conf_dir: Path = CONF_DIR) -> ConfigError:
+    """`top` is no key of the config: suggest the group's key of that name (`from_test=5`
+    for predict.from_test=5), else the closest top-level key."""
+    known, nested = _known_keys(config_name, conf_dir)
+    close = [k for k in nested if k.endswith(f".{top}")] or difflib.get_close_matches(top, sorted(known), n=1)
+    hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return ConfigError(f"{arg}: {top} is not a key of {config_name}'s config{hint}")
+
+
+def check_new_keys(argv: Sequence[str], config_name: str, conf_dir: Path = CONF_DIR) -> None:
+    """`+key=value` may add keys inside a group (`+trainer.accumulate_grad_batches=4`), but
+    a new top-level key is almost always a typo: refuse it and suggest the closest."""
+    known, _ = _known_keys(config_name, conf_dir)
     for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue  # Hydra's flags
-        top = re.split(r"[./=@]", arg.lstrip("+~"), maxsplit=1)[0]
+        if not arg.startswith("+"):
+            continue
+        top = re.split(r"[./=@]", arg.lstrip("+"), maxsplit=1)[0]
         if top not in known:
-            inner = [k for k in nested if k.endswith(f".{top}")]  # `from_test=5` for predict.from_test=5
-            close = inner or difflib.get_close_matches(top, sorted(known), n=1)
-            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
-            raise ConfigError(f"{arg}: {top} is not a key of {config_name}'s config{hint}")
+            raise _unknown_key(arg, top, config_name, conf_dir)
