@@ -48,8 +48,7 @@ def train(overrides: Sequence[str] = ()) -> dict[str, float]:
         raise ConfigError("visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ...")
     argv, lock = prepare_run("train", overrides, TRAIN_CHECKS, resumes=True, locks=True)
     try:
-        pinned = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]  # by prepare_run's lock
-        run_dir = Path(pinned[-1] if pinned else str(compose_config(argv).hydra.run.dir))
+        run_dir = Path(str(compose_config(argv).hydra.run.dir))  # pinned by prepare_run's lock
         cfg = compose_config(argv, output_dir=run_dir)
         if "hydra.output_subdir=null" not in argv:  # a resume keeps the run's own .hydra/
             hydra_dir = run_dir / ".hydra"

@@ -20,7 +20,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, validate
+from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, override, validate
 from visionlab.app.resume import check_fits, check_unchanged
 from visionlab.app.resume import prepare as prepare_resume
 from visionlab.app.runlock import RunLock
@@ -174,7 +174,7 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
         return argv, None
     lock = RunLock(run_dir).acquire()
     if not any(a.startswith("hydra.run.dir=") for a in argv):
-        argv.append(f"hydra.run.dir={run_dir}")  # the folder locked is the folder Hydra uses
+        argv.append(override("hydra.run.dir", run_dir))  # the folder locked is the folder Hydra uses
     return argv, lock
 
 

@@ -23,7 +23,7 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from visionlab.app.config import ConfigError
+from visionlab.app.config import ConfigError, override
 from visionlab.app.safety import check_targets, check_values
 from visionlab.training.checkpoint import (
     METADATA_KEY,
@@ -159,13 +159,14 @@ def prepare(argv: Sequence[str]) -> tuple[list[str], Resume | None]:
     rest = [a for a in argv if not a.startswith("ckpt_path=")]
     run_dir, saved = ckpt.parent.parent, ckpt.parent.parent / ".hydra" / "overrides.yaml"
     if ckpt.parent.name != "checkpoints" or not saved.is_file():
-        return [*rest, f"ckpt_path={ckpt.resolve()}"], Resume(ckpt, checkpoint, None)
+        return [*rest, override("ckpt_path", ckpt.resolve())], Resume(ckpt, checkpoint, None)
     _check_no_links(run_dir)
     replayed, rest = _without_removed(saved, rest)
     suspect = [a for a in rest if not _may_change(a) and a not in replayed]
     # hydra.output_subdir=null: the run's .hydra/ keeps the config it started with (the
     # resume is recorded in run_info.json)
-    return ([*replayed, *rest, f"ckpt_path={ckpt.resolve()}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"],
+    return ([*replayed, *rest, override("ckpt_path", ckpt.resolve()), override("hydra.run.dir", run_dir),
+             "hydra.output_subdir=null"],
             Resume(ckpt, checkpoint, run_dir, replayed, suspect))
 
 
