@@ -105,7 +105,8 @@ class InMemoryImageDataModule(LightningDataModule):
         interval, limit = lookup("trainer.val_check_interval"), lookup("trainer.limit_train_batches")
         train_size, batch = lookup("data.train_size") or cls.train_size, lookup("data.batch_size")
         if (not is_int(interval) or not train_size or not is_int(batch) or lookup("trainer.devices") != 1
-                or lookup("trainer.check_val_every_n_epoch") is None or lookup("trainer.limit_val_batches") == 0):
+                or lookup("trainer.check_val_every_n_epoch") is None or lookup("trainer.limit_val_batches") == 0
+                or lookup("trainer.fast_dev_run")):
             return
         try:
             batches = math.ceil((train_size - resolve_val_size(lookup("data.val_size") or 0, train_size)) / batch)

@@ -89,7 +89,8 @@ def build(cfg: DictConfig) -> tuple[InMemoryImageDataModule, ClassifierTask, L.T
     callbacks = [c for c in callbacks if not isinstance(c, tuple(switched_off))]
     # Lightning's no-op profiler, cheaper per hook call (training/hook_cost.py); a chosen profiler wins
     quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **quiet)
+    # plain dicts and lists: Lightning takes max_time={minutes: 5} as a dict, not a DictConfig
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="partial", **quiet)
     if cfg.trainer.get("max_epochs") is None:  # Lightning's rule (loops.utilities._parse_loop_limits), said aloud
         bounded = cfg.trainer.get("max_steps", -1) != -1 or cfg.trainer.get("max_time") is not None
         log.info("trainer.max_epochs=null: Lightning's default applies: %s", "no epoch limit (trainer.max_steps or "
@@ -209,7 +210,7 @@ def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: Clas
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
         validated = any(str(k).startswith("val/") for k in trainer.callback_metrics)
         if best is None and not validated:
-            best = untested_last_checkpoint(trainer)
+            best = last_checkpoint_to_test(trainer)
         if restored_best_weights(trainer):
             # Keras' restore_best_weights: the module holds the best epoch's weights; saved, so
             # that what is tested is a file evaluate can reproduce
@@ -222,7 +223,8 @@ def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: Clas
         atomic_write(folder / "metrics.json", json.dumps({**metrics, **tested}, indent=2, sort_keys=True))
     return metrics
 
-def untested_last_checkpoint(trainer: L.Trainer) -> str | None:
+
+def last_checkpoint_to_test(trainer: L.Trainer) -> str | None:
     """No validation ran (trainer.limit_val_batches=0, data.val_size=0, or max_steps / max_time
     ended the run first), so nothing chose a best checkpoint: the last one is tested, loudly."""
     last = next((cb.best_model_path for cb in trainer.checkpoint_callbacks
