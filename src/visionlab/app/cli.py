@@ -3,6 +3,7 @@ input reported as one line instead of a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 import os
@@ -10,9 +11,10 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
@@ -136,8 +138,33 @@ def _is_multirun(argv: Sequence[str]) -> bool:
     return "-m" in argv or "--multirun" in argv
 
 
-# Hydra's own flags naming another primary config (a search's best.yaml): checked when it builds.
-CONFIG_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp")
+class _Unparsed(Exception):
+    """Hydra's parser refused the command line; Hydra will say why, in its own words."""
+
+
+def _refuse(message: str) -> NoReturn:
+    raise _Unparsed(message)
+
+
+def hydra_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]] | None:
+    """The command line as Hydra itself parses it: its flags (`--cfg job`, `-cn NAME`, ...)
+    and, second, the tokens that are not overrides, in their order. None if Hydra would
+    refuse it (Hydra then prints its usage)."""
+    parser = get_args_parser()
+    parser.error = _refuse  # type: ignore[method-assign]
+    try:
+        args = parser.parse_args(list(argv))
+    except _Unparsed:
+        return None
+    flags, overrides = list(argv), list(args.overrides)
+    for token in overrides:
+        flags.remove(token)
+    return args, flags
+
+
+# Flags that print something and run nothing: no checks, no run folder, no lock. (--version
+# exits in hydra_args, printing what Hydra would.)
+INFORMATIONAL = ("help", "hydra_help", "cfg", "info", "shell_completion")
 
 
 def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] = (), resumes: bool = False,
@@ -145,10 +172,19 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     """Everything checkable before Hydra starts and writes a run folder: group options,
     unknown keys, the composed config's values, a resume's checkpoint, the folder's lock.
 
+    Hydra's own flags pass through untouched; only the overrides are checked. Informational
+    flags and `--experimental-rerun` (a saved config, overrides ignored) skip the checks;
+    `-cn/-cp/-cd` (another primary config) and `-m` are checked as each job builds.
     Returns the arguments Hydra should run with (a resume's replayed overrides, the run
     folder pinned) and the lock taken, if any. Raises a USER_ERRORS exception otherwise.
     """
-    argv = list(argv)
+    parsed = hydra_args(argv)
+    if parsed is None:
+        return list(argv), None
+    args, flags = parsed
+    if any(getattr(args, flag) for flag in INFORMATIONAL) or args.experimental_rerun:
+        return list(argv), None
+    argv = list(args.overrides)
     check_group_overrides(argv)
     resume = None
     if resumes:
@@ -156,28 +192,28 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
         check_group_overrides(argv)
         if resume is not None:
             check_unchanged(argv, resume, config_name)
-    if _is_multirun(argv) or any(a.split("=")[0] in CONFIG_FLAGS for a in argv):
-        return argv, None  # each job is checked when it builds
+    if args.multirun or args.config_name or args.config_path or args.config_dir:
+        return flags + argv, None  # each job is checked when it builds
     check_new_keys(argv, config_name)
     cfg = precompose(config_name, argv)
     if cfg.hydra.mode == RunMode.MULTIRUN:  # set by a config (hparams_search=...), not by -m
-        return argv, None
+        return flags + argv, None
     validate(cfg, checks)
     if resume is not None:
         check_fits(cfg, resume)
     if not locks:
-        return argv, None
+        return flags + argv, None
     run_dir = str(cfg.hydra.run.dir)
     lock = RunLock(run_dir).acquire()
     if not any(a.startswith("hydra.run.dir=") for a in argv):
         argv.append(f"hydra.run.dir={run_dir}")  # the folder locked is the folder Hydra uses
-    return argv, lock
+    return flags + argv, lock
 
 
 def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:
     """The config Hydra will compose for `argv`, with Hydra's own errors in one line."""
     try:
-        return compose_config([a for a in argv if a not in ("-m", "--multirun")], config_name=config_name)
+        return compose_config(argv, config_name=config_name)
     except (HydraException, OmegaConfBaseException) as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
         raise ConfigError(" ".join(lines[:2]) or type(err).__name__) from None
