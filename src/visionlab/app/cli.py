@@ -9,11 +9,13 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
 import hydra
+import lightning
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
@@ -26,15 +28,44 @@ from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, c
 from visionlab.app.resume import check_fits, check_unchanged
 from visionlab.app.resume import prepare as prepare_resume
 from visionlab.app.runlock import RunLock
-from visionlab.data.sources import DataSourceError
 from visionlab.utils.checks import Check
+from visionlab.utils.errors import BUG_NOTE
 from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 
 # Errors that mean "the input is wrong", not "the code is wrong": reported in one line.
-USER_ERRORS = (ConfigError, ValueError, DataSourceError, FileNotFoundError, PermissionError, FloatingPointError,
-               MisconfigurationException)
+# ConfigError is the base of visionlab's own (CheckpointError, DataSourceError, ImageError);
+# a plain ValueError is a bug. Lightning's MisconfigurationException names the user's flag.
+USER_ERRORS = (ConfigError, FileNotFoundError, PermissionError, FloatingPointError, MisconfigurationException)
+# Code that judges a config as it instantiates it: what it raises is about the config.
+_CONFIG_JUDGES = tuple(str(Path(cast(str, m.__file__)).parent) for m in (hydra, lightning))
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether `err` is the user's bad input rather than a bug. Hydra wraps what a `_target_`
+    raises; its own refusals (no such class, arguments that do not fit the signature) and
+    Lightning's while the Trainer is built are about the config too."""
+    while isinstance(err, InstantiationException):
+        cause = err.__cause__
+        if cause is None or _raised_in(cause, _CONFIG_JUDGES):
+            return True
+        err = cause
+    return isinstance(err, USER_ERRORS)
+
+
+def _raised_in(err: BaseException, folders: tuple[str, ...]) -> bool:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(folders)
+
+
+def _report_bug() -> NoReturn:
+    """The exception being handled, with its traceback and BUG_NOTE below it; exit 1 as Hydra does."""
+    traceback.print_exc()
+    print(BUG_NOTE, file=sys.stderr)
+    sys.exit(1)
 
 
 def one_line(err: BaseException) -> str:
@@ -82,8 +113,9 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
                 resumes: bool = False, locks: bool = False) -> Callable[[], None]:
     """A `main()` that runs `fn(cfg)` under Hydra with the checks above.
 
-    A failing run writes its message to error.txt in its folder. Bad input ends a single
-    run with one line on stderr (exit 2). In a multirun a failing job is logged (bad input
+    A failing run writes its message to error.txt in its folder. Bad input (`is_user_error`)
+    ends a single run with one line on stderr (exit 2); a bug with its traceback and
+    BUG_NOTE (exit 1). In a multirun a failing job is logged (bad input
     in one line, a crash with its traceback) and the other jobs go on: the basic sweeper
     gets NaN, other sweepers the exception. VISIONLAB_DEBUG=1 gives full tracebacks.
     Before Hydra starts, `prepare_run` checks the arguments (`checks`: the entry config's
@@ -98,19 +130,21 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
                 stale.unlink(missing_ok=True)  # a resumed run that now succeeded
             return result
         except Exception as err:
-            user_error = isinstance(err, USER_ERRORS + (InstantiationException,))
+            user_error = is_user_error(err)
             message = f"error: {one_line(err)}" if user_error else f"error: {type(err).__name__}: {one_line(err)}"
             _record_failure(message)
-            multirun = _in_multirun()
-            if os.environ.get("VISIONLAB_DEBUG") or not (user_error or multirun):
+            if os.environ.get("VISIONLAB_DEBUG") or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            log.error(message, exc_info=not user_error)
-            if not multirun:
-                print(message, file=sys.stderr)
-                sys.exit(2)
-            if _sweeper_reads_failures():
-                raise
-            return float("nan")
+            if _in_multirun():
+                log.error(message if user_error else f"{message} ({BUG_NOTE})", exc_info=not user_error)
+                if _sweeper_reads_failures():
+                    raise
+                return float("nan")
+            if not user_error:
+                _report_bug()
+            log.error(message)
+            print(message, file=sys.stderr)
+            sys.exit(2)
 
     wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task_function)
 
@@ -119,9 +153,11 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
         try:
             if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP's child processes get the prepared argv
                 argv, lock = prepare_run(config_name, argv, checks, resumes=resumes, locks=locks)
-        except USER_ERRORS as err:
+        except Exception as err:
             if os.environ.get("VISIONLAB_DEBUG"):
                 raise
+            if not is_user_error(err):
+                _report_bug()
             print(f"error: {one_line(err)}", file=sys.stderr)
             sys.exit(2)
         sys.argv[1:] = argv

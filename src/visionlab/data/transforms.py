@@ -28,6 +28,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from visionlab.utils.checks import Check, integer, is_int, non_negative
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.seeding import derive_seed
 
 NORMALIZATIONS = ("scale", "standardize")
@@ -75,18 +76,18 @@ class Augment:
         for name in ("rotation", "width_shift", "height_shift", "zoom", "brightness", "contrast"):
             value = getattr(self, name)
             if value < 0:
-                raise ValueError(f"data.augment.{name}={value} must be >= 0")
+                raise ConfigError(f"data.augment.{name}={value} must be >= 0")
         if not isinstance(self.crop_padding, int) or self.crop_padding < 0:
-            raise ValueError(f"data.augment.crop_padding={self.crop_padding!r} must be an integer >= 0")
+            raise ConfigError(f"data.augment.crop_padding={self.crop_padding!r} must be an integer >= 0")
         if self.zoom >= 1:
-            raise ValueError(f"data.augment.zoom={self.zoom} must be in [0, 1)")
+            raise ConfigError(f"data.augment.zoom={self.zoom} must be in [0, 1)")
         for name in ("mixup", "cutmix"):
             if getattr(self, name) < 0:
-                raise ValueError(f"data.augment.{name}={getattr(self, name)} must be >= 0 (a Beta alpha; 0: off)")
+                raise ConfigError(f"data.augment.{name}={getattr(self, name)} must be >= 0 (a Beta alpha; 0: off)")
         if self.randaugment and self.trivialaugment:
-            raise ValueError("data.augment.randaugment and data.augment.trivialaugment are both on; choose one")
+            raise ConfigError("data.augment.randaugment and data.augment.trivialaugment are both on; choose one")
         if self.randaugment_ops < 1 or not 0 <= self.randaugment_magnitude <= 30:
-            raise ValueError(f"data.augment.randaugment_ops={self.randaugment_ops}, randaugment_magnitude="
+            raise ConfigError(f"data.augment.randaugment_ops={self.randaugment_ops}, randaugment_magnitude="
                              f"{self.randaugment_magnitude}: expected ops >= 1 and a magnitude in 0..30")
 
     @property

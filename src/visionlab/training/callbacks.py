@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelSummary as _ModelSummary
 from torch import Tensor
 
 from visionlab.training.trainer_state import callbacks_of
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.io import atomic_path, atomic_write
 from visionlab.utils.summary import model_summary
 
@@ -122,7 +123,7 @@ class History(Callback):
 
     def __init__(self, dirpath: str | Path, plot: bool = True, plot_every_n_epochs: int = 1) -> None:
         if plot_every_n_epochs < 1:
-            raise ValueError(f"History plot_every_n_epochs={plot_every_n_epochs} must be >= 1")
+            raise ConfigError(f"History plot_every_n_epochs={plot_every_n_epochs} must be >= 1")
         self.dirpath = Path(dirpath)
         self.plot, self.plot_every_n_epochs = plot, plot_every_n_epochs
         self.rows: list[dict[str, float]] = []

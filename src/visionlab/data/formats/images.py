@@ -13,11 +13,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from visionlab.utils.errors import ConfigError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 MODES = {1: "L", 3: "RGB"}
 
 
-class ImageError(ValueError):
+class ImageError(ConfigError):
     """A file that cannot be used as an input image; the message starts with its path."""
 
 
@@ -44,7 +46,7 @@ def read_image(path: str | Path | BinaryIO, input_shape: Sequence[int], max_pixe
     """
     channels, height, width = input_shape
     if channels not in MODES:
-        raise ValueError(f"input_shape={tuple(input_shape)}: images need 1 or 3 channels")
+        raise ConfigError(f"input_shape={tuple(input_shape)}: images need 1 or 3 channels")
     try:
         with Image.open(path) as image:
             if image.width * image.height > max_pixels:
