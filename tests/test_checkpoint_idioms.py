@@ -13,11 +13,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from conftest import run_main
-from visionlab.app.cli import hydra_entry
+from conftest import run_main, tree_hash
+from visionlab.app.cli import hydra_entry, prepare_run
 from visionlab.app.config import compose_config
+from visionlab.app.resume import latest_last_checkpoint
 from visionlab.entrypoints import evaluate, export, predict
+from visionlab.entrypoints.train import CHECKS as TRAIN_CHECKS
 from visionlab.entrypoints.train import build
+from visionlab.entrypoints.train import main as train_main
 from visionlab.training.checkpoint import CheckpointError, read_checkpoint
 from visionlab.training.task import ClassifierTask
 from visionlab.utils.errors import BUG_NOTE, ConfigError
@@ -173,3 +176,70 @@ def test_a_bug_shows_its_traceback_and_asks_to_report_it(tmp_path):
     assert (tmp_path / "a" / "error.txt").read_text() == "error: ValueError: an index went wrong\n"
     code, err = run_main(_entry(bad_value), [f"hydra.run.dir={tmp_path / 'b'}"])
     assert (code, err) == (2, "error: split=x is not allowed; expected test or val\n")
+
+
+def test_ckpt_path_last_is_the_newest_runs_last_checkpoint(tmp_path):
+    """Not the most recently written last.ckpt: resuming an older run rewrites its file."""
+    def run(name: str, with_last: bool = True) -> Path:
+        ckpt = tmp_path / "runs" / name / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        if with_last:
+            ckpt.write_bytes(b"x")
+        return ckpt
+
+    newest = run("2026-01-02/09-00-00")
+    older = run("2026-01-01/23-00-00")  # written after the newest run's: it was resumed
+    run("2026-01-02/10-00-00", with_last=False)  # stopped before its first checkpoint
+    assert older.stat().st_mtime >= newest.stat().st_mtime
+    assert latest_last_checkpoint(tmp_path) == newest
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of the train command that trained its one epoch, with the default callbacks (last.ckpt)."""
+    log_dir = tmp_path_factory.mktemp("outputs")
+    run = log_dir / "runs" / "2026-01-01" / "00-00-00"
+    code, err = run_main(train_main, [*FAST[:-3], "scheduler=none", "logger=none", "test=false",
+                                      f"paths.log_dir={log_dir}", f"hydra.run.dir={run}"])
+    assert code == 0, err
+    return run
+
+
+def test_a_resume_with_nothing_left_to_train_says_so(finished_run, tmp_path):
+    """It used to fit nothing and test the checkpoint again, silently."""
+    last = finished_run / "checkpoints" / "last.ckpt"
+    log_dir = finished_run.parents[2]
+    for args, reached in ((["ckpt_path=last", f"paths.log_dir={log_dir}"], "trainer.max_epochs=1"),
+                          ([f"ckpt_path={last}", "trainer.max_steps=1"], "trainer.max_steps=1")):
+        with pytest.raises(ConfigError, match=rf"^ckpt_path={last}: nothing left to train: .*{reached}; raise"):
+            prepare_run("train", args, TRAIN_CHECKS, resumes=True)
+    before = tree_hash(finished_run)
+    code, err = run_main(train_main, [f"ckpt_path={last}"])
+    assert code == 2 and err.count("\n") == 1 and "nothing left to train: it holds 1 finished epochs (0 to 0)" in err
+    assert tree_hash(finished_run) == before  # nothing written
+    argv, _ = prepare_run("train", [f"ckpt_path={last}", "trainer.max_epochs=2"], TRAIN_CHECKS, resumes=True)
+    assert f"ckpt_path={last}" in argv  # more epochs: a resume like any other
+
+
+def test_the_python_api_writes_where_its_settings_say_and_says_where(tmp_path, monkeypatch, caplog):
+    """A notebook's folder used to get ./data and ./outputs, unannounced."""
+    import visionlab
+    from visionlab.api import data_cache
+
+    notebook = tmp_path / "notebook"
+    notebook.mkdir()
+    monkeypatch.chdir(notebook)
+    monkeypatch.delenv("VISIONLAB_ROOT", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data_cache() == tmp_path / "cache" / "visionlab" / "data"
+    root = tmp_path / "my runs"  # a space, as folder names have
+    caplog.set_level("INFO", logger="visionlab")
+    visionlab.train([*FAST[:-3], "scheduler=none", "logger=none", "test=false"], root=root)
+    run = next((root / "outputs" / "runs").glob("*/*"))
+    assert (run / "run_info.json").is_file() and (run / "train.log").is_file()
+    assert f"visionlab.train: writing to {run}; data in {data_cache()}" in caplog.text
+    assert f"writing to {run}" in (run / "train.log").read_text()
+    model = visionlab.load_model(run / "checkpoints" / "last.ckpt", root=root)
+    model.evaluate("test")
+    assert next((root / "outputs" / "evaluate").glob("*/*/metrics.json")).is_file()
+    assert not list(notebook.iterdir()), "the API wrote into the current folder"

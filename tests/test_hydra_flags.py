@@ -27,7 +27,7 @@ ENTRIES: dict[str, tuple[Callable[[], None], str]] = {  # config name -> (main, 
     "evaluate": (evaluate.main, "visionlab-eval (scripts/eval.py)"),
     "predict": (predict.main, "visionlab-predict (scripts/predict.py)"),
     "export": (export.main, "visionlab-export (scripts/export.py)"),
-    "serve": (server.main, "scripts/serve.py: an HTTP server"),
+    "serve": (server.main, "visionlab-serve (scripts/serve.py): an HTTP server"),
 }
 
 

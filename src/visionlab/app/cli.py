@@ -237,6 +237,7 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     validate(cfg, checks)
     if resume is not None:
         check_fits(cfg, resume)
+        check_left_to_train(cfg, resume.ckpt, resume.checkpoint)
     if not locks:
         return flags + argv, None
     run_dir = str(cfg.hydra.run.dir)
@@ -244,6 +245,27 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     if not any(a.startswith("hydra.run.dir=") for a in argv):
         argv.append(f"hydra.run.dir={run_dir}")  # the folder locked is the folder Hydra uses
     return flags + argv, lock
+
+
+def check_left_to_train(cfg: DictConfig, ckpt: Path, checkpoint: dict[str, Any]) -> None:
+    """A resume whose checkpoint already reached trainer.max_epochs or max_steps would fit
+    nothing and only test again: say so instead, before anything is written."""
+    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    epochs = (fit_loop.get("epoch_progress") or {}).get("total") or {}
+    done_epochs = epochs.get("processed")  # counted before the epoch-end checkpoint is saved
+    if (isinstance(done_epochs, int) and epochs.get("started", 0) > done_epochs
+            and (fit_loop.get("epoch_loop.batch_progress") or {}).get("is_last_batch")):
+        done_epochs += 1  # saved at validation's end, after the epoch's last batch but before Lightning counted it
+    steps, max_epochs, max_steps = checkpoint.get("global_step"), cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
+    reached = None
+    if isinstance(max_steps, int) and max_steps >= 0 and isinstance(steps, int) and steps >= max_steps:
+        reached = f"it holds {steps} steps and trainer.max_steps={max_steps}; raise trainer.max_steps"
+    elif isinstance(max_epochs, int) and max_epochs >= 0 and isinstance(done_epochs, int) and done_epochs >= max_epochs:
+        reached = (f"it holds {done_epochs} finished epochs (0 to {done_epochs - 1}) and trainer.max_epochs={max_epochs}; "
+                   "raise trainer.max_epochs")
+    if reached is not None:
+        raise ConfigError(f"ckpt_path={ckpt}: nothing left to train: {reached} to train on, or test it with "
+                          f"visionlab-eval ckpt_path={ckpt}")
 
 
 def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:

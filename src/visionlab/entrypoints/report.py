@@ -194,8 +194,8 @@ def plot_curves(runs: list[Run], target: Path) -> None:
     ax = fig.subplots()
     for run in plotted:
         epochs, accs = zip(*run.curve)
-        ax.plot([e + 1 for e in epochs], accs, marker="o", markersize=3, label=run.label)
-    ax.set_xlabel("epoch")
+        ax.plot(epochs, accs, marker="o", markersize=3, label=run.label)
+    ax.set_xlabel("epoch (from 0)")
     ax.set_ylabel("val accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
