@@ -133,7 +133,7 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
             user_error = is_user_error(err)
             message = f"error: {one_line(err)}" if user_error else f"error: {type(err).__name__}: {one_line(err)}"
             _record_failure(message)
-            if os.environ.get("VISIONLAB_DEBUG") or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            if os.environ.get("VISIONLAB_DEBUG"):
                 raise
             if _in_multirun():
                 log.error(message if user_error else f"{message} ({BUG_NOTE})", exc_info=not user_error)

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from visionlab.app.cli import ERROR_FILE
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.io import atomic_path, atomic_write
 
 log = logging.getLogger("visionlab")
@@ -210,7 +211,7 @@ def write_report(root: str | Path, key: str = "best_val_acc") -> list[Run]:
     """Write report.md, report.csv and curves.png into `root`; return the sorted runs."""
     root = Path(root)
     if key not in SORT_KEYS:
-        raise ValueError(f"sort key {key!r} is unknown; allowed: {', '.join(SORT_KEYS)}")
+        raise ConfigError(f"sort key {key!r} is unknown; allowed: {', '.join(SORT_KEYS)}")
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
     dirs = find_runs(root)
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         runs = write_report(args.folder, args.sort)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ConfigError) as err:  # any other ValueError is a bug: its traceback shows
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(f"{len(runs)} runs -> {Path(args.folder) / 'report.md'}, report.csv, curves.png")
