@@ -3,16 +3,20 @@ input reported as one line instead of a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import hydra
+import lightning
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
@@ -25,15 +29,44 @@ from visionlab.app.resume import check_fits, check_unchanged
 from visionlab.app.resume import prepare as prepare_resume
 from visionlab.app.runlock import RunLock
 from visionlab.app.safety import check_composed
-from visionlab.data.sources import DataSourceError
 from visionlab.utils.checks import Check
+from visionlab.utils.errors import BUG_NOTE
 from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 
 # Errors that mean "the input is wrong", not "the code is wrong": reported in one line.
-USER_ERRORS = (ConfigError, ValueError, DataSourceError, FileNotFoundError, PermissionError, FloatingPointError,
-               MisconfigurationException)
+# ConfigError is the base of visionlab's own (CheckpointError, DataSourceError, ImageError);
+# a plain ValueError is a bug. Lightning's MisconfigurationException names the user's flag.
+USER_ERRORS = (ConfigError, FileNotFoundError, PermissionError, FloatingPointError, MisconfigurationException)
+# Code that judges a config as it instantiates it: what it raises is about the config.
+_CONFIG_JUDGES = tuple(str(Path(cast(str, m.__file__)).parent) for m in (hydra, lightning))
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether `err` is the user's bad input rather than a bug. Hydra wraps what a `_target_`
+    raises; its own refusals (no such class, arguments that do not fit the signature) and
+    Lightning's while the Trainer is built are about the config too."""
+    while isinstance(err, InstantiationException):
+        cause = err.__cause__
+        if cause is None or _raised_in(cause, _CONFIG_JUDGES):
+            return True
+        err = cause
+    return isinstance(err, USER_ERRORS)
+
+
+def _raised_in(err: BaseException, folders: tuple[str, ...]) -> bool:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(folders)
+
+
+def _report_bug() -> NoReturn:
+    """The exception being handled, with its traceback and BUG_NOTE below it; exit 1 as Hydra does."""
+    traceback.print_exc()
+    print(BUG_NOTE, file=sys.stderr)
+    sys.exit(1)
 
 
 def one_line(err: BaseException) -> str:
@@ -81,8 +114,9 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
                 resumes: bool = False, locks: bool = False) -> Callable[[], None]:
     """A `main()` that runs `fn(cfg)` under Hydra with the checks above.
 
-    A failing run writes its message to error.txt in its folder. Bad input ends a single
-    run with one line on stderr (exit 2). In a multirun a failing job is logged (bad input
+    A failing run writes its message to error.txt in its folder. Bad input (`is_user_error`)
+    ends a single run with one line on stderr (exit 2); a bug with its traceback and
+    BUG_NOTE (exit 1). In a multirun a failing job is logged (bad input
     in one line, a crash with its traceback) and the other jobs go on: the basic sweeper
     gets NaN, other sweepers the exception. VISIONLAB_DEBUG=1 gives full tracebacks.
     Before Hydra starts, `prepare_run` checks the arguments (`checks`: the entry config's
@@ -97,19 +131,21 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
                 stale.unlink(missing_ok=True)  # a resumed run that now succeeded
             return result
         except Exception as err:
-            user_error = isinstance(err, USER_ERRORS + (InstantiationException,))
+            user_error = is_user_error(err)
             message = f"error: {one_line(err)}" if user_error else f"error: {type(err).__name__}: {one_line(err)}"
             _record_failure(message)
-            multirun = _in_multirun()
-            if os.environ.get("VISIONLAB_DEBUG") or not (user_error or multirun):
+            if os.environ.get("VISIONLAB_DEBUG"):
                 raise
-            log.error(message, exc_info=not user_error)
-            if not multirun:
-                print(message, file=sys.stderr)
-                sys.exit(2)
-            if _sweeper_reads_failures():
-                raise
-            return float("nan")
+            if _in_multirun():
+                log.error(message if user_error else f"{message} ({BUG_NOTE})", exc_info=not user_error)
+                if _sweeper_reads_failures():
+                    raise
+                return float("nan")
+            if not user_error:
+                _report_bug()
+            log.error(message)
+            print(message, file=sys.stderr)
+            sys.exit(2)
 
     wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task_function)
 
@@ -118,9 +154,11 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
         try:
             if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP's child processes get the prepared argv
                 argv, lock = prepare_run(config_name, argv, checks, resumes=resumes, locks=locks)
-        except USER_ERRORS as err:
+        except Exception as err:
             if os.environ.get("VISIONLAB_DEBUG"):
                 raise
+            if not is_user_error(err):
+                _report_bug()
             print(f"error: {one_line(err)}", file=sys.stderr)
             sys.exit(2)
         sys.argv[1:] = argv
@@ -137,8 +175,33 @@ def _is_multirun(argv: Sequence[str]) -> bool:
     return "-m" in argv or "--multirun" in argv
 
 
-# Hydra's own flags naming another primary config (a search's best.yaml): checked when it builds.
-CONFIG_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp")
+class _Unparsed(Exception):
+    """Hydra's parser refused the command line; Hydra will say why, in its own words."""
+
+
+def _refuse(message: str) -> NoReturn:
+    raise _Unparsed(message)
+
+
+def hydra_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]] | None:
+    """The command line as Hydra itself parses it: its flags (`--cfg job`, `-cn NAME`, ...)
+    and, second, the tokens that are not overrides, in their order. None if Hydra would
+    refuse it (Hydra then prints its usage)."""
+    parser = get_args_parser()
+    parser.error = _refuse  # type: ignore[method-assign]
+    try:
+        args = parser.parse_args(list(argv))
+    except _Unparsed:
+        return None
+    flags, overrides = list(argv), list(args.overrides)
+    for token in overrides:
+        flags.remove(token)
+    return args, flags
+
+
+# Flags that print something and run nothing: no checks, no run folder, no lock. (--version
+# exits in hydra_args, printing what Hydra would.)
+INFORMATIONAL = ("help", "hydra_help", "cfg", "info", "shell_completion")
 
 
 def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] = (), resumes: bool = False,
@@ -146,10 +209,19 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     """Everything checkable before Hydra starts and writes a run folder: group options,
     unknown keys, the composed config's values, a resume's checkpoint, the folder's lock.
 
+    Hydra's own flags pass through untouched; only the overrides are checked. Informational
+    flags and `--experimental-rerun` (a saved config, overrides ignored) skip the checks;
+    `-cn/-cp/-cd` (another primary config) and `-m` are checked as each job builds.
     Returns the arguments Hydra should run with (a resume's replayed overrides, the run
     folder pinned) and the lock taken, if any. Raises a USER_ERRORS exception otherwise.
     """
-    argv = list(argv)
+    parsed = hydra_args(argv)
+    if parsed is None:
+        return list(argv), None
+    args, flags = parsed
+    if any(getattr(args, flag) for flag in INFORMATIONAL) or args.experimental_rerun:
+        return list(argv), None
+    argv = list(args.overrides)
     check_group_overrides(argv)
     resume = None
     if resumes:
@@ -157,12 +229,12 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
         check_group_overrides(argv)
         if resume is not None:
             check_unchanged(argv, resume, config_name)
-    if _is_multirun(argv) or any(a.split("=")[0] in CONFIG_FLAGS for a in argv):
-        return argv, None  # each job is checked when it builds
+    if args.multirun or args.config_name or args.config_path or args.config_dir:
+        return flags + argv, None  # each job is checked when it builds
     check_new_keys(argv, config_name)
     cfg = precompose(config_name, argv)
     if cfg.hydra.mode == RunMode.MULTIRUN:  # set by a config (hparams_search=...), not by -m
-        return argv, None
+        return flags + argv, None
     validate(cfg, checks)
     run_dir = str(cfg.hydra.run.dir)
     if resume is not None:
@@ -171,11 +243,11 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     else:
         check_new_folder(run_dir, resumes)
     if not locks:
-        return argv, None
+        return flags + argv, None
     lock = RunLock(run_dir).acquire()
     if not any(a.startswith("hydra.run.dir=") for a in argv):
         argv.append(override("hydra.run.dir", run_dir))  # the folder locked is the folder Hydra uses
-    return argv, lock
+    return flags + argv, lock
 
 
 # What a run folder holds: a command that writes into a folder holding any of these would
@@ -196,7 +268,7 @@ def check_new_folder(run_dir: str, resumes: bool) -> None:
 def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:
     """The config Hydra will compose for `argv`, with Hydra's own errors in one line."""
     try:
-        return compose_config([a for a in argv if a not in ("-m", "--multirun")], config_name=config_name)
+        return compose_config(argv, config_name=config_name)
     except (HydraException, OmegaConfBaseException) as err:
         # Hydra would suggest adding a mistyped top-level key with `+`: name the key meant instead
         missing = re.match(r"Could not override '([^'./]+)'", str(err))

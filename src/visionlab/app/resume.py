@@ -11,6 +11,7 @@ builds. A run whose schedule has a fixed length cannot be continued past it.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from visionlab.training.checkpoint import (
     training_progress,
     weight_mismatch,
 )
+
+log = logging.getLogger("visionlab")
 
 # What a resume may change, as override keys (fnmatch patterns, after any +/~ prefix).
 RESUME_MAY_CHANGE = (
@@ -66,7 +69,10 @@ def _key(override: str) -> str:
 
 
 def latest_last_checkpoint(log_dir: Path) -> Path | None:
-    found = sorted(log_dir.glob("runs/*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    """last.ckpt of the newest run under `log_dir`/runs: the latest run folder by its name
+    (DATE/TIME, when the run started), not the most recently written file (resuming an older
+    run rewrites its last.ckpt). Runs without a last.ckpt (stopped before one) are passed over."""
+    found = sorted(log_dir.glob("runs/*/*/checkpoints/last.ckpt"), key=lambda p: p.parts[-4:-2])
     return found[-1] if found else None
 
 
@@ -77,6 +83,7 @@ def _checkpoint_file(value: str, argv: Sequence[str]) -> Path:
         ckpt = latest_last_checkpoint(log_dir)
         if ckpt is None:
             raise ConfigError(f"ckpt_path=last: no run under {log_dir}/runs has checkpoints/last.ckpt")
+        log.info("ckpt_path=last: %s (the newest run's last checkpoint)", ckpt)
         return ckpt
     ckpt = Path(value)
     if not ckpt.is_file():

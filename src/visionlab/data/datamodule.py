@@ -82,9 +82,9 @@ class InMemoryImageDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"data.normalization={normalization!r} is unknown; allowed: {', '.join(NORMALIZATIONS)}")
+            raise ConfigError(f"data.normalization={normalization!r} is unknown; allowed: {', '.join(NORMALIZATIONS)}")
         if loader not in self.loaders:
-            raise ValueError(f"data.loader={loader!r} is unknown; allowed: {', '.join(self.loaders)}")
+            raise ConfigError(f"data.loader={loader!r} is unknown; allowed: {', '.join(self.loaders)}")
         self.data_dir = data_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         resolve_val_size(val_size, self.train_size)  # fail before reading anything
@@ -150,11 +150,11 @@ class InMemoryImageDataModule(LightningDataModule):
         where = getattr(self, "root", None) or self.data_dir
         for name, (images, labels) in self.splits.items():
             if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.input_shape):
-                raise ValueError(f"{where}: {name} images have shape {tuple(images.shape[1:])}; "
+                raise ConfigError(f"{where}: {name} images have shape {tuple(images.shape[1:])}; "
                                  f"expected {tuple(self.input_shape)} like the training images")
             if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 bad = int(labels.max()) if int(labels.max()) >= self.num_classes else int(labels.min())
-                raise ValueError(f"{where}: {name} labels hold {bad}; expected 0..{self.num_classes - 1} "
+                raise ConfigError(f"{where}: {name} labels hold {bad}; expected 0..{self.num_classes - 1} "
                                  f"({self.num_classes} classes)")
         n_train = len(self.splits["train"][1])
         if self.batch_size > n_train:
@@ -266,13 +266,13 @@ def resolve_val_size(val_size: float, train_size: int) -> int:
     """A count (an integer) stays a count; a fraction in (0, 1) becomes a count of
     `train_size`. 1.0 or 5000.0 could mean either, so they are refused."""
     if val_size < 0:
-        raise ValueError(f"data.val_size={val_size} must be >= 0 (a count, or a fraction below 1)")
+        raise ConfigError(f"data.val_size={val_size} must be >= 0 (a count, or a fraction below 1)")
     if isinstance(val_size, float) and val_size >= 1:
-        raise ValueError(f"data.val_size={val_size} is ambiguous; give a fraction below 1 (e.g. 0.1) "
+        raise ConfigError(f"data.val_size={val_size} is ambiguous; give a fraction below 1 (e.g. 0.1) "
                          f"or a whole count without a decimal point (e.g. {int(val_size)})")
     count = round(val_size * train_size) if 0 < val_size < 1 else int(val_size)
     if train_size and count >= train_size:
-        raise ValueError(f"data.val_size={val_size} must be smaller than the {train_size} training images")
+        raise ConfigError(f"data.val_size={val_size} must be smaller than the {train_size} training images")
     return count
 
 

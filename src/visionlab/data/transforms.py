@@ -28,6 +28,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from visionlab.utils.checks import Check, between, fraction, integer, is_int, non_negative, run_checks
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.seeding import derive_seed
 
 NORMALIZATIONS = ("scale", "standardize")
@@ -79,7 +80,7 @@ class Augment:
         # the same checks as the config's, for an Augment built in Python
         run_checks(self.CHECKS, lambda key: getattr(self, key.removeprefix("data.augment.")), "data.augment.")
         if self.randaugment and self.trivialaugment:
-            raise ValueError("data.augment.randaugment and data.augment.trivialaugment are both on; choose one")
+            raise ConfigError("data.augment.randaugment and data.augment.trivialaugment are both on; choose one")
 
     @property
     def geometric(self) -> bool:

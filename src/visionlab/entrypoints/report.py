@@ -29,6 +29,7 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig
 
 from visionlab.app.cli import ERROR_FILE
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.io import atomic_path, atomic_write
 
 log = logging.getLogger("visionlab")
@@ -209,8 +210,8 @@ def plot_curves(runs: list[Run], target: Path) -> None:
     ax = fig.subplots()
     for run in plotted:
         epochs, accs = zip(*run.curve)
-        ax.plot([e + 1 for e in epochs], accs, marker="o", markersize=3, label=run.label)
-    ax.set_xlabel("epoch")
+        ax.plot(epochs, accs, marker="o", markersize=3, label=run.label)
+    ax.set_xlabel("epoch (from 0)")
     ax.set_ylabel("val accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
@@ -225,7 +226,7 @@ def write_report(root: str | Path, key: str = "best_val_acc") -> list[Run]:
     """Write report.md, report.csv and curves.png into `root`; return the sorted runs."""
     root = Path(root)
     if key not in SORT_KEYS:
-        raise ValueError(f"sort key {key!r} is unknown; allowed: {', '.join(SORT_KEYS)}")
+        raise ConfigError(f"sort key {key!r} is unknown; allowed: {', '.join(SORT_KEYS)}")
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
     dirs = find_runs(root)
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         runs = write_report(args.folder, args.sort)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ConfigError) as err:  # any other ValueError is a bug: its traceback shows
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(f"{len(runs)} runs -> {Path(args.folder) / 'report.md'}, report.csv, curves.png")

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from visionlab.training.hook_cost import CachedStateKey
 from visionlab.training.trainer_state import callbacks_of
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.io import atomic_path, atomic_write
 from visionlab.utils.summary import model_summary
 
@@ -72,8 +73,8 @@ class EarlyStopping(CachedStateKey, _EarlyStopping):
             pl_module.load_state_dict(self.best_weights)
             self.restored = True
             if trainer.is_global_zero:
-                log.info("EarlyStopping: restored the weights from the end of the best epoch: %d (%s=%.4f)",
-                         self.best_epoch + 1, self.monitor, float(self.best_score))
+                log.info("EarlyStopping: restored the weights from the end of the best epoch, epoch %d (%s=%.4f)",
+                         self.best_epoch, self.monitor, float(self.best_score))
 
 
 def restored_best_weights(trainer: L.Trainer) -> bool:
@@ -151,8 +152,8 @@ class History(Callback):
     """Keras' `history`: one row per epoch (train and val loss and accuracy, learning rate,
     epoch seconds) written to `history.csv` after every epoch, and `history.png` plotting train
     against val every `plot_every_n_epochs` epochs and when training ends (a plot costs a
-    few tenths of a second, a tenth of a small MLP epoch on a CPU). Epochs count from 1,
-    as Keras prints them (checkpoint names count from 0, as Lightning's).
+    few tenths of a second, a tenth of a small MLP epoch on a CPU). Epochs count from 0,
+    as everywhere in visionlab: Lightning's checkpoint names, logs and progress bar.
 
     Lightning calls the task's `on_train_epoch_end` (where it logs train/*) after this
     callback's, so an epoch's row is completed when the next epoch starts or fitting ends.
@@ -161,7 +162,7 @@ class History(Callback):
 
     def __init__(self, dirpath: str | Path, plot: bool = True, plot_every_n_epochs: int = 1) -> None:
         if plot_every_n_epochs < 1:
-            raise ValueError(f"History plot_every_n_epochs={plot_every_n_epochs} must be >= 1")
+            raise ConfigError(f"History plot_every_n_epochs={plot_every_n_epochs} must be >= 1")
         self.dirpath = Path(dirpath)
         self.plot, self.plot_every_n_epochs = plot, plot_every_n_epochs
         self.rows: list[dict[str, float]] = []
@@ -181,7 +182,7 @@ class History(Callback):
         optimizers = trainer.optimizers
         lr = optimizers[0].param_groups[0]["lr"] if optimizers else math.nan
         seconds = time.perf_counter() - self._start
-        self._pending = {"epoch": trainer.current_epoch + 1, "lr": float(lr), "epoch_seconds": seconds}
+        self._pending = {"epoch": trainer.current_epoch, "lr": float(lr), "epoch_seconds": seconds}
         pl_module.log("time/epoch_s", seconds)  # TensorBoard's view of the same figure
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -237,7 +238,7 @@ def plot_history(rows: list[dict[str, float]], path: Path) -> None:
     for ax, metric in zip(axes, ("loss", "acc")):
         for split, style in (("train", "o-"), ("val", "s--")):
             ax.plot(epochs, [r[f"{split}_{metric}"] for r in rows], style, label=f"{split} {metric}")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (from 0)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("accuracy" if metric == "acc" else "loss")
         ax.grid(True)

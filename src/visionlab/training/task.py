@@ -26,6 +26,7 @@ from typing import Any, ClassVar, cast
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from lightning.pytorch.core.saving import _default_map_location, load_hparams_from_tags_csv, load_hparams_from_yaml
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
@@ -37,7 +38,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from visionlab.training.checkpoint import METADATA_KEY, build_net, checkpoint_metadata, read_checkpoint
+from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, build_net, checkpoint_metadata, read_checkpoint
 from visionlab.training.trainer_state import datamodule_of, fast_dev_run, log_every_n_steps
 from visionlab.utils.checks import Check, Lookup, fraction, non_negative, one_of, positive, run_checks
 from visionlab.utils.errors import ConfigError
@@ -100,6 +101,20 @@ def hard_labels(y: Tensor) -> Tensor:
     return y.argmax(1) if y.ndim == 2 else y
 
 
+def _constructor_hparams(cls: type, hparams_file: str | Path | None) -> dict[str, Any]:
+    """The arguments of `cls`'s constructor found in a Lightning hparams file (.yaml or .csv)."""
+    if hparams_file is None:
+        return {}
+    suffix = Path(hparams_file).suffix.lower()
+    if suffix not in (".yaml", ".yml", ".csv"):
+        raise ConfigError(f"hparams_file={hparams_file}: expected a .yaml, .yml or .csv file")
+    if not Path(hparams_file).is_file():
+        raise ConfigError(f"hparams_file={hparams_file}: no such file")
+    hparams = load_hparams_from_tags_csv(hparams_file) if suffix == ".csv" else load_hparams_from_yaml(hparams_file, use_omegaconf=False)
+    accepted = inspect.signature(cls).parameters
+    return {k: v for k, v in (hparams or {}).items() if k in accepted and k != "net"}
+
+
 class ClassifierTask(LightningModule):
     """Train, validate and test `net`, an nn.Module mapping images to class scores.
 
@@ -151,7 +166,7 @@ class ClassifierTask(LightningModule):
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"task.loss={loss!r} is unknown; allowed: {', '.join(LOSSES)}")
+            raise ConfigError(f"task.loss={loss!r} is unknown; allowed: {', '.join(LOSSES)}")
         self.net = net
         self.optimizer_factory = optimizer
         # the learning rate, where Lightning's LearningRateFinder(update_attr=True) finds and sets it
@@ -202,7 +217,7 @@ class ClassifierTask(LightningModule):
         """
         x, y = batch
         if y.ndim == 2 and self.loss_name == "hinge":
-            raise ValueError("task.loss=hinge cannot take soft labels (mixup/cutmix); use task.loss=cross_entropy")
+            raise ConfigError("task.loss=hinge cannot take soft labels (mixup/cutmix); use task.loss=cross_entropy")
         self._generator().manual_seed(derive_seed(derive_seed(self.seed, self.current_epoch, DROPOUT_SALT), batch_idx))
         logits = self.net(x.contiguous(memory_format=self.memory_format))
         loss = self.criterion(logits, y)
@@ -316,27 +331,34 @@ class ClassifierTask(LightningModule):
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: str | Path, **kwargs: Any
+        cls, checkpoint_path: str | Path, map_location: Any = None, hparams_file: str | Path | None = None,
+        strict: bool | None = None, weights_only: bool | None = None, **kwargs: Any
     ) -> ClassifierTask:
         """The task of a visionlab checkpoint, its net rebuilt from the file's own metadata.
 
-        Read with weights_only=True; `kwargs` (optimizer, scheduler, loss, ...) go to the
-        constructor, e.g. an optimizer to train on.
+        Takes Lightning's arguments as Lightning does: `map_location` (default: where the
+        tensors were saved, the CPU when that device is missing; the task moves to their
+        device), `hparams_file` (a .yaml or .csv of constructor arguments; keys the
+        constructor lacks are dropped), `strict` (default: `strict_loading`) and
+        `weights_only` (default True: visionlab loads weights only). `kwargs` (optimizer,
+        scheduler, loss, ...) go to the constructor and win over the file's.
         """
-        checkpoint = read_checkpoint(checkpoint_path)
+        checkpoint = read_checkpoint(checkpoint_path, map_location=map_location or _default_map_location,
+                                     weights_only=True if weights_only is None else weights_only)
         meta = checkpoint[METADATA_KEY]
         if not meta.get("model") or not meta.get("classes"):
-            raise ValueError(f"ckpt_path={checkpoint_path}: has no visionlab model metadata to rebuild its net from")
+            raise CheckpointError(f"ckpt_path={checkpoint_path}: has no visionlab model metadata to rebuild its net from")
         net = build_net(meta["model"], tuple(meta["input_shape"]), len(meta["classes"]))
-        task = cls(net, **kwargs)
+        task = cls(net, **{**_constructor_hparams(cls, hparams_file), **kwargs})
         task.model_config = dict(meta["model"])
-        task.load_state_dict(checkpoint["state_dict"])
-        return task
+        task.load_state_dict(checkpoint["state_dict"], strict=task.strict_loading if strict is None else strict)
+        tensor = next((t for t in checkpoint["state_dict"].values() if isinstance(t, Tensor)), None)
+        return task if tensor is None else task.to(tensor.device)
 
     # --- optimizer wiring -------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
-            raise ValueError("ClassifierTask has no optimizer to train with; pass optimizer=...")
+            raise ConfigError("ClassifierTask has no optimizer to train with; pass optimizer=...")
         kwargs = {} if self.lr is None else {"lr": self.lr}
         clipped_fp16 = str(self.trainer.precision) == "16-mixed" and bool(self.trainer.gradient_clip_val)
         # Lightning refuses to clip the gradients of an optimizer that unscales them itself (fused)
@@ -381,5 +403,5 @@ class ClassifierTask(LightningModule):
         defined on the tiniest smoke runs."""
         steps = self.trainer.estimated_stepping_batches
         if math.isinf(steps):
-            raise ValueError("scheduler=onecycle needs a finite run: set trainer.max_epochs or trainer.max_steps")
+            raise ConfigError("scheduler=onecycle needs a finite run: set trainer.max_epochs or trainer.max_steps")
         return max(int(steps), 8)
