@@ -56,8 +56,7 @@ def test_every_informational_flag_answers_and_writes_nothing(name: str, quiet_fo
                                                              capsys: pytest.CaptureFixture[str],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     main, about = ENTRIES[name]
-    flags = ("--help", "-h") if name == "train" else ("--help",)  # -h is the same flag in argparse
-    for flag in flags:
+    for flag in ("--help", "-h"):
         out = _run(main, [flag], capsys)
         assert out.startswith(about), out
         for section in ("== Config groups (group=option) ==", "== Main keys (key=default) ==", "== Examples =="):
