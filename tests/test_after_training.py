@@ -154,8 +154,10 @@ def test_the_python_api_trains_predicts_and_evaluates_in_process(runs, tmp_path,
 
 
 @pytest.mark.parametrize("args,message", [
-    (["+trainer.gradient_clip_val=1", "+trainer.gradient_clip_algorithm=bogus"],  # Lightning's own check
-     "error: `gradient_clip_algorithm` bogus is invalid."),
+    (["+trainer.reload_dataloaders_every_n_epochs=-1"],  # Lightning's own check
+     "error: `reload_dataloaders_every_n_epochs` should be an int >= 0, got -1."),
+    (["+trainer.gradient_clip_val=1", "+trainer.gradient_clip_algorithm=bogus"],  # visionlab's, before Hydra starts
+     "error: trainer.gradient_clip_algorithm='bogus' is not allowed; expected one of norm, value"),
     (["trainer.nope=1"], "error: Could not override 'trainer.nope'."),  # Hydra's own check
 ])
 def test_lightning_and_hydra_errors_on_bad_flags_come_as_one_line(args, message, tmp_path):

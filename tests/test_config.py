@@ -36,7 +36,7 @@ def test_plateau_scheduler_is_the_notes_one(tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("optimizer.lr=-1", "optimizer.lr=-1 is not allowed; expected a number > 0"),
+        ("optimizer.lr=-1", "optimizer.lr=-1 is not allowed; expected a finite number > 0"),
         ("model.dropout=1.5", "model.dropout=1.5 is not allowed; expected a number in [0, 1)"),
         ("model.activation=swish", "model.activation='swish' is not allowed; expected one of relu"),
         ("model.init=xavier", "model.init='xavier' is not allowed; expected one of torch, glorot_uniform"),
@@ -104,17 +104,17 @@ def test_the_train_script_itself_reports_bad_input_in_one_line(tmp_path):
 # Each key is checked by the component that defines it (its CHECKS, found through the
 # config's _target_), or by the entry point for train.yaml's own keys: same one-line errors.
 @pytest.mark.parametrize("overrides,message", [
-    (["optimizer.weight_decay=-1"], "optimizer.weight_decay=-1 is not allowed; expected a number >= 0"),
+    (["optimizer.weight_decay=-1"], "optimizer.weight_decay=-1 is not allowed; expected a finite number >= 0"),
     (["optimizer=momentum", "optimizer.momentum=1"], "optimizer.momentum=1 is not allowed; expected a number in [0, 1)"),
     (["model.kernel_size=0"], "model.kernel_size=0 is not allowed; expected an integer >= 1"),
     (["model.channels=[]"], "model.channels=[] is not allowed; expected a non-empty list of positive integers"),
     (["model.dense=[0]"], "model.dense=[0] is not allowed; expected a list of positive integers"),
-    (["model=resnet18", "model.backbone_lr_scale=0"], "model.backbone_lr_scale=0 is not allowed; expected a number > 0"),
+    (["model=resnet18", "model.backbone_lr_scale=0"], "model.backbone_lr_scale=0 is not allowed; expected a finite number > 0"),
     (["model=resnet18", "model.image_size=0"], "model.image_size=0 is not allowed; expected an integer >= 1, or null"),
     (["model=timm", "model.dropout=1"], "model.dropout=1 is not allowed; expected a number in [0, 1)"),  # inherited
     (["data.eval_batch_size=0"], "data.eval_batch_size=0 is not allowed; expected an integer >= 1"),
     (["data.val_size=1.0"], "data.val_size=1.0 is not allowed; expected a whole count >= 0 (5000) or a fraction"),
-    (["data.num_workers=-1"], "data.num_workers=-1 is not allowed; expected an integer >= 0"),
+    (["data.num_workers=-1"], "data.num_workers=-1 is not allowed; expected an integer in 0.."),
     (["data.augment.randaugment_magnitude=31"], "data.augment.randaugment_magnitude=31 is not allowed; expected an integer in 0..30"),
     (["data=image_folder", "data.color=sepia"], "data.color='sepia' is not allowed; expected one of rgb, grayscale"),
     (["data=image_folder", "data.image_size=0"], "data.image_size=0 is not allowed; expected an integer >= 1"),
@@ -123,12 +123,12 @@ def test_the_train_script_itself_reports_bad_input_in_one_line(tmp_path):
     (["data=image_folder", "data.stream_above=0"],
      "data.stream_above=0 is not allowed; expected a share of available memory in (0, 1]"),
     (["task.label_smoothing=1"], "task.label_smoothing=1 is not allowed; expected a number in [0, 1)"),
-    (["task.l1=-1"], "task.l1=-1 is not allowed; expected a number >= 0"),
+    (["task.l1=-1"], "task.l1=-1 is not allowed; expected a finite number >= 0"),
     (["scheduler.interval=batch"], "scheduler.interval='batch' is not allowed; expected step or epoch"),
     (["scheduler=plateau", "scheduler.monitor=val/accuracy"], "scheduler.monitor='val/accuracy' is never logged; expected one of train/loss"),
     (["callbacks.early_stopping.monitor=val/nope"], "callbacks.early_stopping.monitor='val/nope' is never logged"),
     (["seed=-1"], "seed=-1 is not allowed; expected an integer >= 0"),
-    (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed; expected an integer >= 1, or -1"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed; expected an integer >= 1, -1 (no limit) or null"),
     (["tune.num_training=2"], "tune.num_training=2 is not allowed; expected an integer >= 3"),
     (["finetune.unfreeze_at_epoch=-1"], "finetune.unfreeze_at_epoch=-1 is not allowed; expected an integer >= 0, or null"),
 ])

@@ -213,3 +213,16 @@ def test_a_run_folder_of_the_flat_layout_still_evaluates(run_dir, tmp_path):
     old = evaluate(make_cfg("evaluate", [f"ckpt_path={old_run / 'checkpoints' / 'flat.ckpt'}"], tmp_path / "a"))
     new = evaluate(make_cfg("evaluate", [f"ckpt_path={best_ckpt(run_dir)}"], tmp_path / "b"))
     assert old["acc"] == pytest.approx(new["acc"]) and old["loss"] == pytest.approx(new["loss"])
+
+
+def test_evaluate_on_val_refuses_a_val_split_the_run_trained_on(run_dir, tmp_path):
+    """Issue 25: split=val with another val_size held out other images, some of them trained on."""
+    from visionlab.app.config import ConfigError
+    from visionlab.entrypoints.evaluate import evaluate
+
+    ckpt = f"ckpt_path={best_ckpt(run_dir)}"
+    with pytest.raises(ConfigError, match=r"^split=val with data.val_size=100: the run held out its val split with "
+                                          r"data.val_size=32, so this one would hold images it trained on"):
+        evaluate(make_cfg("evaluate", [ckpt, "split=val", "+data.val_size=100"], tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()
+    assert evaluate(make_cfg("evaluate", [ckpt, "split=val", "+data.eval_batch_size=8"], tmp_path / "ok"))["acc"] >= 0

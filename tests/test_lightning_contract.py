@@ -135,18 +135,26 @@ def run_plain(flags: dict[str, Any], tmp_path) -> tuple[dict[str, Any], Counter]
     return observe(trainer, counter, recorder), counter
 
 
-def run_visionlab(flags: dict[str, Any], cfg_factory, *overrides: str) -> tuple[dict[str, Any], Counter]:
+# visionlab's default callbacks (checkpoints, early stopping, history, TensorBoard views...)
+# and default loggers (TensorBoard and CSV), as a user's run has them, on the same tiny data.
+DEFAULTS = ("callbacks=default", "logger=many", "trainer.enable_checkpointing=true", "trainer.enable_model_summary=true",
+            "callbacks.history.plot=false", "callbacks.validation_images.every_n_epochs=10",
+            "callbacks.insight_figures.max_images=16", "callbacks.validation_images.max_images=16")
+
+
+def run_visionlab(flags: dict[str, Any], cfg_factory, *overrides: str, defaults: bool = False
+                  ) -> tuple[dict[str, Any], Counter, L.Trainer]:
     counter, recorder = Counter(), StepRecorder()
     flags = {**COMMON_FLAGS, **flags}
-    cfg = cfg_factory(*DATA, "trainer.enable_progress_bar=true", *overrides,
-                      "+callbacks.progress_bar._target_=lightning.pytorch.callbacks.TQDMProgressBar",
-                      "+callbacks.progress_bar.refresh_rate=0",
+    cfg = cfg_factory(*DATA, "trainer.enable_progress_bar=true", *overrides, *(DEFAULTS if defaults else ()),
+                      "++callbacks.progress_bar._target_=lightning.pytorch.callbacks.TQDMProgressBar",
+                      "++callbacks.progress_bar.refresh_rate=0",
                       *(f"++trainer.{k}={v}" for k, v in flags.items()))
     datamodule, task, trainer = build(cfg)
     trainer.callbacks.append(counter)
-    trainer.loggers = [recorder]
+    trainer.loggers = [*trainer.loggers, recorder] if defaults else [recorder]
     trainer.fit(task, datamodule=datamodule)
-    return observe(trainer, counter, recorder), counter
+    return observe(trainer, counter, recorder), counter, trainer
 
 
 FLAGS = [
@@ -163,29 +171,55 @@ FLAGS = [
     {"log_every_n_steps": 2},
     {"max_steps": 5, "max_epochs": -1},
     {"max_epochs": 3},
+    {"max_steps": 3},  # stops before the first validation
+    {"limit_val_batches": 0},  # no validation at all
+    {"min_epochs": 3, "max_epochs": 2},  # Lightning: min_epochs wins
+    {"min_steps": 10, "max_steps": 10, "max_epochs": 1},
     {"precision": "64-true"},
+    {"precision": "64-true", "loader": "dataloader"},  # the batch transform runs after Lightning's convert_input
     {"precision": "bf16-mixed", "fast_dev_run": 2},  # emulated bf16 on this CPU: a smoke run only
+    {"precision": "bf16-true", "fast_dev_run": 2},
+    {"precision": "16-mixed", "fast_dev_run": 2},
 ]
+_plain_runs: dict[str, dict[str, Any]] = {}  # one plain reference per flag row, shared by both configs
 
 
-@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()) or "defaults")
-def test_trainer_flags_do_what_they_do_for_a_plain_lightning_module(flags, cfg_factory, tmp_path):
-    plain, plain_counter = run_plain(flags, tmp_path)
-    ours, our_counter = run_visionlab(flags, cfg_factory)
+def flag_id(flags: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in flags.items()) or "defaults"
+
+
+@pytest.mark.parametrize("config", ["fast", "default_callbacks"])
+@pytest.mark.parametrize("flags", FLAGS, ids=flag_id)
+def test_trainer_flags_do_what_they_do_for_a_plain_lightning_module(flags, config, cfg_factory, tmp_path):
+    flags = dict(flags)
+    data = [f"data.loader={flags.pop('loader')}"] if "loader" in flags else []
+    if flag_id(flags) not in _plain_runs:
+        _plain_runs[flag_id(flags)] = run_plain(flags, tmp_path)[0]
+    plain = _plain_runs[flag_id(flags)]
+    ours, our_counter, _ = run_visionlab(flags, cfg_factory, *data, defaults=config == "default_callbacks")
     assert ours == plain
     assert plain["counts"]["before_optimizer_step"] == plain["global_step"] > 0
     if flags.get("gradient_clip_algorithm") == "norm":
         assert our_counter.grad_norm <= flags["gradient_clip_val"] * (1 + 1e-5)
     if flags.get("gradient_clip_algorithm") == "value":
         assert our_counter.grad_max <= flags["gradient_clip_val"] * (1 + 1e-5)
+    if config == "default_callbacks" and not flags.get("fast_dev_run"):  # fast_dev_run writes no checkpoint
+        assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+        assert any(tmp_path.rglob("metrics.csv"))  # the CSV logger wrote
 
 
-def test_a_flag_combination_lightning_refuses_is_one_clean_line(cfg_factory):
-    """Lightning's MisconfigurationException is a ValueError: hydra_entry prints it in one line."""
+def test_a_flag_combination_lightning_refuses_is_one_clean_line_before_the_data_is_read(cfg_factory, tmp_path):
+    """Lightning refuses it once the data is read (a ValueError); the config check, before."""
+    from visionlab.app.config import ConfigError, validate
+    from visionlab.entrypoints.train import CHECKS
+
     cfg = cfg_factory(*DATA, "++trainer.val_check_interval=100")
-    datamodule, task, trainer = build(cfg)
-    with pytest.raises(ValueError, match=r"val_check_interval.*100"):
-        trainer.fit(task, datamodule=datamodule)
+    with pytest.raises(ConfigError, match=r"^trainer.val_check_interval=100 is more than the 7 training batches of "
+                                          r"an epoch; expected at most that, or trainer.check_val_every_n_epoch=null"):
+        validate(cfg, CHECKS)
+    plain = L.Trainer(logger=False, default_root_dir=tmp_path, **trainer_kwargs({"val_check_interval": 100}))
+    with pytest.raises(ValueError, match=r"val_check_interval.*100.*\(7\)"):  # the same count as Lightning's
+        plain.fit(PlainModule(), loader(TRAIN, BATCH), loader(VAL, EVAL_BATCH))
 
 
 # --- Lightning's callbacks through the config -------------------------------------------------

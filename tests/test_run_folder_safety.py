@@ -155,15 +155,17 @@ def test_a_resume_keeps_every_earlier_row_and_the_report_counts_every_epoch(run)
 
 
 # --- 4. one run per folder --------------------------------------------------------------------
-def test_a_second_run_into_a_locked_folder_is_refused_and_a_stale_lock_is_taken_over(run, tmp_path):
+def test_a_second_run_into_a_locked_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
     owner = subprocess.Popen(["sleep", "60"])
+    busy = tmp_path / "busy"  # a run starting there now: it holds the lock
+    busy.mkdir()
     try:
-        (run / ".lock").write_text(json.dumps({"pid": owner.pid, "host": os.uname().nodename, "started": "then"}))
-        before = tree_hash(run)
-        code, err = run_main(train_main, [*TINY, f"hydra.run.dir={run}"])
+        (busy / ".lock").write_text(json.dumps({"pid": owner.pid, "host": os.uname().nodename, "started": "then"}))
+        before = tree_hash(busy)
+        code, err = run_main(train_main, [*TINY, f"hydra.run.dir={busy}"])
         assert code == 2
-        assert last_error(err).startswith(f"error: {run} is in use by pid {owner.pid} on {os.uname().nodename}")
-        assert tree_hash(run) == before
+        assert last_error(err).startswith(f"error: {busy} is in use by pid {owner.pid} on {os.uname().nodename}")
+        assert tree_hash(busy) == before
     finally:
         owner.kill()
         owner.wait()
@@ -279,7 +281,7 @@ def test_a_corrupt_cached_copy_is_replaced_from_its_source_without_checksums(tmp
 @pytest.mark.parametrize("kind,message", [
     ("truncated", "cannot load: truncated or corrupt archive"),
     ("empty", "cannot load: the file is empty"),
-    ("pickled", "refused: the file holds pathlib.Path, "),
+    ("pickled", "refused: the file holds builtins.getattr, pathlib.Path, pathlib.PosixPath, which would run code"),
 ])
 def test_train_from_a_bad_checkpoint_file_fails_in_one_line(kind, message, trained, tmp_path):
     bad = tmp_path / "bad.ckpt"

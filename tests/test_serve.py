@@ -122,15 +122,12 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def servers(ckpt, tmp_path_factory) -> Iterator[dict[str, Server]]:
+def servers(ckpt, tmp_path_factory, request) -> Iterator[dict[str, Server]]:
     """A server per backend: the checkpoint's, and its ONNX export's (exported while the
     first one starts: starting is mostly imports)."""
-    from visionlab.entrypoints.export import export
-
     started = {"pytorch": start(f"ckpt_path={ckpt}", tmp_path_factory.mktemp("serve_pt"))}
     try:
-        exported = tmp_path_factory.mktemp("export")
-        onnx = export(compose_config([f"ckpt_path={ckpt}", "format=onnx"], exported, config_name="export"))
+        onnx = request.getfixturevalue("onnx_export")
         started["onnx"] = start(f"model_path={onnx}", tmp_path_factory.mktemp("serve_onnx"))
         for server in started.values():
             wait_ready(server)
@@ -138,6 +135,15 @@ def servers(ckpt, tmp_path_factory) -> Iterator[dict[str, Server]]:
     finally:
         for server in started.values():
             stop(server)
+
+
+@pytest.fixture(scope="module")
+def onnx_export(ckpt, tmp_path_factory) -> Path:
+    """The checkpoint exported to ONNX, with its JSON sidecar."""
+    from visionlab.entrypoints.export import export
+
+    exported = tmp_path_factory.mktemp("export")
+    return Path(export(compose_config([f"ckpt_path={ckpt}", "format=onnx"], exported, config_name="export")))
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +199,7 @@ def test_preview_is_the_image_as_the_model_sees_it(server):
     assert preview.mode == "L" and preview.size == (28, 28)  # converted as predict.py converts files
     from visionlab.data.formats.images import read_image
 
-    expected = read_image(io.BytesIO(png(rgb)), (1, 28, 28), 10**6).numpy()[0]
+    expected = read_image(io.BytesIO(png(rgb)), (1, 28, 28), 10**6, background=0).numpy()[0]
     np.testing.assert_array_equal(np.asarray(preview), expected)
 
 
@@ -227,7 +233,7 @@ def test_upload_checks_in_process():
     from visionlab.serve.uploads import Limits
 
     app = FastAPI()
-    app.state.upload_limits = Limits((3, 8, 8), 10_000, 10_000)
+    app.state.upload_limits = Limits((3, 8, 8), 10_000, 10_000, 0)
 
     @app.post("/p")
     async def echo(payload: Upload) -> dict:
@@ -346,7 +352,7 @@ def test_bad_options_fail_in_one_line_before_serving(ckpt, tmp_path, monkeypatch
         ([f"ckpt_path={ckpt}", "device=cuda"], "device='cuda': no CUDA device is available here; expected auto or cpu"),
         ([f"ckpt_path={ckpt}", "serve.port=80"], "serve.port=80 is not allowed; expected an integer in [1024, 65535]"),
         ([f"ckpt_path={ckpt}", "serve.max_batch_size=0"], "serve.max_batch_size=0 is not allowed"),
-        ([f"ckpt_path={ckpt}", "serve.timeout=null"], "serve.timeout=None is not allowed; expected a number of"),
+        ([f"ckpt_path={ckpt}", "serve.timeout=null"], "serve.timeout=null is not allowed; expected a number of"),
         ([f"ckpt_path={ckpt}", "device=gpu"], "device='gpu' is not allowed; expected one of auto, cpu, cuda"),
         ([f"model_path={ckpt}"], f"model_path={ckpt}: expected an .onnx file written by scripts/export.py"),
         ([f"ckpt_path={ckpt}", f"model_path={onnx}"], "give either ckpt_path=RUN/checkpoints/X.ckpt or model_path"),
@@ -409,3 +415,71 @@ def test_loadtest_measures_a_running_server(server):
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"] and 1 <= result["mean_batch"] <= 4
     with pytest.raises(ValueError, match="only targets this machine"):
         run_load("http://example.com:8000", requests=1, clients=1)
+
+
+def test_a_hostile_or_vanishing_client_gets_a_4xx_and_no_traceback(server, test_images):
+    """A deep JSON (200,000 in the probe) was a 500 with a RecursionError; a client leaving mid-upload
+    was a traceback counted as a 500. Now: a 400, and a 499 (client closed) in /metrics."""
+    import json
+
+    from visionlab.serve.metrics import metric_value
+
+    deep = httpx.post(server.url + "/predict", content=b"[" * 99_000 + b"]" * 99_000,  # under MAX_UPLOAD
+                      headers={"content-type": "application/json"}, timeout=60)
+    assert (deep.status_code, deep.json()["detail"].startswith("malformed JSON: nested too deeply")) == (400, True)
+
+    def counted(**labels: str) -> float:
+        return metric_value(httpx.get(server.url + "/metrics").text, "visionlab_requests_total", path="/predict",
+                            **labels)
+
+    before, left_before = counted(), counted(status="499")
+    port = int(server.url.rsplit(":", 1)[1])
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 50000\r\n\r\n{\"image\": \"iVBOR")  # and leaves
+    body = json.dumps({"image": base64.b64encode(png(test_images[1])).decode()}).encode()
+    for _ in range(3):  # a whole request, then gone before the answer: a 499 too, or a 200 sent to nobody
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and counted() < before + 6:
+        time.sleep(0.2)
+    assert counted() == before + 6 and counted(status="499") >= left_before + 3  # each counted once
+    assert metric_value(httpx.get(server.url + "/metrics").text, "visionlab_requests_total", status="500") == 0
+    assert classify(server.url, png(test_images[0]))["top_k"]
+    log = server.log_text()
+    assert "Traceback" not in log and "RecursionError" not in log and "ClientDisconnect" not in log, log[-3000:]
+
+
+def test_an_onnx_sidecar_that_disagrees_with_its_model_refuses_to_start(onnx_export, tmp_path, monkeypatch, capsys):
+    """/health said ok and every request failed; now the server does not start."""
+    import json
+
+    from visionlab.app.config import ConfigError
+    from visionlab.serve.backends import OnnxBackend
+    from visionlab.serve.server import main
+
+    info = json.loads(onnx_export.with_suffix(".json").read_text())
+    fewer = {**info, "classes": info["classes"][:-1]}
+    larger = {**info, "input": {**info["input"], "shape": [info["input"]["shape"][0], 1, 32, 32]}}
+    renamed = {**info, "input": {**info["input"], "name": "pixels"}}
+    for name, sidecar, problem in (
+        ("fewer", fewer, f"it says {len(info['classes']) - 1} classes, the model gives {len(info['classes'])} scores"),
+        ("larger", larger, "it says input shape [1, 32, 32], the model refuses it ("),
+        ("renamed", renamed, f"it says input 'pixels', the model takes '{info['input']['name']}'"),
+    ):
+        onnx = tmp_path / f"{name}.onnx"
+        shutil.copy(onnx_export, onnx)
+        onnx.with_suffix(".json").write_text(json.dumps(sidecar))
+        with pytest.raises(ConfigError) as refused:
+            OnnxBackend(onnx)
+        assert str(refused.value).startswith(f"model_path={onnx}: {name}.json does not fit the model: {problem}")
+    monkeypatch.setattr(sys, "argv", ["serve.py", f"model_path={tmp_path / 'fewer.onnx'}",
+                                      f"hydra.run.dir={tmp_path / 'out'}"])
+    GlobalHydra.instance().clear()
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].startswith(f"error: model_path={tmp_path / 'fewer.onnx'}: fewer.json")

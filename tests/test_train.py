@@ -58,7 +58,7 @@ def test_a_one_cycle_schedule_without_an_end_is_refused_before_any_data_is_read(
     from visionlab.data import SyntheticDataModule
 
     monkeypatch.setattr(SyntheticDataModule, "setup", lambda *a, **k: pytest.fail("data was read"))
-    with pytest.raises(ConfigError, match=r"^trainer.max_epochs=-1 with trainer.max_steps=-1 never ends"):
+    with pytest.raises(ConfigError, match=r"^trainer.max_epochs=-1 with trainer.max_steps=-1 has no length in steps"):
         build(cfg_factory("model=mlp", "scheduler=onecycle", "trainer.max_epochs=-1"))
 
 

@@ -2,7 +2,7 @@
 
     metrics = visionlab.train(["model=mlp", "trainer.max_epochs=1"])
     model = visionlab.load_model("outputs/runs/DATE/TIME/checkpoints/last.ckpt")
-    model.predict("shoe.png")       # or uint8 arrays, tensors, PIL images, lists of them
+    model.predict("shoe.png")       # or arrays, tensors, PIL images, lists of them (Model.predict)
     model.evaluate("test")
 
 Nothing here re-implements a script: `train` composes and checks the config exactly as
@@ -19,22 +19,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 from torch import Tensor
 
 from visionlab.app.cli import _is_multirun, prepare_run
-from visionlab.app.config import ConfigError, compose_config
-from visionlab.data.formats.images import image_to_tensor, read_image
+from visionlab.app.config import ConfigError, compose_config, override
+from visionlab.data.formats.arrays import ImageLike, as_batch
+from visionlab.data.formats.images import background_of
 from visionlab.training.checkpoint import LoadedModel
 from visionlab.utils.io import atomic_write
 
-ImageLike = str | Path | Image.Image | np.ndarray | Tensor
 MAX_PIXELS = 25_000_000  # as predict.max_pixels
 
 
@@ -48,9 +46,9 @@ def _placed(overrides: Sequence[str], root: str | Path | None) -> list[str]:
     """`overrides` after the API's own placement: runs under `root`/outputs (else
     $VISIONLAB_ROOT/outputs, else ./outputs, as the commands), data in $VISIONLAB_ROOT/data
     or else `data_cache()`, not in whatever folder a notebook runs in. Overrides win."""
-    placed = [] if root is None else [f"paths.root_dir='{Path(root).expanduser().resolve()}'"]
+    placed = [] if root is None else [override("paths.root_dir", Path(root).expanduser().resolve())]
     if not os.environ.get("VISIONLAB_ROOT"):
-        placed.append(f"paths.data_dir='{data_cache()}'")
+        placed.append(override("paths.data_dir", data_cache()))
     return [*placed, *overrides]
 
 
@@ -80,8 +78,7 @@ def train(overrides: Sequence[str] = (), root: str | Path | None = None) -> dict
         raise ConfigError("visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ...")
     argv, lock = prepare_run("train", _placed(overrides, root), TRAIN_CHECKS, resumes=True, locks=True)
     try:
-        pinned = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]  # by prepare_run's lock
-        run_dir = Path(pinned[-1] if pinned else str(compose_config(argv).hydra.run.dir))
+        run_dir = Path(str(compose_config(argv).hydra.run.dir))  # pinned by prepare_run's lock
         cfg = compose_config(argv, output_dir=run_dir)
         if "hydra.output_subdir=null" not in argv:  # a resume keeps the run's own .hydra/
             hydra_dir = run_dir / ".hydra"
@@ -107,32 +104,9 @@ def _entry_config(name: str, ckpt: str | Path, overrides: Sequence[str], root: s
     """The config of entry point `name` for `ckpt`, checked as on the command line, writing
     (if it writes) where the command line would: its own folder under ROOT/outputs/ (see `train`)."""
     entry = importlib.import_module(f"visionlab.entrypoints.{name}")
-    argv, _ = prepare_run(name, _placed([f"ckpt_path={ckpt}", *overrides], root), entry.CHECKS)
+    argv, _ = prepare_run(name, _placed([override("ckpt_path", ckpt), *overrides], root), entry.CHECKS)
     out = str(compose_config(argv, config_name=name).hydra.run.dir)
     return compose_config(argv, output_dir=out, config_name=name)
-
-
-def _as_images(images: ImageLike | Sequence[ImageLike], input_shape: tuple[int, ...]) -> Tensor:
-    """A uint8 (N, C, H, W) batch, every item converted the way predict.py converts files."""
-    single = isinstance(images, (str, Path, Image.Image)) or (
-        isinstance(images, (np.ndarray, Tensor)) and images.ndim <= 3)
-    items = [images] if single else list(cast(Sequence[ImageLike], images))
-    out = []
-    for item in items:
-        if isinstance(item, (str, Path)):
-            out.append(read_image(item, input_shape, MAX_PIXELS))
-            continue
-        if isinstance(item, Tensor):  # a tensor is (C, H, W) or (H, W), as torchvision's
-            item = item.detach().cpu().numpy()
-            item = item.transpose(1, 2, 0) if item.ndim == 3 else item
-        if isinstance(item, np.ndarray):
-            if item.dtype != np.uint8:
-                raise ConfigError(f"images: a {item.dtype} array; expected uint8 pixels (0-255)")
-            item = Image.fromarray(item[..., 0] if item.ndim == 3 and item.shape[2] == 1 else item)
-        if not isinstance(item, Image.Image):
-            raise ConfigError(f"images: a {type(item).__name__}; expected a path, a PIL image, a uint8 array or tensor")
-        out.append(image_to_tensor(item, input_shape))
-    return torch.stack(out)
 
 
 @dataclass
@@ -151,18 +125,38 @@ class Model:
     def net(self) -> torch.nn.Module:
         return self.loaded.net
 
-    def probabilities(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256) -> Tensor:
-        """(N, classes) probabilities of the images, preprocessed exactly as in training."""
+    def images(self, images: ImageLike | Sequence[ImageLike], layout: str | None = None) -> Tensor:
+        """The uint8 (N, C, H, W) batch the net is fed for `images`; see `predict`."""
+        return as_batch(images, self.loaded.input_shape, background=background_of(self.loaded.mean),
+                        max_pixels=MAX_PIXELS, layout=layout)
+
+    def probabilities(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256,
+                      layout: str | None = None) -> Tensor:
+        """(N, classes) probabilities of the images, preprocessed exactly as in training, run
+        on the device the net is on (the CPU as loaded; `model.net.cuda()` for a GPU), returned
+        on the CPU."""
         from visionlab.app.runs import probabilities
 
-        return probabilities(self.loaded, _as_images(images, self.loaded.input_shape), batch_size,
-                             torch.device("cpu"))
+        device = next(self.net.parameters()).device
+        return probabilities(self.loaded, self.images(images, layout), batch_size, device)
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3) -> list[dict[str, Any]]:
-        """Per image: the most probable class, its probability and the top-k (class, p) pairs."""
+    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3,
+                layout: str | None = None) -> list[dict[str, Any]]:
+        """Per image: the most probable class, its probability and the top-k (class, p) pairs.
+
+        `images` is one image or a batch: a path, a PIL image, a numpy array or torch tensor
+        (CPU or GPU; uint8 0-255, float 0-1 or 16-bit) laid out HW, HWC, CHW, NHW, NHWC or
+        NCHW (N = 0 included), or a list mixing them (each one image). A shape that fits
+        several layouts is read preferring the net's input (C, H, W), then its H x W, then
+        one image over a batch, then the net's channel count; if still ambiguous it is
+        refused, and `layout="CHW"` (etc.) says which.
+        Pixels are read as image files are (visionlab.data.formats.images).
+        """
         from visionlab.entrypoints.predict import top_k as best_of
 
-        probs = self.probabilities(images)
+        if not (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1):
+            raise ConfigError(f"top_k={top_k!r} is not allowed; expected an integer >= 1")
+        probs = self.probabilities(images, layout=layout)
         return [{"class": top[0][0], "probability": top[0][1], "top": top}
                 for top in best_of(probs, self.classes, top_k)]
 

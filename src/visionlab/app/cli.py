@@ -24,10 +24,11 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, validate
+from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, override, validate
 from visionlab.app.resume import check_fits, check_unchanged
 from visionlab.app.resume import prepare as prepare_resume
 from visionlab.app.runlock import RunLock
+from visionlab.app.safety import check_composed
 from visionlab.utils.checks import Check
 from visionlab.utils.errors import BUG_NOTE
 from visionlab.utils.io import atomic_write
@@ -235,37 +236,34 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     if cfg.hydra.mode == RunMode.MULTIRUN:  # set by a config (hparams_search=...), not by -m
         return flags + argv, None
     validate(cfg, checks)
+    run_dir = str(cfg.hydra.run.dir)
     if resume is not None:
         check_fits(cfg, resume)
-        check_left_to_train(cfg, resume.ckpt, resume.checkpoint)
+        check_composed(cfg, run_dir)
+    else:
+        check_new_folder(run_dir, resumes)
     if not locks:
         return flags + argv, None
-    run_dir = str(cfg.hydra.run.dir)
     lock = RunLock(run_dir).acquire()
     if not any(a.startswith("hydra.run.dir=") for a in argv):
-        argv.append(f"hydra.run.dir={run_dir}")  # the folder locked is the folder Hydra uses
+        argv.append(override("hydra.run.dir", run_dir))  # the folder locked is the folder Hydra uses
     return flags + argv, lock
 
 
-def check_left_to_train(cfg: DictConfig, ckpt: Path, checkpoint: dict[str, Any]) -> None:
-    """A resume whose checkpoint already reached trainer.max_epochs or max_steps would fit
-    nothing and only test again: say so instead, before anything is written."""
-    fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
-    epochs = (fit_loop.get("epoch_progress") or {}).get("total") or {}
-    done_epochs = epochs.get("processed")  # counted before the epoch-end checkpoint is saved
-    if (isinstance(done_epochs, int) and epochs.get("started", 0) > done_epochs
-            and (fit_loop.get("epoch_loop.batch_progress") or {}).get("is_last_batch")):
-        done_epochs += 1  # saved at validation's end, after the epoch's last batch but before Lightning counted it
-    steps, max_epochs, max_steps = checkpoint.get("global_step"), cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
-    reached = None
-    if isinstance(max_steps, int) and max_steps >= 0 and isinstance(steps, int) and steps >= max_steps:
-        reached = f"it holds {steps} steps and trainer.max_steps={max_steps}; raise trainer.max_steps"
-    elif isinstance(max_epochs, int) and max_epochs >= 0 and isinstance(done_epochs, int) and done_epochs >= max_epochs:
-        reached = (f"it holds {done_epochs} finished epochs (0 to {done_epochs - 1}) and trainer.max_epochs={max_epochs}; "
-                   "raise trainer.max_epochs")
-    if reached is not None:
-        raise ConfigError(f"ckpt_path={ckpt}: nothing left to train: {reached} to train on, or test it with "
-                          f"visionlab-eval ckpt_path={ckpt}")
+
+# What a run folder holds: a command that writes into a folder holding any of these would
+# replace or mix files of another run.
+RUN_MARKERS = (".hydra", "checkpoints", "metrics.json", "run_info.json", ERROR_FILE)
+
+
+def check_new_folder(run_dir: str, resumes: bool) -> None:
+    """A command writes into a folder of its own: a `hydra.run.dir` that already holds a run
+    (its .hydra/, checkpoints or metrics) is refused; resuming is the one way into a run."""
+    found = [m for m in RUN_MARKERS if (Path(run_dir) / m).exists()]
+    if found:
+        hint = "; to continue that run, resume it: ckpt_path=<run>/checkpoints/last.ckpt" if resumes else ""
+        raise ConfigError(f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}); choose a new folder, "
+                          f"or leave hydra.run.dir out for a new dated one{hint}")
 
 
 def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:
@@ -273,20 +271,49 @@ def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:
     try:
         return compose_config(argv, config_name=config_name)
     except (HydraException, OmegaConfBaseException) as err:
+        # Hydra would suggest adding a mistyped top-level key with `+`: name the key meant instead
+        missing = re.match(r"Could not override '([^'./]+)'", str(err))
+        typo = next((a for a in argv if missing and a.split("=", 1)[0] == missing.group(1)), None)
+        if missing and typo:
+            raise _unknown_key(typo, missing.group(1), config_name) from None
         lines = [line.strip() for line in str(err).splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
         raise ConfigError(" ".join(lines[:2]) or type(err).__name__) from None
+
+
+def _entry_nodes(conf_dir: Path, config_name: str) -> dict[str, Any]:
+    """The top-level keys of an entry config and of the entry configs it builds on
+    (lr_find.yaml's defaults hold `train`), with their values."""
+    entry = cast(DictConfig, OmegaConf.load(conf_dir / f"{config_name}.yaml"))  # an entry config is a mapping
+    nodes: dict[str, Any] = {}
+    for base in entry.get("defaults") or []:
+        if isinstance(base, str) and base != "_self_" and (conf_dir / f"{base}.yaml").is_file():
+            nodes.update(_entry_nodes(conf_dir, base))
+    return {**nodes, **{str(k): v for k, v in entry.items() if k != "defaults"}}
+
+
+def _known_keys(config_name: str, conf_dir: Path) -> tuple[set[str], list[str]]:
+    """The top-level keys an override may name, and the keys one level below them."""
+    entry = _entry_nodes(conf_dir, config_name)
+    known = {p.name for p in conf_dir.iterdir() if p.is_dir()} | set(entry) | {"hydra"}
+    return known, [f"{k}.{sub!s}" for k, v in entry.items() if isinstance(v, DictConfig) for sub in v.keys()]
+
+
+def _unknown_key(arg: str, top: str, config_name: str, conf_dir: Path = CONF_DIR) -> ConfigError:
+    """`top` is no key of the config: suggest the group's key of that name (`from_test=5`
+    for predict.from_test=5), else the closest top-level key."""
+    known, nested = _known_keys(config_name, conf_dir)
+    close = [k for k in nested if k.endswith(f".{top}")] or difflib.get_close_matches(top, sorted(known), n=1)
+    hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return ConfigError(f"{arg}: {top} is not a key of {config_name}'s config{hint}")
 
 
 def check_new_keys(argv: Sequence[str], config_name: str, conf_dir: Path = CONF_DIR) -> None:
     """`+key=value` may add keys inside a group (`+trainer.accumulate_grad_batches=4`), but
     a new top-level key is almost always a typo: refuse it and suggest the closest."""
-    entry = OmegaConf.load(conf_dir / f"{config_name}.yaml")
-    known = {p.name for p in conf_dir.iterdir() if p.is_dir()} | {str(k) for k in entry if k != "defaults"} | {"hydra"}
+    known, _ = _known_keys(config_name, conf_dir)
     for arg in argv:
         if not arg.startswith("+"):
             continue
-        top = re.split(r"[./=]", arg.lstrip("+"), maxsplit=1)[0]
+        top = re.split(r"[./=@]", arg.lstrip("+"), maxsplit=1)[0]
         if top not in known:
-            close = difflib.get_close_matches(top, sorted(known), n=1)
-            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
-            raise ConfigError(f"{arg}: {top} is not a key of {config_name}'s config{hint}")
+            raise _unknown_key(arg, top, config_name, conf_dir)

@@ -6,6 +6,7 @@ config's `_target_`s, and the entry point's checks of its top-level keys.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,14 @@ CONF_DIR = _PACKAGED_CONF if _PACKAGED_CONF.is_dir() else Path(__file__).resolve
 # `${visionlab.mul:${optimizer.lr},2}`: configs may scale one value by another.
 if not OmegaConf.has_resolver("visionlab.mul"):
     OmegaConf.register_new_resolver("visionlab.mul", lambda a, b: float(a) * float(b))
+
+
+def override(key: str, value: str | Path) -> str:
+    """`key='value'` in Hydra's override grammar, the value taken literally: quoted, with
+    quotes, the backslashes before them and `${` escaped. A path pasted in unquoted would be
+    parsed (`a,b.ckpt` as a list, `a=b.ckpt` as a syntax error)."""
+    text = re.sub(r"\\+(?='|$)", lambda m: m.group(0) * 2, str(value))
+    return f"{key}='" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 def validate(cfg: DictConfig, checks: Sequence[Check] = ()) -> None:

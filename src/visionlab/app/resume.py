@@ -19,12 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from visionlab.app.config import ConfigError
-from visionlab.app.safety import check_targets
-from visionlab.training.checkpoint import METADATA_KEY, net_state, read_checkpoint, weight_mismatch
+from visionlab.app.config import ConfigError, override
+from visionlab.app.safety import check_targets, check_values
+from visionlab.training.checkpoint import (
+    METADATA_KEY,
+    net_state,
+    read_checkpoint,
+    training_progress,
+    weight_mismatch,
+)
 
 log = logging.getLogger("visionlab")
 
@@ -110,24 +118,32 @@ def _read_overrides(saved: Path) -> list[str]:
 
 
 def _replayed(saved: Path, overrides: list[str]) -> list[str]:
-    """The run's own overrides, read as data: strings only, targets checked, no hydra.*."""
-    kept = [o for o in overrides if not _key(o).startswith(("ckpt_path", "hydra"))]
-    for override in kept:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key.endswith("_target_"):
-            node = key.removesuffix("._target_")
-            try:
-                check_targets({"_target_": value}, f"{saved}: {node}")
-            except ConfigError as err:
-                raise ConfigError(f"{err}; resume with ~{node} to leave it out") from None
-        elif "_target_" in value:
-            try:
-                parsed = yaml.safe_load(value)
-            except yaml.YAMLError:
-                parsed = None
-            if not isinstance(parsed, (dict, list)):
-                raise ConfigError(f"{saved}: override {override!r} names a _target_ in a form that cannot be checked")
-            check_targets(parsed, f"{saved}: {key}")
+    """The run's own overrides, read as data and parsed as Hydra will parse them: one plain
+    override per line (no Hydra flag, sweep or package), nothing under hydra, values that
+    call no resolver but pure ones, every `_target_` allowed. `ckpt_path` is dropped."""
+    parser = OverridesParser.create()
+    kept = []
+    for line in overrides:
+        try:
+            override = parser.parse_override(line)
+        except HydraException:
+            raise ConfigError(f"{saved}: {line!r} is not a config override (Hydra flags are never replayed); "
+                              "edit the file or start a new run") from None
+        key = override.key_or_group
+        if key == "ckpt_path":
+            continue
+        if key.startswith("hydra") or (override.package or "").startswith(("hydra", "_global_")) \
+                or override.is_sweep_override():
+            raise ConfigError(f"{saved}: {line!r} is not replayed by a resume (only plain config overrides are); "
+                              "edit the file or start a new run")
+        node = key.removesuffix("._target_")
+        value = override.value()
+        try:
+            check_values(value, f"{saved}: {key}")
+            check_targets({"_target_": value} if key.endswith("_target_") else value, f"{saved}: {node}")
+        except ConfigError as err:
+            raise ConfigError(f"{err}; resume with ~{node} to leave it out") from None
+        kept.append(line)
     return kept
 
 
@@ -144,16 +160,32 @@ def prepare(argv: Sequence[str]) -> tuple[list[str], Resume | None]:
         return argv, None
     ckpt = _checkpoint_file(values[-1], argv)
     checkpoint = read_checkpoint(ckpt)
+    if training_progress(checkpoint) is None:
+        raise ConfigError(f"ckpt_path={ckpt}: holds weights only (no optimizer or loop state), so it cannot resume "
+                          "a run; resume from the run's checkpoints/last.ckpt, or evaluate this file with scripts/eval.py")
     rest = [a for a in argv if not a.startswith("ckpt_path=")]
     run_dir, saved = ckpt.parent.parent, ckpt.parent.parent / ".hydra" / "overrides.yaml"
     if ckpt.parent.name != "checkpoints" or not saved.is_file():
-        return [*rest, f"ckpt_path={ckpt.resolve()}"], Resume(ckpt, checkpoint, None)
+        return [*rest, override("ckpt_path", ckpt.resolve())], Resume(ckpt, checkpoint, None)
+    _check_no_links(run_dir)
     replayed, rest = _without_removed(saved, rest)
     suspect = [a for a in rest if not _may_change(a) and a not in replayed]
     # hydra.output_subdir=null: the run's .hydra/ keeps the config it started with (the
     # resume is recorded in run_info.json)
-    return ([*replayed, *rest, f"ckpt_path={ckpt.resolve()}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"],
+    return ([*replayed, *rest, override("ckpt_path", ckpt.resolve()), override("hydra.run.dir", run_dir),
+             "hydra.output_subdir=null"],
             Resume(ckpt, checkpoint, run_dir, replayed, suspect))
+
+
+def _check_no_links(run_dir: Path) -> None:
+    """A resume writes into the run folder: a link inside it would carry those writes (CSV
+    rows, checkpoints, metrics.json) to a file outside, so a folder holding one is refused."""
+    for folder, dirs, files in os.walk(run_dir):
+        for name in (*dirs, *files):
+            path = Path(folder) / name
+            if path.is_symlink():
+                raise ConfigError(f"{path} is a symbolic link; a resume writes into run {run_dir}, which must hold "
+                                  "plain files and folders only: replace the link by a copy, or start a new run")
 
 
 def _may_change(override: str) -> bool:
@@ -193,8 +225,27 @@ def check_unchanged(argv: Sequence[str], resume: Resume, config_name: str = "tra
         )
 
 
+def _check_something_left(cfg: DictConfig, resume: Resume) -> None:
+    """A finished run resumed with the same length would only test again (and rewrite
+    metrics.json without the epochs it trained): refused, saying how to train longer."""
+    epochs, steps = training_progress(resume.checkpoint) or (0, 0)
+    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    done = []
+    if isinstance(max_epochs, int) and max_epochs >= 0 and epochs >= max_epochs:
+        done.append(f"{epochs} of trainer.max_epochs={max_epochs} epochs")
+    if isinstance(max_steps, int) and max_steps >= 0 and steps >= max_steps:
+        done.append(f"{steps} of trainer.max_steps={max_steps} steps")
+    if done:
+        raise ConfigError(f"ckpt_path={resume.ckpt}: the run already trained {' and '.join(done)}, so a resume has "
+                          f"nothing left to train; to train longer, resume with a larger trainer.max_epochs "
+                          f"(or max_steps); to test it again, run scripts/eval.py ckpt_path={resume.ckpt}")
+
+
 def check_fits(cfg: DictConfig, resume: Resume) -> None:
-    """The composed config must build the net the checkpoint holds and keep its schedule."""
+    """The composed config must leave something to train, build the net the checkpoint
+    holds and keep its schedule."""
+    _check_something_left(cfg, resume)
     meta = resume.checkpoint.get(METADATA_KEY, {})
     shape, classes = meta.get("input_shape"), meta.get("classes")
     if shape and classes:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from visionlab.app.config import ConfigError, validate
-from visionlab.app.safety import check_targets
+from visionlab.app.safety import check_values, resolved_data
 from visionlab.data.datamodule import InMemoryImageDataModule
 from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, LoadedModel, load_model, read_checkpoint
 
@@ -37,9 +37,13 @@ def checkpoint_path(cfg: DictConfig) -> Path:
     return path
 
 
+TAKEN_FROM_RUN = ("data", "model", "seed")
+
+
 def run_config(ckpt: Path) -> DictConfig | None:
     """The composed config saved by the run that wrote `ckpt`, if it is still beside it;
-    read as data (its targets are checked where something is built from it)."""
+    read as data: the parts taken from it call no resolver but pure ones (their targets are
+    checked, resolved, where something is built from them)."""
     for folder in (ckpt.parent.parent, ckpt.parent):
         saved = folder / ".hydra" / "config.yaml"
         if saved.is_file():
@@ -49,6 +53,8 @@ def run_config(ckpt: Path) -> DictConfig | None:
                 raise ConfigError(f"{saved}: not a readable run config ({' '.join(str(err).split())[:120]})") from None
             if not isinstance(config, DictConfig):
                 raise ConfigError(f"{saved}: not a run config (a mapping)")
+            for key in TAKEN_FROM_RUN:  # the parts merged into the entry's config
+                check_values(config.get(key), f"{saved}: {key}")
             return config
     return None
 
@@ -67,6 +73,8 @@ def _group(cfg: DictConfig, run: DictConfig | None, key: str) -> Any:
 def combined_config(cfg: DictConfig, run: DictConfig | None, model: dict[str, Any] | None = None) -> DictConfig:
     """The entry config plus the `data`, `model` and `seed` the checkpoint was trained with;
     `model`, the checkpoint's own model config, is preferred to the run's."""
+    if model:
+        check_values(model, "the checkpoint's model config")
     merged = cast(dict[str, Any], OmegaConf.to_container(cfg))
     merged["data"] = _group(cfg, run, "data")
     merged["model"] = _group(cfg, OmegaConf.create({"model": model}) if model else run, "model")
@@ -82,12 +90,14 @@ def build_datamodule(cfg: DictConfig) -> InMemoryImageDataModule:
     if not cfg.get("data"):
         raise ConfigError("no data config: no training run config beside the checkpoint names one; "
                           "choose one, e.g. data=fashion_mnist")
-    # the data config may come from a run folder someone sent: only DataModule classes
-    check_targets(cfg.data, "data", base=LightningDataModule)
+    # the data config may come from a run folder someone sent: only DataModule classes, built
+    # from the resolved values that were checked
+    data = resolved_data(cfg.data, "data", base=LightningDataModule)
     # evaluate and predict read whole splits: a streamed image folder is read into memory
     # here (the same tensors, tested), or refused in one line when it cannot fit
-    streamed = cfg.data.get("loader") in ("stream", "auto")
-    datamodule = instantiate(cfg.data, loader="memory") if streamed else instantiate(cfg.data)
+    if data.get("loader") in ("stream", "auto"):
+        data["loader"] = "memory"
+    datamodule = instantiate(data)
     datamodule.prepare_data()
     datamodule.setup()
     return datamodule

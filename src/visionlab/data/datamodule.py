@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -22,13 +23,18 @@ from torch.utils.data import DataLoader, Dataset
 from visionlab.data.loaders import LoaderEnv, MemoryLoader
 from visionlab.data.sources import DatasetFiles, ensure_files
 from visionlab.data.transforms import NORMALIZATIONS, Augment, BatchTransform
-from visionlab.utils.checks import Check, integer, is_int, under
+from visionlab.utils.checks import Check, Lookup, integer, is_int, required, under
 from visionlab.utils.errors import ConfigError
 
 log = logging.getLogger("visionlab")
 LOADERS = ("memory", "dataloader")
 STATS_CHUNK_PIXELS = 1 << 24  # pixels per step of the normalisation statistics (128 MiB as int64)
 Split = tuple[Tensor, Tensor]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on: DataLoader's own suggested maximum of workers."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class IndexedImages(Dataset):
@@ -49,10 +55,12 @@ class InMemoryImageDataModule(LightningDataModule):
     """Base DataModule: official train split -> train + val, official test kept as test."""
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
-        integer("batch_size", 1), integer("eval_batch_size", 1),
+        *required(integer("batch_size", 1), integer("eval_batch_size", 1)),
         Check("val_size", lambda v: (is_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v < 1),
               "a whole count >= 0 (5000) or a fraction below 1 (0.1); 1.0 could mean either"),
-        integer("num_workers", 0), *under("augment.", Augment.CHECKS),
+        Check("num_workers", lambda v: is_int(v) and 0 <= v <= available_cores(),
+              f"an integer in 0..{available_cores()} (the cores this process may use; more only adds processes)"),
+        *under("augment.", Augment.CHECKS),
     )
     classes: tuple[str, ...] = ()
     input_shape: tuple[int, ...] = (1, 28, 28)
@@ -88,6 +96,27 @@ class InMemoryImageDataModule(LightningDataModule):
         self._train_position: dict[str, int] | None = None  # a resumed run's, until its loader is built
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
+
+    @classmethod
+    def check_config(cls, lookup: Lookup) -> None:
+        """An int trainer.val_check_interval must fit in a training epoch of one device,
+        which Lightning checks only once the data is read; the epoch's length is known
+        before when the dataset's size is (not for an image folder)."""
+        interval, limit = lookup("trainer.val_check_interval"), lookup("trainer.limit_train_batches")
+        train_size, batch = lookup("data.train_size") or cls.train_size, lookup("data.batch_size")
+        if (not is_int(interval) or not train_size or not is_int(batch) or lookup("trainer.devices") != 1
+                or lookup("trainer.check_val_every_n_epoch") is None or lookup("trainer.limit_val_batches") == 0
+                or lookup("trainer.fast_dev_run")):
+            return
+        try:
+            batches = math.ceil((train_size - resolve_val_size(lookup("data.val_size") or 0, train_size)) / batch)
+        except ValueError:
+            return  # val_size's own check reports it
+        batches = min(batches, limit) if is_int(limit) else int(batches * limit) if isinstance(limit, float) else batches
+        if interval > batches:
+            raise ConfigError(f"trainer.val_check_interval={interval} is more than the {batches} training batches "
+                              "of an epoch; expected at most that, or trainer.check_val_every_n_epoch=null to "
+                              "count batches across epochs")
 
     @property
     def num_classes(self) -> int:
@@ -148,9 +177,15 @@ class InMemoryImageDataModule(LightningDataModule):
         return tuple(mean), tuple(std)
 
     def transform(self, train: bool = False) -> BatchTransform:
-        """The uint8 -> float transform; with augmentation only for the training split."""
-        n = len(self.splits["train"][1]) if train else 0
-        return BatchTransform(self.mean, self.std, self.augment if train else None, self.seed, n, self.num_classes)
+        """The uint8 -> float transform; with augmentation only for the training split. The
+        evaluation one is made once (per normalisation), so its constants stay on the device."""
+        if not train:
+            cached = getattr(self, "_eval_transform", None)
+            if cached is None or (cached.mean, cached.std) != (self.mean, self.std):
+                self._eval_transform = BatchTransform(self.mean, self.std, None, self.seed, 0, self.num_classes)
+            return self._eval_transform
+        n = len(self.splits["train"][1])
+        return BatchTransform(self.mean, self.std, self.augment, self.seed, n, self.num_classes)
 
     def _env(self) -> LoaderEnv:
         trainer = self.trainer
@@ -174,8 +209,10 @@ class InMemoryImageDataModule(LightningDataModule):
                 self._train_position = None
             return loader
         gen = torch.Generator().manual_seed(self.seed) if train else None
+        # pinned batches: Lightning's copy to a GPU (non_blocking) then does not make the host wait
+        pin = self._env().device.type == "cuda"
         return DataLoader(IndexedImages(images, labels), batch_size=batch, shuffle=train, generator=gen,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=pin)
 
     # The memory loader's position (epoch, batches done) travels in the DataModule's state:
     # Lightning restores a DataModule before it builds the loaders, but would hand a loader
@@ -202,13 +239,19 @@ class InMemoryImageDataModule(LightningDataModule):
         return self._loader("test")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """DataLoader path: run the same batch transform as the memory path, on the device."""
+        """DataLoader path: run the same batch transform as the memory path, on the device.
+
+        Lightning's precision plugin converts a batch (`convert_input`: float64 for
+        trainer.precision=64-true) before this hook, when it still holds uint8 images; the
+        floats made here go through it too, as the memory loader's do."""
         if self.loader != "dataloader":
             return batch
         images, labels, index = batch
         if self.trainer is not None and self.trainer.training:
-            return self._train_transform.train_batch(images, labels, index, self.trainer.current_epoch)
-        return self.transform(False)(images), labels
+            out = self._train_transform.train_batch(images, labels, index, self.trainer.current_epoch)
+        else:
+            out = self.transform(False)(images), labels
+        return self.trainer.precision_plugin.convert_input(out) if self.trainer is not None else out
 
 
 def channel_stats(sums: Sequence[int], squares: Sequence[int], count: int) -> tuple[list[float], list[float]]:

@@ -267,7 +267,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         transform = self.transform(train)
         loader = self.opened_stream().loader(split, self.batch_size if train else self.eval_batch_size, transform,
                                     augment=train, seed=self.seed, num_workers=self.num_workers,
-                                    steps_done=(lambda: self._env().steps_done) if train else None)
+                                    steps_done=(lambda: self._env().steps_done) if train else None,
+                                    pin_memory=self._env().device.type == "cuda")
         if train:
             self._train_transform = transform  # its mixup / cutmix runs after the transfer
             self._train_stream = loader

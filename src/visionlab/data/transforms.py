@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
 
-from visionlab.utils.checks import Check, integer, is_int, non_negative
+from visionlab.utils.checks import Check, between, fraction, integer, is_int, non_negative, run_checks
 from visionlab.utils.errors import ConfigError
 from visionlab.utils.seeding import derive_seed
 
@@ -49,9 +49,13 @@ class Augment:
     alpha of each (0: off; both on: each image takes one of the two at random).
     """
 
+    # Ranges within which each option does what it says: a shift of a whole side or more
+    # moves the image out of the frame, a contrast or brightness change above 1 flips pixel signs.
     CHECKS: ClassVar[tuple[Check, ...]] = (
-        integer("crop_padding", 0), non_negative("mixup", "a Beta alpha >= 0 (0: off)"),
-        non_negative("cutmix", "a Beta alpha >= 0 (0: off)"), integer("randaugment_ops", 1),
+        between("rotation", 0, 180, "degrees in [0, 180]"), fraction("width_shift"), fraction("height_shift"),
+        fraction("zoom"), between("brightness", 0, 1), between("contrast", 0, 1),
+        integer("crop_padding", 0), non_negative("mixup", "a finite Beta alpha >= 0 (0: off)"),
+        non_negative("cutmix", "a finite Beta alpha >= 0 (0: off)"), integer("randaugment_ops", 1),
         Check("randaugment_magnitude", lambda v: is_int(v) and 0 <= v <= 30, "an integer in 0..30"),
     )
 
@@ -73,22 +77,10 @@ class Augment:
     NUM_PARAMS = 9  # table columns: rotation, shifts, zoom, flip, contrast, brightness, crop rows/cols
 
     def __post_init__(self) -> None:
-        for name in ("rotation", "width_shift", "height_shift", "zoom", "brightness", "contrast"):
-            value = getattr(self, name)
-            if value < 0:
-                raise ConfigError(f"data.augment.{name}={value} must be >= 0")
-        if not isinstance(self.crop_padding, int) or self.crop_padding < 0:
-            raise ConfigError(f"data.augment.crop_padding={self.crop_padding!r} must be an integer >= 0")
-        if self.zoom >= 1:
-            raise ConfigError(f"data.augment.zoom={self.zoom} must be in [0, 1)")
-        for name in ("mixup", "cutmix"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"data.augment.{name}={getattr(self, name)} must be >= 0 (a Beta alpha; 0: off)")
+        # the same checks as the config's, for an Augment built in Python
+        run_checks(self.CHECKS, lambda key: getattr(self, key.removeprefix("data.augment.")), "data.augment.")
         if self.randaugment and self.trivialaugment:
             raise ConfigError("data.augment.randaugment and data.augment.trivialaugment are both on; choose one")
-        if self.randaugment_ops < 1 or not 0 <= self.randaugment_magnitude <= 30:
-            raise ConfigError(f"data.augment.randaugment_ops={self.randaugment_ops}, randaugment_magnitude="
-                             f"{self.randaugment_magnitude}: expected ops >= 1 and a magnitude in 0..30")
 
     @property
     def geometric(self) -> bool:
@@ -184,7 +176,8 @@ def mix(x: Tensor, labels: Tensor, partner: Tensor, u: Tensor, augment: Augment,
     other = x[partner]
     blended = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * other
     out = torch.where(use_cut[:, None, None, None], torch.where(box[:, None], other, x), blended)
-    one_hot = F.one_hot(labels, num_classes).to(x.dtype)
+    # scatter, not F.one_hot, which reads labels.min() back to the host to check it on a CPU
+    one_hot = x.new_zeros(n, num_classes).scatter_(1, labels[:, None], 1.0)
     soft = lam[:, None] * one_hot + (1 - lam[:, None]) * one_hot[partner]
     return out, soft
 
@@ -217,8 +210,9 @@ class BatchTransform:
             x = self._augmented(images, self.augment, index, epoch)
         else:
             x = images.float()
-        scale, shift = self._scale.to(x.device), self._shift.to(x.device)
-        return torch.addcmul(shift, x, scale)
+        if self._scale.device != x.device:  # once per device: a copy from the host per batch would wait for it
+            self._scale, self._shift = self._scale.to(x.device), self._shift.to(x.device)
+        return torch.addcmul(self._shift, x, self._scale)
 
     def mix_batch(self, x: Tensor, labels: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
         """With mixup / cutmix: each image of the batch `x` (already through `__call__`) mixed

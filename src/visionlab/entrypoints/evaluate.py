@@ -9,11 +9,11 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import (
@@ -25,7 +25,7 @@ from torchmetrics.classification import (
 
 from visionlab.app.cli import hydra_entry
 from visionlab.app.config import ConfigError
-from visionlab.app.runs import batch_logits, build_datamodule, check_data_fits, load_run, pick_device
+from visionlab.app.runs import batch_logits, build_datamodule, check_data_fits, load_run, pick_device, run_config
 from visionlab.training.task import eval_metrics
 from visionlab.utils.checks import integer
 from visionlab.utils.figures import expected_calibration_error, write_figures
@@ -91,6 +91,26 @@ def format_report(report: dict[str, Any], split: str) -> str:
     return "\n".join(lines)
 
 
+# The data keys that decide which training images a run held out as its val split.
+SPLIT_KEYS = ("_target_", "root", "train_size", "val_size", "split", "split_seed")
+
+
+def check_held_out(combined: DictConfig, run: DictConfig | None) -> None:
+    """split=val is honest only as the split the run held out: refuse data keys that change
+    it (the run trained on some of those images), and say so when no run config tells."""
+    theirs = OmegaConf.to_container(run.data, resolve=False) if run is not None and run.get("data") else None
+    if not isinstance(theirs, dict):
+        log.warning("split=val: no run config beside the checkpoint says which images the run held out, so "
+                    "this val split may hold images it trained on; split=test is safe")
+        return
+    ours = cast(dict[str, Any], OmegaConf.to_container(combined.data, resolve=False))
+    for key in SPLIT_KEYS:
+        if ours.get(key) != theirs.get(key):
+            raise ConfigError(f"split=val with data.{key}={ours.get(key)!r}: the run held out its val split with "
+                              f"data.{key}={theirs.get(key)!r}, so this one would hold images it trained on; "
+                              "drop the override or use split=test")
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Run the chosen split, print the report and write it into the output folder."""
     split = cfg.get("split", "test")
@@ -98,6 +118,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(f"split={split!r} is not allowed; expected one of {', '.join(SPLITS)}")
     device = pick_device(cfg.get("device", "auto"))
     model, combined = load_run(cfg)
+    if split == "val":
+        check_held_out(combined, run_config(model.path))
     datamodule = build_datamodule(combined)
     check_data_fits(model, datamodule)
     images, labels = datamodule.splits[split]

@@ -22,7 +22,7 @@ from visionlab.app.cli import hydra_entry
 from visionlab.app.config import ConfigError
 from visionlab.app.runs import load_run
 from visionlab.training.checkpoint import METADATA_KEY, LoadedModel, build_net
-from visionlab.utils.checks import integer
+from visionlab.utils.checks import Check, integer
 from visionlab.utils.io import atomic_path, atomic_write
 
 log = logging.getLogger("visionlab")
@@ -129,7 +129,15 @@ def export(cfg: DictConfig) -> Path:
     return target
 
 
-CHECKS = (integer("seed", 0),)  # export.yaml's own; the checkpoint's data and model check theirs
+def is_file_name(value: Any) -> bool:
+    """A plain file name: no folder part, nothing hidden, no way out of the export folder."""
+    return (isinstance(value, str) and value not in ("", ".", "..") and not value.startswith(".")
+            and "/" not in value and "\\" not in value and "\0" not in value)
+
+
+# export.yaml's own; the checkpoint's data and model check theirs
+CHECKS = (integer("seed", 0),
+          Check("name", is_file_name, "a file name without a folder (letters, digits, -, _), e.g. name=fmnist_cnn"))
 main = hydra_entry("export", export, checks=CHECKS)
 
 if __name__ == "__main__":

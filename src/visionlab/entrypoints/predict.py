@@ -19,8 +19,8 @@ from torch import Tensor
 from visionlab.app.cli import hydra_entry
 from visionlab.app.config import ConfigError
 from visionlab.app.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities
-from visionlab.data.formats.images import ImageError, list_images, read_image
-from visionlab.utils.checks import Check, integer, one_of
+from visionlab.data.formats.images import ImageError, background_of, list_images, read_image
+from visionlab.utils.checks import Check, integer, one_of, required
 from visionlab.utils.explain import explain
 from visionlab.utils.io import atomic_write
 
@@ -33,12 +33,13 @@ def top_k(probs: Tensor, classes: tuple[str, ...], k: int) -> list[list[tuple[st
     return [[(classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
 
 
-def read_inputs(inputs: list[str], input_shape: tuple[int, ...], max_pixels: int) -> tuple[list[str], Tensor]:
+def read_inputs(inputs: list[str], input_shape: tuple[int, ...], max_pixels: int,
+                background: int) -> tuple[list[str], Tensor]:
     """Names and uint8 images of the files and folders `inputs`; bad files are reported and skipped."""
     names, images = [], []
     for path in list_images(inputs):
         try:
-            images.append(read_image(path, input_shape, max_pixels))
+            images.append(read_image(path, input_shape, max_pixels, background=background))
             names.append(str(path))
         except ImageError as err:
             print(f"skipped {err}", file=sys.stderr)
@@ -51,8 +52,6 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Print the top-k classes per image and write predictions.csv; returns the rows."""
     options = cfg.predict
     inputs = list(cfg.get("inputs") or [])
-    if options.top_k < 1:
-        raise ConfigError(f"predict.top_k={options.top_k} is not allowed; expected an integer >= 1")
     if bool(inputs) == bool(options.from_test):
         raise ConfigError("give either inputs=[FILE_OR_FOLDER,...] or predict.from_test=N (N >= 1), not both")
     device = pick_device(cfg.get("device", "auto"))
@@ -66,7 +65,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         images, names = test_images[:count], [f"test[{i}]" for i in range(count)]
         labels = [model.classes[int(y)] for y in test_labels[:count]]
     else:
-        names, images = read_inputs(inputs, model.input_shape, int(options.max_pixels))
+        names, images = read_inputs(inputs, model.input_shape, int(options.max_pixels), background_of(model.mean))
         labels = [None] * len(names)
     probs = probabilities(model, images, int(options.batch_size), device)
     rows = []
@@ -95,7 +94,10 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
 
 # predict.yaml's own keys; the data and model of the checkpoint's run check theirs
 CHECKS = (
-    integer("seed", 0), one_of("explain", ("gradcam", "saliency"), "gradcam or saliency, or null"),
+    integer("seed", 0),
+    *required(integer("predict.from_test", 0, "an integer >= 0 (0: predict the inputs)"), integer("predict.top_k", 1),
+              integer("predict.batch_size", 1), integer("predict.max_pixels", 1)),
+    one_of("explain", ("gradcam", "saliency"), "gradcam or saliency, or null"),
     Check("explain_layer", lambda v: isinstance(v, str) and v != "", "a layer name such as features.4, or null"),
 )
 main = hydra_entry("predict", predict, checks=CHECKS)

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from visionlab.app.cli import ERROR_FILE
 from visionlab.utils.errors import ConfigError
@@ -36,6 +36,7 @@ log = logging.getLogger("visionlab")
 
 COLUMNS = ("run", "status", "overrides", "best_val_acc", "best_val_loss", "test_acc",
            "epochs_to_best", "epochs", "seconds", "error")
+FINAL_KEYS = ("val/acc", "val/loss", "test/acc")  # what the report reads of metrics.json
 # sortable columns and whether larger is better
 SORT_KEYS = {"best_val_acc": True, "best_val_loss": False, "test_acc": True, "epochs_to_best": False,
              "seconds": False}
@@ -90,16 +91,21 @@ def read_run(path: Path, root: Path) -> Run:
     metrics_file, error_file = path / "metrics.json", path / ERROR_FILE
     name = str(path.relative_to(root))
     try:
-        overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+        # read as text: OmegaConf would resolve ${oc.env:...} in a line someone put there
+        listed = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        overrides = [str(o) for o in listed] if isinstance(listed, list) else []
         final = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         if not isinstance(final, dict):
             raise ValueError("not a JSON object")
+        for key in FINAL_KEYS:
+            if key in final and not _is_number(final[key]):
+                raise ValueError(f"metrics.json: {key}={final[key]!r} is not a number")
         epochs = read_epochs(path / "csv" / "metrics.csv")
-    except (OSError, ValueError, TypeError, OmegaConfBaseException) as err:  # one bad run must not end the report
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as err:  # one bad run must not end the report
         reason = f"unreadable files ({' '.join(str(err).split())[:160]})"
         log.warning("report: %s: %s", path, reason)
         return Run(name=name, status="unreadable", overrides=[], error=reason)
-    val = [(e, m) for e, m in sorted(epochs.items()) if "val/acc" in m]
+    val = [(e, m) for e, m in sorted(epochs.items()) if math.isfinite(m.get("val/acc", math.nan))]
     if error_file.is_file():
         status = "failed"
     elif final:
@@ -112,7 +118,7 @@ def read_run(path: Path, root: Path) -> Run:
     if val:
         best_epoch, best = max(val, key=lambda em: em[1]["val/acc"])
         run.best_val_acc, run.epochs_to_best = best["val/acc"], best_epoch + 1
-        losses = [m["val/loss"] for _, m in val if "val/loss" in m]
+        losses = [m["val/loss"] for _, m in val if math.isfinite(m.get("val/loss", math.nan))]
         run.best_val_loss = min(losses) if losses else None
     elif "val/acc" in final:
         run.best_val_acc, run.best_val_loss = final["val/acc"], final.get("val/loss")
@@ -142,12 +148,21 @@ def label_runs(runs: list[Run]) -> list[str]:
     return [o for o in runs[0].overrides if o in shared] if runs else []
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _ranked(run: Run, key: str) -> bool:
+    """Whether `run` takes part in the ranking: finished, with a finite value of `key`."""
+    value = getattr(run, key)
+    return run.status == "ok" and value is not None and math.isfinite(value)
+
+
 def sort_runs(runs: list[Run], key: str) -> list[Run]:
-    """Best first by `key`; runs without a value (failed, no metrics) last, in folder order."""
-    higher_better = SORT_KEYS[key]
-    scored = [r for r in runs if getattr(r, key) is not None]
-    scored.sort(key=lambda r: getattr(r, key), reverse=higher_better)
-    return scored + [r for r in runs if getattr(r, key) is None]
+    """Best first by `key` among finished runs; the others (failed, stopped early, without
+    metrics, or with a NaN value) last, in folder order, whatever their partial metrics."""
+    scored = sorted((r for r in runs if _ranked(r, key)), key=lambda r: getattr(r, key), reverse=SORT_KEYS[key])
+    return scored + [r for r in runs if not _ranked(r, key)]
 
 
 def _fmt(column: str, value: Any) -> str:

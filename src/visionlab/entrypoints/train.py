@@ -21,24 +21,38 @@ from omegaconf import DictConfig, OmegaConf
 
 import visionlab
 from visionlab.app.cli import hydra_entry
-from visionlab.app.config import ConfigError, validate
+from visionlab.app.config import CONF_DIR, ConfigError, validate
 from visionlab.app.runlock import RunLock
 from visionlab.data import InMemoryImageDataModule
 from visionlab.training.callbacks import restored_best_weights
+from visionlab.training.hook_cost import NoProfiler
 from visionlab.training.resilience import PreemptionCheckpoint
 from visionlab.training.task import ClassifierTask, Schedule
-from visionlab.utils.checks import Check, integer, is_int, positive
+from visionlab.training.trainer_flags import TRAINER_CHECKS
+from visionlab.utils.checks import Check, integer, positive, required, under
 from visionlab.utils.io import atomic_write
 from visionlab.utils.limits import check_batch_fits
+from visionlab.utils.threads import choose_threads
 
 log = logging.getLogger("visionlab")
 
-# train.yaml's own keys; its groups' components check theirs (visionlab.app.config.validate).
+
+def _group(name: str) -> Check:
+    """A config group a run cannot do without (`~model` removes it)."""
+    options = ", ".join(sorted(p.stem for p in (CONF_DIR / name).glob("*.yaml")))
+    return Check(name, lambda v: isinstance(v, DictConfig), f"an option of the {name} group ({options})",
+                 required=True)
+
+
+# train.yaml's own keys and the Trainer's flags; its groups' components check theirs
+# (visionlab.app.config.validate).
 CHECKS = (
-    integer("seed", 0),
-    Check("trainer.max_epochs", lambda v: is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1"),
+    *(_group(name) for name in ("data", "model", "optimizer", "scheduler", "task", "trainer")),
+    *required(integer("seed", 0)),
+    *under("trainer.", TRAINER_CHECKS),
     positive("tune.min_lr"), positive("tune.max_lr"), integer("tune.num_training", 3),
     integer("finetune.unfreeze_at_epoch", 0, "an integer >= 0, or null"),
+    integer("threads", 1, "an integer >= 1, or null (visionlab chooses)"),
 )
 
 # Trainer flags that turn kinds of callbacks off (Lightning refuses the contradiction).
@@ -73,7 +87,14 @@ def build(cfg: DictConfig) -> tuple[InMemoryImageDataModule, ClassifierTask, L.T
     switched_off: list[type | tuple[type, ...]] = [kind for flag, kind in SWITCHES if not cfg.trainer.get(flag, True)]
     switched_off += [LearningRateMonitor] if not loggers else []
     callbacks = [c for c in callbacks if not isinstance(c, tuple(switched_off))]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Lightning's no-op profiler, cheaper per hook call (training/hook_cost.py); a chosen profiler wins
+    quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
+    # plain dicts and lists: Lightning takes max_time={minutes: 5} as a dict, not a DictConfig
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="partial", **quiet)
+    if cfg.trainer.get("max_epochs") is None:  # Lightning's rule (loops.utilities._parse_loop_limits), said aloud
+        bounded = cfg.trainer.get("max_steps", -1) != -1 or cfg.trainer.get("max_time") is not None
+        log.info("trainer.max_epochs=null: Lightning's default applies: %s", "no epoch limit (trainer.max_steps or "
+                 "trainer.max_time ends the run)" if bounded else "1000 epochs")
     warn_if_bf16_is_emulated(trainer)
     return datamodule, task, trainer
 
@@ -81,9 +102,13 @@ def build(cfg: DictConfig) -> tuple[InMemoryImageDataModule, ClassifierTask, L.T
 def check_run_length(cfg: DictConfig, schedule: Schedule) -> None:
     """A schedule sized by the run's length (one-cycle) needs a run with an end."""
     sized = schedule.factory is not None and "total_steps" in inspect.signature(schedule.factory).parameters
-    if sized and cfg.trainer.get("max_epochs") == -1 and cfg.trainer.get("max_steps", -1) == -1:
-        raise ConfigError("trainer.max_epochs=-1 with trainer.max_steps=-1 never ends, but the scheduler needs "
-                          "the run's length; set trainer.max_epochs or trainer.max_steps, or another scheduler")
+    epochs = cfg.trainer.get("max_epochs")
+    # max_epochs=null is Lightning's 1000 epochs, unless max_time is set: then no epoch limit
+    endless = epochs == -1 or (epochs is None and cfg.trainer.get("max_time") is not None)
+    if sized and endless and cfg.trainer.get("max_steps", -1) == -1:
+        raise ConfigError(f"trainer.max_epochs={'null' if epochs is None else epochs} with trainer.max_steps=-1 has "
+                          "no length in steps, but the scheduler needs the run's length; set trainer.max_epochs "
+                          "or trainer.max_steps, or another scheduler")
 
 
 def warn_if_bf16_is_emulated(trainer: L.Trainer) -> None:
@@ -146,6 +171,8 @@ def record_run_info(folder: Path, cfg: DictConfig, extra: dict[str, Any]) -> Non
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
     # a resumed run keeps the learning rate its optimizer state was saved with
+    threads, reason = choose_threads(cfg.get("threads"))
+    log.info("CPU threads: %d (%s)", threads, reason)
     finding = OmegaConf.select(cfg, "tune.lr_find", default=False) and not cfg.get("ckpt_path")
     tuned = None
     if finding:
@@ -181,6 +208,9 @@ def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: Clas
     checkpoint = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
     if cfg.get("test", True):
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+        validated = any(str(k).startswith("val/") for k in trainer.callback_metrics)
+        if best is None and not validated:
+            best = last_checkpoint_to_test(trainer)
         if restored_best_weights(trainer):
             # Keras' restore_best_weights: the module holds the best epoch's weights; saved, so
             # that what is tested is a file evaluate can reproduce
@@ -192,6 +222,18 @@ def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: Clas
     if trainer.is_global_zero:
         atomic_write(folder / "metrics.json", json.dumps({**metrics, **tested}, indent=2, sort_keys=True))
     return metrics
+
+
+def last_checkpoint_to_test(trainer: L.Trainer) -> str | None:
+    """No validation ran (trainer.limit_val_batches=0, data.val_size=0, or max_steps / max_time
+    ended the run first), so nothing chose a best checkpoint: the last one is tested, loudly."""
+    last = next((cb.best_model_path for cb in trainer.checkpoint_callbacks
+                 if isinstance(cb, ModelCheckpoint) and cb.monitor is None and cb.best_model_path), None)
+    if trainer.is_global_zero:
+        log.warning("no validation ran, so no val/* metric: no best checkpoint and no early stopping; "
+                    "testing the last weights (%s)", last or "in memory")
+    return last
+
 
 def _run(cfg: DictConfig) -> float:
     metrics = train(cfg)

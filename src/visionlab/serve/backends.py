@@ -25,6 +25,7 @@ class Backend(Protocol):
     kind: str
     classes: tuple[str, ...]
     input_shape: tuple[int, ...]
+    mean: tuple[float, ...]  # the training normalisation's (transparency's background follows it)
 
     def probabilities(self, images: Tensor) -> Tensor:
         """Class probabilities (N, classes) of uint8 images (N, C, H, W)."""
@@ -41,7 +42,7 @@ class TorchBackend:
         self.model, _ = load_run(cfg)
         self.device = pick_device(device)
         self.model.net.to(self.device).eval()
-        self.classes, self.input_shape = self.model.classes, self.model.input_shape
+        self.classes, self.input_shape, self.mean = self.model.classes, self.model.input_shape, self.model.mean
         self.name = cfg.get("name") or f"{type(self.model.net).__name__} {Path(self.model.path).name}"
 
     def probabilities(self, images: Tensor) -> Tensor:
@@ -63,13 +64,33 @@ class OnnxBackend:
         self.classes = tuple(info["classes"])
         self.input_shape = tuple(int(s) for s in info["input"]["shape"][1:])
         self.input_name = info["input"]["name"]
-        self.transform = BatchTransform(info["normalization"]["mean"], info["normalization"]["std"])
+        self.mean = tuple(float(m) for m in info["normalization"]["mean"])
+        self.transform = BatchTransform(self.mean, info["normalization"]["std"])
         try:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             raise ConfigError(f"model_path={path}: cannot load: {str(err).splitlines()[0][:160]}") from None
+        self.check_sidecar(path)
         target = str((info.get("model") or {}).get("_target_", "model")).rpartition(".")[2]
         self.name = name or f"{target} {path.name}"
+
+    def check_sidecar(self, path: Path) -> None:
+        """Refuse a sidecar that disagrees with the model (input name or shape, class count):
+        one call on a blank image at start-up, instead of failing every request later."""
+        names = [i.name for i in self.session.get_inputs()]
+        if names != [self.input_name]:
+            problem = f"input {self.input_name!r}, the model takes {', '.join(map(repr, names))}"
+        else:
+            blank = torch.zeros((1, *self.input_shape), dtype=torch.uint8)
+            try:
+                shape = tuple(self.probabilities(blank).shape)
+                problem = "" if shape == (1, len(self.classes)) else (
+                    f"{len(self.classes)} classes, the model gives {shape[-1] if shape else 'no'} scores")
+            except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+                problem = f"input shape {list(self.input_shape)}, the model refuses it ({str(err).splitlines()[0][:120]})"
+        if problem:
+            raise ConfigError(f"model_path={path}: {path.with_suffix('.json').name} does not fit the model: it says "
+                              f"{problem} (re-export with scripts/export.py)")
 
     def probabilities(self, images: Tensor) -> Tensor:
         x = self.transform(images).numpy()

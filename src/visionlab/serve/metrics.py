@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PATHS = ("/predict", "/health", "/metrics", "/", "/info")  # other paths count as "other": bounded labels
+DISCONNECTED = 499  # the status a request is counted with when its client left before sending it all (nginx's)
 
 REQUESTS = Counter("visionlab_requests", "HTTP requests by path and status code", ["path", "status"])
 LATENCY = Histogram("visionlab_request_seconds", "Time from request to the last byte of its response", ["path"],
@@ -30,7 +31,8 @@ PREDICTED = Counter("visionlab_predicted", "Answers by top-1 class", ["class_nam
 
 class RequestMetrics:
     """ASGI middleware counting each HTTP request once, before its last byte is sent, so a
-    client that has its answer finds it counted."""
+    client that has its answer finds it counted. A client that disconnects while sending
+    its request is no server error: counted as 499, without a traceback or a 500."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -56,6 +58,9 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, send_counted)
+        except ClientDisconnect:
+            status = DISCONNECTED
+            record()
         except Exception:
             record()  # the 500 Starlette answers for an error nobody handled
             raise

@@ -71,6 +71,7 @@ def build_server(cfg: DictConfig, source: BackendSource, backend: Backend) -> An
     from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
 
+    from visionlab.data.formats.images import background_of
     from visionlab.serve.api import ClassifierAPI
     from visionlab.serve.metrics import RequestMetrics, metrics_endpoint
     from visionlab.serve.uploads import Limits
@@ -83,7 +84,8 @@ def build_server(cfg: DictConfig, source: BackendSource, backend: Backend) -> An
                           model_metadata={"name": backend.name, "backend": backend.kind,
                                           "classes": list(backend.classes), "input_shape": list(backend.input_shape)})
     app = server.app
-    app.state.upload_limits = Limits(backend.input_shape, int(options.max_upload_bytes), int(options.max_pixels))
+    app.state.upload_limits = Limits(backend.input_shape, int(options.max_upload_bytes), int(options.max_pixels),
+                                    background_of(backend.mean))
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/"]  # LitServe's "/"
     with resources.as_file(STATIC) as static:
         app.add_api_route("/", lambda: FileResponse(static / "index.html"), methods=["GET"], include_in_schema=False)

@@ -55,6 +55,7 @@ class Limits:
     input_shape: tuple[int, ...]
     max_upload_bytes: int
     max_pixels: int
+    background: int  # transparency's background grey (visionlab.data.formats.images.background_of)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -98,6 +99,8 @@ def from_json(body: bytes) -> tuple[bytes, str, dict[str, Any]]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise reject(400, f"malformed JSON: {err}") from None
+    except RecursionError:  # json's C parser recurses once per level of nesting
+        raise reject(400, "malformed JSON: nested too deeply; send an object {\"image\": \"<base64>\"}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
         raise reject(400, 'JSON body must be an object {"image": "<base64 PNG or JPEG>"}')
     text = payload["image"]
@@ -115,7 +118,8 @@ def decode(data: bytes, name: str, limits: Limits) -> np.ndarray:
     if not data:
         raise reject(400, f"{name}: empty upload (0 bytes)")
     try:
-        return read_image(NamedBytes(data, name), limits.input_shape, limits.max_pixels).numpy()
+        return read_image(NamedBytes(data, name), limits.input_shape, limits.max_pixels,
+                          background=limits.background).numpy()
     except ImageError as err:  # read_image words its refusals for predict.py's options
         reason = str(err).replace("predict.max_pixels", "serve.max_pixels")
         raise reject(413 if "too large to decode" in reason else 400, reason) from None

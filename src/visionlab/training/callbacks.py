@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks import EarlyStopping as _EarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.callbacks import ModelSummary as _ModelSummary
 from torch import Tensor
 
+from visionlab.training.hook_cost import CachedStateKey
 from visionlab.training.trainer_state import callbacks_of
 from visionlab.utils.errors import ConfigError
 from visionlab.utils.io import atomic_path, atomic_write
@@ -28,12 +28,15 @@ from visionlab.utils.summary import model_summary
 log = logging.getLogger("visionlab")
 
 
-class EarlyStopping(_EarlyStopping):
+class EarlyStopping(CachedStateKey, _EarlyStopping):
     """Lightning's EarlyStopping plus Keras' `restore_best_weights`: the weights of the best
     monitored epoch are kept in memory and put back when training ends, so the module
     (and a test run on it) holds the best weights, not the last ones.
 
     The copy lives only in memory: a resumed fit restores the best epoch since the resume.
+    Until a validation has run (validation off, or max_steps / max_time ending the run before
+    the first one) there is nothing to monitor, so nothing is checked, as Lightning's
+    ModelCheckpoint does, rather than failing the run at the end of its first epoch.
     """
 
     def __init__(self, *args: Any, restore_best_weights: bool = False, **kwargs: Any) -> None:
@@ -42,20 +45,26 @@ class EarlyStopping(_EarlyStopping):
         self.best_weights: dict[str, Tensor] | None = None
         self.best_epoch: int | None = None
         self.restored = False
+        self.validated = False
 
-    # Lightning checks in one of these two hooks; a changed best_score means a new best.
+    # Lightning checks in one of these two hooks and, on an improvement, replaces best_score
+    # by the monitored tensor (on the metric's device): a new object means a new best. No
+    # comparison of values, which would mix the devices of the old and new best.
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        before = self.best_score.clone()
+        if not self.validated and self.monitor not in trainer.callback_metrics:
+            return
+        before = self.best_score
         super().on_train_epoch_end(trainer, pl_module)
         self._keep_if_best(before, trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        before = self.best_score.clone()
+        self.validated = self.validated or not trainer.sanity_checking
+        before = self.best_score
         super().on_validation_end(trainer, pl_module)
         self._keep_if_best(before, trainer, pl_module)
 
     def _keep_if_best(self, before: Tensor, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.restore_best_weights and not torch.equal(self.best_score, before):
+        if self.restore_best_weights and self.best_score is not before:
             self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
             self.best_epoch = trainer.current_epoch
 
@@ -73,20 +82,50 @@ def restored_best_weights(trainer: L.Trainer) -> bool:
     return any(isinstance(cb, EarlyStopping) and cb.restored for cb in callbacks_of(trainer))
 
 
-class ModelCheckpoint(_ModelCheckpoint):
+class ModelCheckpoint(CachedStateKey, _ModelCheckpoint):
     """Lightning's ModelCheckpoint with Keras' `save_best_only` (True: keep only the best
     checkpoint; False: keep one per epoch); `save_weights_only` is Lightning's own. The best
-    checkpoint's path is printed when fitting ends."""
+    checkpoint's path is printed when fitting ends (with a `monitor`: without one there is no best)."""
 
     def __init__(self, *args: Any, save_best_only: bool | None = None, **kwargs: Any) -> None:
         if save_best_only is not None:
             kwargs["save_top_k"] = 1 if save_best_only else -1
         super().__init__(*args, **kwargs)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A run folder resumed after a copy or a move holds its checkpoints under a new
+        dirpath: the saved paths are rebased onto it (files no longer there are forgotten),
+        so the best checkpoint tested is the run's own, not the original's."""
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and Path(saved) != Path(self.dirpath):
+            state_dict = {**rebase_paths(state_dict, Path(saved), Path(self.dirpath)), "dirpath": self.dirpath}
+        super().load_state_dict(state_dict)
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.best_model_path:
+        if trainer.is_global_zero and self.best_model_path and self.monitor:
             score = f" ({self.monitor}={float(self.best_model_score):.4f})" if self.best_model_score is not None else ""
             log.info("Best checkpoint: %s%s", self.best_model_path, score)
+
+
+def rebase_paths(state: dict[str, Any], old: Path, new: Path) -> dict[str, Any]:
+    """ModelCheckpoint's state with the paths under `old` moved under `new`; a path whose
+    file is not under `new` becomes empty and leaves the best-k table."""
+
+    def moved(path: str) -> str:
+        if not path:
+            return path
+        candidate = new / Path(path).relative_to(old) if Path(path).is_relative_to(old) else None
+        return str(candidate) if candidate is not None and candidate.is_file() else ""
+
+    out = dict(state)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if isinstance(state.get(key), str):
+            out[key] = moved(state[key])
+    best_k = {moved(str(p)): score for p, score in (state.get("best_k_models") or {}).items()}
+    out["best_k_models"] = {p: score for p, score in best_k.items() if p}
+    if not out.get("best_model_path"):
+        out["best_model_score"] = None
+    return out
 
 
 class KerasModelSummary(_ModelSummary):

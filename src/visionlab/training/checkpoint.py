@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ def _why_unloadable(path: Path, err: BaseException) -> str:
         except Exception:  # noqa: BLE001 - a broken archive: said below
             unsafe = []
         if unsafe:
-            return (f"refused: the file holds {', '.join(unsafe)}, which would run code when loaded; "
+            return (f"refused: the file holds {', '.join(sorted(unsafe))}, which would run code when loaded; "
                     "visionlab loads weights only")
         return f"cannot load: truncated or corrupt archive ({_first_line(err)})"
     if head.startswith(b"\x80"):  # the legacy pickle format: torch cannot list its globals
@@ -108,6 +109,18 @@ def _read_safetensors(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     if isinstance(map_location, (str, torch.device)):  # torch.load's other forms (dicts, functions) map storages
         state = {k: v.to(map_location) for k, v in state.items()}
     return {"state_dict": state, METADATA_KEY: meta}
+
+
+def training_progress(checkpoint: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(epochs completed, optimizer steps) of a checkpoint Lightning can resume a fit from,
+    None for a weights-only file. Read from Lightning's checkpoint layout (the fit loop's
+    epoch progress counts an epoch once it is processed; a mid-epoch checkpoint counts it
+    not yet): the one place that knows it, tested against a real checkpoint."""
+    loops, steps = checkpoint.get("loops"), checkpoint.get("global_step")
+    if not isinstance(loops, Mapping) or "optimizer_states" not in checkpoint or not isinstance(steps, int):
+        return None
+    progress = loops.get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return int(progress.get("processed", checkpoint.get("epoch", 0))), steps
 
 
 def net_state(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -178,6 +191,34 @@ class LoadedModel:
                 "mean": list(self.mean), "std": list(self.std), "model": dict(self.model_config)}
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_metadata(meta: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse metadata that would feed the net nonsense: class names that are not a list of
+    strings (a string would be split into letters), a shape of non-positive sizes, and a
+    normalisation that divides by 0 or holds NaN (every prediction NaN, reported as a class)."""
+    classes, shape = meta["classes"], meta["input_shape"]
+    problems = {
+        "classes": (isinstance(classes, (list, tuple)) and all(isinstance(c, str) and c for c in classes),
+                    "a list of class names"),
+        "input_shape": (isinstance(shape, (list, tuple)) and len(shape) == 3
+                        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape),
+                        "three positive integers (channels, height, width)"),
+    }
+    channels = shape[0] if problems["input_shape"][0] else None
+    for key, low in (("mean", -math.inf), ("std", 0.0)):
+        values = meta[key]
+        ok = (isinstance(values, (list, tuple)) and len(values) == channels
+              and all(_finite(v) and v > low for v in values))
+        problems[key] = (ok, f"{channels} finite number(s){' > 0' if key == 'std' else ''}, one per channel")
+    for key, (ok, expected) in problems.items():
+        if not ok:
+            raise CheckpointError(f"ckpt_path={path}: its metadata {key}={meta[key]!r} is not usable; "
+                                  f"expected {expected}")
+
+
 def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mapping[str, Any] | None = None,
                model_config: Mapping[str, Any] | None = None) -> LoadedModel:
     """Rebuild the net of `checkpoint` (from `read_checkpoint`) in eval mode.
@@ -193,6 +234,7 @@ def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mappin
         raise CheckpointError(
             f"ckpt_path={path}: does not say its {', '.join(absent)}, and no run folder config supplies them"
         )
+    check_metadata(meta, path)
     classes, input_shape = tuple(meta["classes"]), tuple(int(s) for s in meta["input_shape"])
     try:
         net = build_net(meta["model"], input_shape, len(classes))
@@ -200,6 +242,11 @@ def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mappin
         raise
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"ckpt_path={path}: cannot build model {meta['model'].get('_target_')}: {err}") from None
-    load_weights(net, net_state(checkpoint), path)
+    state = net_state(checkpoint)
+    damaged = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if damaged is not None:
+        raise CheckpointError(f"ckpt_path={path}: weight {damaged} holds NaN or inf; the file is damaged "
+                              "or its training diverged")
+    load_weights(net, state, path)
     return LoadedModel(net.eval(), classes, input_shape, tuple(meta["mean"]), tuple(meta["std"]),
                        dict(meta["model"]), Path(path))

@@ -7,6 +7,11 @@ Trainer flag and callback behaves as Lightning documents. Training loss and accu
 stay in a device buffer (kept in checkpoints, so a mid-epoch resume keeps its partial
 sums) and are logged once per epoch; the per-step loss is logged as `train/loss_step` at
 the steps Lightning writes to its loggers (every `trainer.log_every_n_steps`).
+
+A training step never waits for the device (no `.item()`, `bool(tensor)` or host copy): on
+a GPU the host queues the next step while the device runs this one. The finiteness of
+the loss is checked where a sync is paid anyway: at the steps written to the loggers, and
+before validation and the epoch's end, i.e. before any checkpoint of the epoch is saved.
 """
 
 from __future__ import annotations
@@ -78,6 +83,19 @@ def eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
     )
 
 
+# torch.optim classes with fused CUDA kernels: one kernel per step for all parameters
+FUSED_ON_CUDA = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+
+
+def fused_kernels(factory: Callable[..., Optimizer], device: torch.device) -> dict[str, bool]:
+    """`{"fused": True}` for an optimizer with fused kernels on a CUDA device, unless the config
+    chose `fused` or `foreach` itself; else nothing (torch's own default: foreach on CUDA)."""
+    cls, chosen = getattr(factory, "func", factory), getattr(factory, "keywords", None) or {}
+    if device.type != "cuda" or "fused" in chosen or "foreach" in chosen:
+        return {}
+    return {"fused": True} if isinstance(cls, type) and issubclass(cls, FUSED_ON_CUDA) else {}
+
+
 def hard_labels(y: Tensor) -> Tensor:
     """Class indices of `y`: itself, or the argmax of soft labels (N, C) from mixup/cutmix."""
     return y.argmax(1) if y.ndim == 2 else y
@@ -122,6 +140,12 @@ class ClassifierTask(LightningModule):
         for key, value in monitored:
             if value is not None and value not in LOGGED_METRICS:
                 raise ConfigError(f"{key}={value!r} is never logged; expected one of {', '.join(LOGGED_METRICS)}")
+        no_validation = next((f"{k}=0" for k in ("trainer.limit_val_batches", "data.val_size") if lookup(k) == 0), None)
+        monitor = lookup("scheduler.monitor")
+        if no_validation and lookup("scheduler.factory") is not None and str(monitor).startswith("val/"):
+            # callbacks that monitor val/* wait for a validation; a scheduler stepping on one fails
+            raise ConfigError(f"scheduler.monitor={monitor} is never logged with {no_validation} (no validation); "
+                              "monitor a train/* metric or choose another scheduler")
         mixing = [k for k in ("mixup", "cutmix") if lookup(f"data.augment.{k}")]
         if mixing and lookup("task.loss") == "hinge":
             raise ConfigError(f"task.loss=hinge cannot learn from the soft labels of data.augment.{mixing[0]}; "
@@ -163,6 +187,8 @@ class ClassifierTask(LightningModule):
         self._train_sums: Tensor  # loss*n, hits, n of the epoch so far
         self.register_buffer("_train_sums", torch.zeros(3))
         self.seed = seed
+        # (global step, epoch, detached loss) of the steps whose finiteness is not yet checked
+        self._unchecked: list[tuple[int, int, Tensor]] = []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -197,18 +223,39 @@ class ClassifierTask(LightningModule):
         loss = self.criterion(logits, y)
         if self._penalised:
             loss = loss + self.penalty()
-        if not torch.isfinite(loss):
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            raise FloatingPointError(
-                f"loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); training stopped "
-                f"and the last good checkpoint kept; lower the learning rate (optimizer.lr={lr:g})"
-            )
         detached = loss.detach()
+        self._unchecked.append((self.global_step, self.current_epoch, detached))
         hits = (logits.detach().argmax(1) == hard_labels(y)).sum()
-        self._train_sums += torch.stack((detached * len(y), hits.to(detached.dtype), detached.new_tensor(len(y))))
+        # new_full: a fill on the device; new_tensor would be a blocking copy from the host
+        self._train_sums += torch.stack((detached * len(y), hits.to(detached.dtype), detached.new_full((), len(y))))
         if self._loggers_write_this_step():
             self.log("train/loss_step", detached, on_step=True, on_epoch=False, batch_size=len(y))
+            self.check_finite_loss()  # the loggers read the loss back now anyway
         return loss
+
+    def check_finite_loss(self) -> None:
+        """Stop training at the first non-finite loss since the last check, naming its step.
+
+        One read-back for all the steps since the last check: called where the host waits
+        for the device anyway, and before anything saves the weights of the epoch.
+        """
+        unchecked, self._unchecked = self._unchecked, []
+        if not unchecked:
+            return
+        finite = torch.isfinite(torch.stack([loss.float() for _, _, loss in unchecked]))
+        if bool(finite.all()):
+            return
+        first = int(finite.logical_not().nonzero()[0])
+        step, epoch, loss = unchecked[first]
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        # float16 weights and optimizer state (16-true) underflow: Adam's eps is 0 in them
+        fix = ("float16 weights (trainer.precision=16-true) overflow and underflow; use trainer.precision="
+               "16-mixed or bf16-true" if loss.dtype == torch.float16
+               else f"lower the learning rate (optimizer.lr={lr:g})")
+        raise FloatingPointError(
+            f"loss is {loss.item()} at step {step} (epoch {epoch}); training stopped "
+            f"and the last good checkpoint kept; {fix}"
+        )
 
     def _loggers_write_this_step(self) -> bool:
         """Lightning's rule for writing step metrics to the loggers: every log_every_n_steps
@@ -226,7 +273,14 @@ class ClassifierTask(LightningModule):
         loss, hits, count = self._train_sums.tolist()
         return {"loss": loss / count, "acc": hits / count} if count else {}
 
+    def on_train_start(self) -> None:
+        self._unchecked = []  # nothing left over from an interrupted fit
+
+    def on_validation_start(self) -> None:
+        self.check_finite_loss()  # before validation, whose end saves checkpoints
+
     def on_train_epoch_end(self) -> None:
+        self.check_finite_loss()  # before the checkpoint callbacks' epoch-end hooks (Lightning calls them after this)
         # clone: on one device reduce() returns the buffer itself, which zero_() would clear
         sums = self.trainer.strategy.reduce(self._train_sums.clone(), reduce_op="sum")
         self._train_sums.zero_()
@@ -306,6 +360,9 @@ class ClassifierTask(LightningModule):
         if self.optimizer_factory is None:
             raise ConfigError("ClassifierTask has no optimizer to train with; pass optimizer=...")
         kwargs = {} if self.lr is None else {"lr": self.lr}
+        clipped_fp16 = str(self.trainer.precision) == "16-mixed" and bool(self.trainer.gradient_clip_val)
+        # Lightning refuses to clip the gradients of an optimizer that unscales them itself (fused)
+        kwargs.update({} if clipped_fp16 else fused_kernels(self.optimizer_factory, self.device))
         optimizer = self.optimizer_factory(self._param_groups(), **kwargs)
         for group in optimizer.param_groups:
             group["lr"] *= group.get("lr_scale", 1.0)  # before any scheduler reads it

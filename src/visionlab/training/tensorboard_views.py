@@ -71,8 +71,10 @@ def task_net(pl_module: LightningModule) -> nn.Module:
 
 
 def net_inputs(trainer: Trainer, net: nn.Module, images: Tensor) -> Tensor:
-    """uint8 images as the net sees them in evaluation: normalised, on its device."""
-    return datamodule_of(trainer).transform(train=False)(images.to(next(net.parameters()).device))
+    """uint8 images as the net sees them in evaluation: normalised, on its device, in the
+    dtype of the Trainer's precision (float64 for 64-true), as Lightning's loops convert batches."""
+    x = datamodule_of(trainer).transform(train=False)(images.to(next(net.parameters()).device))
+    return trainer.precision_plugin.convert_input(x)
 
 
 def validation_split(trainer: Trainer) -> tuple[Tensor, Tensor] | None:

@@ -9,6 +9,7 @@ Each failure is one line naming the key, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,7 +37,8 @@ def run_checks(checks: Iterable[Check], lookup: Lookup, prefix: str = "") -> Non
         key = prefix + check.key
         value = lookup(key)
         if (value is not None or check.required) and not check.ok(value):
-            raise ConfigError(f"{key}={value!r} is not allowed; expected {check.allowed}")
+            shown = "null" if value is None else repr(value)  # as the user wrote it in YAML
+            raise ConfigError(f"{key}={shown} is not allowed; expected {check.allowed}")
 
 
 def under(prefix: str, checks: Iterable[Check]) -> tuple[Check, ...]:
@@ -53,20 +55,30 @@ def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def is_finite(v: Any) -> bool:
+    """A number that is neither inf nor nan: no option of visionlab means anything at infinity."""
+    return is_number(v) and math.isfinite(v)
+
+
 def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def positive(key: str) -> Check:
-    return Check(key, lambda v: is_number(v) and v > 0, "a number > 0")
+    return Check(key, lambda v: is_finite(v) and v > 0, "a finite number > 0")
 
 
-def non_negative(key: str, allowed: str = "a number >= 0") -> Check:
-    return Check(key, lambda v: is_number(v) and v >= 0, allowed)
+def non_negative(key: str, allowed: str = "a finite number >= 0") -> Check:
+    return Check(key, lambda v: is_finite(v) and v >= 0, allowed)
 
 
 def fraction(key: str) -> Check:
     return Check(key, lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+
+
+def between(key: str, low: float, high: float, allowed: str | None = None) -> Check:
+    """A number in [low, high], both ends included."""
+    return Check(key, lambda v: is_finite(v) and low <= v <= high, allowed or f"a number in [{low:g}, {high:g}]")
 
 
 def integer(key: str, minimum: int, allowed: str | None = None) -> Check:

@@ -34,7 +34,9 @@ def model_summary(net: nn.Module, input_shape: Sequence[int], width: int = 72) -
     was_training = net.training
     try:
         param = next(net.parameters(), None)
-        probe = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu")
+        # the parameters' dtype: a net in float64 (trainer.precision=64-true) takes float64 inputs
+        dtype = param.dtype if param is not None and param.is_floating_point() else None
+        probe = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu", dtype=dtype)
         with torch.no_grad():
             net.eval()(probe)
     finally:
