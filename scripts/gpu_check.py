@@ -133,7 +133,7 @@ def serve_request(check: Check, ckpt: str) -> None:
             except OSError:
                 time.sleep(1)
         info = json.loads(urllib.request.urlopen(f"{url}/info", timeout=10).read())
-        body = json.dumps({"image": base64.b64encode(png(info["input_shape"])).decode()}).encode()
+        body = json.dumps({"image": base64.b64encode(png(info["model"]["input_shape"])).decode()}).encode()
         request = urllib.request.Request(f"{url}/predict", body, {"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
         top = answer["top_k"][0]
@@ -169,7 +169,7 @@ model = visionlab.load_model(sys.argv[1])
 model.net.cuda()
 images = torch.randint(0, 256, (4, *model.loaded.input_shape), dtype=torch.uint8)
 print(model.predict(images)[0]["class"], next(model.net.parameters()).device)
-print(model.evaluate("test", ["device=cuda", "hydra.run.dir=" + sys.argv[2]])["test/acc"])
+print(model.evaluate("test", ["device=cuda", "hydra.run.dir=" + sys.argv[2]]))
 """
 
 

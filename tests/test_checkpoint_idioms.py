@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from conftest import run_main, tree_hash
 from visionlab.app.cli import hydra_entry, prepare_run
-from visionlab.app.config import compose_config
+from visionlab.app.config import compose_config, override
 from visionlab.app.resume import latest_last_checkpoint
 from visionlab.entrypoints import evaluate, export, predict
 from visionlab.entrypoints.train import CHECKS as TRAIN_CHECKS
@@ -126,7 +126,7 @@ def test_a_file_that_would_run_code_is_named_as_such(trained, tmp_path):
         read_checkpoint(evil)
     assert str(err.value) == expected
     for entry, extra in ((evaluate, []), (predict, ["predict.from_test=1"]), (export, [])):
-        out = tmp_path / entry.__name__.rpartition(".")[2]
+        out = tmp_path / f"out-{entry.__name__.rpartition('.')[2]}"  # each command its own new folder
         code, stderr = run_main(entry.main, [f"ckpt_path={evil}", *extra, f"hydra.run.dir={out}"])
         assert (code, stderr) == (2, f"error: {expected}\n")
     assert not marker.exists()
@@ -206,20 +206,21 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-def test_ckpt_path_last_resumes_the_newest_run_and_nothing_left_is_said(finished_run):
-    """ckpt_path=last finds the run; a resume with nothing left to train says so in one line
-    (app/resume.py's check) instead of testing the checkpoint again, silently."""
+def test_a_resume_with_nothing_left_to_train_says_so(finished_run, tmp_path):
+    """It used to fit nothing and test the checkpoint again, silently."""
     last = finished_run / "checkpoints" / "last.ckpt"
     log_dir = finished_run.parents[2]
-    for args in (["ckpt_path=last", f"paths.log_dir={log_dir}"], [f"ckpt_path={last}", "trainer.max_steps=1"]):
-        with pytest.raises(ConfigError, match=rf"^ckpt_path={last}: .*nothing left to train"):
+    for args, reached in ((["ckpt_path=last", f"paths.log_dir={log_dir}"], "trainer.max_epochs=1"),
+                          ([f"ckpt_path={last}", "trainer.max_steps=1"], "trainer.max_steps=1")):
+        with pytest.raises(ConfigError, match=rf"^ckpt_path={last}: the run already trained .*{reached} .*"
+                                              "so a resume has nothing left to train; to train longer"):
             prepare_run("train", args, TRAIN_CHECKS, resumes=True)
     before = tree_hash(finished_run)
     code, err = run_main(train_main, [f"ckpt_path={last}"])
-    assert code == 2 and err.count("\n") == 1 and "nothing left to train" in err
+    assert code == 2 and err.count("\n") == 1 and "the run already trained 1 of trainer.max_epochs=1 epochs" in err
     assert tree_hash(finished_run) == before  # nothing written
     argv, _ = prepare_run("train", [f"ckpt_path={last}", "trainer.max_epochs=2"], TRAIN_CHECKS, resumes=True)
-    assert any(a.startswith("ckpt_path=") and str(last) in a for a in argv)  # more epochs: a resume like any other
+    assert override("ckpt_path", last) in argv  # more epochs: a resume like any other
 
 
 def test_the_python_api_writes_where_its_settings_say_and_says_where(tmp_path, monkeypatch, caplog):

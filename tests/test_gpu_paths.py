@@ -129,3 +129,24 @@ def test_gpu_check_says_in_one_line_that_there_is_no_gpu_and_fails(monkeypatch, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("gpu-check: no CUDA device here")
     assert not any(tmp_path.iterdir()), "nothing run, nothing written"
+
+
+def test_a_signal_after_a_nan_loss_keeps_the_last_good_checkpoint(tmp_path):
+    """The NaN check runs at logging steps and epoch ends; a SIGTERM in between must not
+    save the diverged weights over last.ckpt."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from visionlab.training.resilience import PreemptionCheckpoint
+
+    saved = []
+    trainer = SimpleNamespace(save_checkpoint=saved.append)
+
+    class Diverged:
+        def check_finite_loss(self):
+            raise FloatingPointError("loss is nan at step 7 (epoch 0)")
+
+    callback = PreemptionCheckpoint(str(tmp_path))
+    callback.on_exception(trainer, Diverged(), SIGTERMException())
+    assert saved == []
+    callback.on_exception(trainer, SimpleNamespace(check_finite_loss=lambda: None), SIGTERMException())
+    assert saved == [tmp_path / "last.ckpt"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import logging
 import os
 import re
@@ -52,7 +53,21 @@ def is_user_error(err: BaseException) -> bool:
         if cause is None or _raised_in(cause, _CONFIG_JUDGES):
             return True
         err = cause
-    return isinstance(err, USER_ERRORS)
+    return isinstance(err, USER_ERRORS) or _disk_full(err)
+
+
+def _disk_full(err: BaseException) -> bool:
+    """A write that failed for want of space (anywhere in the chain: torch and Lightning wrap
+    the OSError) is the machine's state, not a bug: one line, and the files already written
+    (the last good checkpoint, written to a temporary name first) are intact."""
+    seen: set[int] = set()
+    chain: BaseException | None = err
+    while chain is not None and id(chain) not in seen:
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(chain))
+        chain = chain.__cause__ or chain.__context__
+    return False
 
 
 def _raised_in(err: BaseException, folders: tuple[str, ...]) -> bool:
@@ -96,7 +111,10 @@ def _error_file() -> Path | None:
 def _record_failure(message: str) -> None:
     """Write `message` to the run folder's error.txt, so a report lists the run as failed."""
     if (path := _error_file()) is not None:
-        atomic_write(path, message + "\n")
+        try:
+            atomic_write(path, message + "\n")
+        except OSError:  # a full disk, or a folder gone: the message still reaches stderr and the log
+            pass
 
 
 def _sweeper_reads_failures() -> bool:
@@ -248,7 +266,6 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     if not any(a.startswith("hydra.run.dir=") for a in argv):
         argv.append(override("hydra.run.dir", run_dir))  # the folder locked is the folder Hydra uses
     return flags + argv, lock
-
 
 
 # What a run folder holds: a command that writes into a folder holding any of these would
