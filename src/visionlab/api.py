@@ -46,9 +46,9 @@ def _placed(overrides: Sequence[str], root: str | Path | None) -> list[str]:
     """`overrides` after the API's own placement: runs under `root`/outputs (else
     $VISIONLAB_ROOT/outputs, else ./outputs, as the commands), data in $VISIONLAB_ROOT/data
     or else `data_cache()`, not in whatever folder a notebook runs in. Overrides win."""
-    placed = [] if root is None else [f"paths.root_dir='{Path(root).expanduser().resolve()}'"]
+    placed = [] if root is None else [override("paths.root_dir", Path(root).expanduser().resolve())]
     if not os.environ.get("VISIONLAB_ROOT"):
-        placed.append(f"paths.data_dir='{data_cache()}'")
+        placed.append(override("paths.data_dir", data_cache()))
     return [*placed, *overrides]
 
 

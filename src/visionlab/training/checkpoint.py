@@ -86,7 +86,7 @@ def _why_unloadable(path: Path, err: BaseException) -> str:
         except Exception:  # noqa: BLE001 - a broken archive: said below
             unsafe = []
         if unsafe:
-            return (f"refused: the file holds {', '.join(unsafe)}, which would run code when loaded; "
+            return (f"refused: the file holds {', '.join(sorted(unsafe))}, which would run code when loaded; "
                     "visionlab loads weights only")
         return f"cannot load: truncated or corrupt archive ({_first_line(err)})"
     if head.startswith(b"\x80"):  # the legacy pickle format: torch cannot list its globals
