@@ -358,7 +358,8 @@ def test_bad_options_fail_in_one_line_before_serving(ckpt, tmp_path, monkeypatch
         ([f"ckpt_path={ckpt}", f"model_path={onnx}"], "give either ckpt_path=RUN/checkpoints/X.ckpt or model_path"),
         ([f"ckpt_path={tmp_path / 'none.ckpt'}"], f"ckpt_path={tmp_path / 'none.ckpt'}: no such file"),
     ):
-        monkeypatch.setattr(sys, "argv", ["serve.py", *args, f"hydra.run.dir={tmp_path / 'out'}"])
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"  # a refusal inside the job leaves error.txt there
+        monkeypatch.setattr(sys, "argv", ["serve.py", *args, f"hydra.run.dir={out}"])
         GlobalHydra.instance().clear()
         with pytest.raises(SystemExit) as exit_info:
             main()
