@@ -32,6 +32,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from visionlab.models.tta import TTA_MODES, tta_scores
 from visionlab.training.checkpoint import METADATA_KEY, build_net, checkpoint_metadata, read_checkpoint
 from visionlab.training.trainer_state import datamodule_of, fast_dev_run, log_every_n_steps
 from visionlab.utils.checks import Check, Lookup, fraction, non_negative, one_of, positive, run_checks
@@ -91,6 +92,7 @@ class ClassifierTask(LightningModule):
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
         one_of("loss", LOSSES), fraction("label_smoothing"), non_negative("l1"), non_negative("l2"),
+        one_of("tta", TTA_MODES),
     )
     # The net's config (`_target_` and arguments), stored in checkpoints so they can rebuild it.
     model_config: dict[str, Any] | None = None
@@ -130,6 +132,7 @@ class ClassifierTask(LightningModule):
         l2: float = 0.0,
         channels_last: bool = False,
         seed: int = 0,
+        tta: str = "none",
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -154,6 +157,7 @@ class ClassifierTask(LightningModule):
         self._train_sums: Tensor  # loss*n, hits, n of the epoch so far
         self.register_buffer("_train_sums", torch.zeros(3))
         self.seed = seed
+        self.tta = tta  # test and predict steps (and evaluate/predict/serve, from the checkpoint); not validation
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -230,10 +234,11 @@ class ClassifierTask(LightningModule):
         self.log_dict({"train/loss": sums[0] / count, "train/acc": sums[1] / count}, sync_dist=True)
 
     # --- validation and test -----------------------------------------------------------
-    def _eval_step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, mean_loss: MeanMetric) -> None:
+    def _eval_step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, mean_loss: MeanMetric,
+                   tta: str = "none") -> None:
         x, y = batch
         y = hard_labels(y)
-        logits = self.net(x.contiguous(memory_format=self.memory_format))
+        logits = tta_scores(self.net, x.contiguous(memory_format=self.memory_format), tta)
         mean_loss.update(F.cross_entropy(logits, y) if isinstance(self.criterion, nn.CrossEntropyLoss)
                          else self.criterion(logits, y), weight=len(y))
         metrics.update(logits.softmax(1), y)
@@ -252,14 +257,14 @@ class ClassifierTask(LightningModule):
         self._eval_epoch_end("val", self.val_metrics, self.val_loss)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, self.test_loss)
+        self._eval_step(batch, self.test_metrics, self.test_loss, self.tta)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test", self.test_metrics, self.test_loss)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.net(x).softmax(1)
+        return tta_scores(self.net, x, self.tta).softmax(1)
 
     # --- checkpoints --------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -268,7 +273,7 @@ class ClassifierTask(LightningModule):
             datamodule = datamodule_of(self.trainer)
         except RuntimeError:  # not attached to a Trainer: the metadata has no data part
             datamodule = None
-        checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net)
+        checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net, self.tta)
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -284,7 +289,7 @@ class ClassifierTask(LightningModule):
         if not meta.get("model") or not meta.get("classes"):
             raise ValueError(f"ckpt_path={checkpoint_path}: has no visionlab model metadata to rebuild its net from")
         net = build_net(meta["model"], tuple(meta["input_shape"]), len(meta["classes"]))
-        task = cls(net, **kwargs)
+        task = cls(net, **{"tta": meta.get("tta", "none"), **kwargs})
         task.model_config = dict(meta["model"])
         task.load_state_dict(checkpoint["state_dict"])
         return task
