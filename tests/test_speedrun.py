@@ -76,12 +76,14 @@ def test_time_to_accuracy_sums_epoch_seconds_up_to_the_first_epoch_reaching_the_
 
 
 def test_the_runner_writes_one_row_per_seed_and_the_leaderboard(tmp_path, capsys):
-    overrides = [*TINY, "trainer.max_epochs=2", "trainer.limit_train_batches=1", "callbacks.progress_bar=null"]
-    assert main(["run", "default", "--seeds", "2", "--target", "0.01", "--out", str(tmp_path), "--", *overrides]) == 0
-    [path] = tmp_path.glob("default-*.json")
+    # the CPU recipe (ResNet9, EMA, flip TTA) on tiny synthetic data
+    overrides = [*TINY[:5], *TINY[7:], "model.widths=[4,8,8,8]", "trainer.max_epochs=2",
+                 "trainer.limit_train_batches=1", "callbacks.progress_bar=null", "logger=none"]
+    assert main(["run", "speedrun_cpu", "--seeds", "2", "--target", "0.01", "--out", str(tmp_path), *overrides]) == 0
+    [path] = tmp_path.glob("speedrun_cpu-*.json")
     result = json.loads(path.read_text())
     rows = result["runs"]
-    assert [r["seed"] for r in rows] == [0, 1] and result["recipe"] == "default"
+    assert [r["seed"] for r in rows] == [0, 1] and result["recipe"] == "speedrun_cpu"
     for row in rows:
         assert Path(row["run_dir"]) == tmp_path / path.stem / f"seed{row['seed']}"
         assert json.loads((Path(row["run_dir"]) / "fit_clock.json").read_text())["epochs"] == row["epochs"] == 2
@@ -97,4 +99,4 @@ def test_the_runner_writes_one_row_per_seed_and_the_leaderboard(tmp_path, capsys
     write_table([path], board)
     text = board.read_text()
     assert text.startswith("# Leaderboard\n\nHow it is measured.\n\n") and "old table" not in text
-    assert f"| default | {result['hardware']} | 2 | {summary['test_acc_mean']:.4f} ± " in text
+    assert f"| speedrun_cpu | {result['hardware']} | 2 | {summary['test_acc_mean']:.4f} ± " in text
