@@ -70,6 +70,20 @@ def test_resnet9_refuses_what_it_cannot_build(shape, kwargs):
         ResNet9(shape, 10, **kwargs)
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.residual=[true]", "has 1 flag.*expected one per stage: 3"),
+    ("model.residual=[1,0,1]", "expected a list of true/false"),
+    ("model.widths=[]", "non-empty list of positive integers"),
+    ("task.tta=mirror", "expected one of none, flip"),
+])
+def test_bad_resnet9_and_tta_values_are_refused_before_any_data_is_read(override, message):
+    from visionlab.app.config import validate
+    from visionlab.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config(["model=resnet9", override]))
+
+
 def test_flip_scores_are_the_log_of_the_mean_probabilities():
     net = ResNet9((1, 28, 28), 10, widths=[4, 8, 8, 8]).eval()
     x = torch.randn(3, 1, 28, 28)

@@ -10,7 +10,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from visionlab.utils.checks import Check, positive, sizes
+from visionlab.utils.checks import Check, Lookup, positive, sizes
+from visionlab.utils.errors import ConfigError
 
 
 def conv_bn(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -45,6 +46,14 @@ class ResNet9(nn.Module):
         sizes("widths", allow_empty=False), positive("head_scale"),
         Check("residual", _flags, "a list of true/false, one per stage (len(widths) - 1)"),
     )
+
+    @staticmethod
+    def check_config(lookup: Lookup) -> None:
+        """One residual flag per stage, refused before any data is read."""
+        widths, residual = lookup("model.widths"), lookup("model.residual")
+        if isinstance(widths, list) and widths and isinstance(residual, list) and len(residual) != len(widths) - 1:
+            raise ConfigError(f"model.residual={residual} has {len(residual)} flag(s); expected one per stage: "
+                              f"{len(widths) - 1} for model.widths={widths} (the first width is the stem's)")
 
     def __init__(
         self,
