@@ -175,10 +175,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides and args.command != "run" or any(o.startswith("-") for o in overrides):
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     if args.command == "run":
+        from hydra.errors import HydraException
+
+        from visionlab.app.config import CONF_DIR
+        from visionlab.utils.errors import ConfigError
+
+        recipes = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+        if args.recipe not in ("default", *recipes):
+            parser.error(f"recipe {args.recipe!r} is not an experiment; expected default or one of {', '.join(recipes)}")
         if args.seeds < 1 or not 0 < args.target <= 1:
             parser.error(f"--seeds={args.seeds} --target={args.target}: expected seeds >= 1 and 0 < target <= 1")
         command = " ".join(["python scripts/speedrun.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
-        run(args.recipe, range(args.seeds), args.target, overrides, args.out, command)
+        try:
+            run(args.recipe, range(args.seeds), args.target, overrides, args.out, command)
+        except (ConfigError, HydraException) as err:  # bad overrides: one line, as the commands say it
+            print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+            return 2
     else:
         write_table(args.results, args.out)
     return 0
