@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data browser train test lint
+.PHONY: install data browser train test lint gpu-check
 
 install: $(STAMP)
 
@@ -44,3 +44,11 @@ test: install data browser
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# visionlab on one CUDA GPU in at most 5 minutes (scripts/gpu_check.py): GPU tests, the default
+# run, every entry point with device=cuda, a serve request, fast_93, the benchmark cases; one
+# summary file, outputs/gpu_check/summary.md. Installs nothing: the venv's Python when there is
+# one, else python3 with its own torch (e.g. after `source .device-pack/setup.sh`).
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	$(GPU_PY) scripts/gpu_check.py $(ARGS)

@@ -204,7 +204,7 @@ PREDICT_OPTIONS = [
     ("predict.top_k=abc", "predict.top_k='abc' is not allowed; expected an integer >= 1"),
     ("predict.top_k=0", "predict.top_k=0 is not allowed; expected an integer >= 1"),
     ("predict.batch_size=0", "predict.batch_size=0 is not allowed; expected an integer >= 1"),
-    ("predict.batch_size=null", "predict.batch_size=None is not allowed; expected an integer >= 1"),
+    ("predict.batch_size=null", "predict.batch_size=null is not allowed; expected an integer >= 1"),
     ("predict.max_pixels=-1", "predict.max_pixels=-1 is not allowed; expected an integer >= 1"),
     # without the group: Hydra's own message suggested adding the typo with `+`
     ("from_test=-5", "from_test=-5: from_test is not a key of predict's config; did you mean predict.from_test?"),
@@ -266,3 +266,16 @@ def test_report_ranks_finished_runs_first_and_names_odd_metrics(tmp_path, capsys
     main([str(tmp_path), "--sort", "test_acc"])
     order = [line.split(",")[0] for line in (tmp_path / "report.csv").read_text().splitlines()[1:]]
     assert order[:4] == ["job4", "job1", "job5", "job2"]  # job2's test/acc is a number; its NaN val/acc is not ranked
+
+
+def test_report_reads_a_runs_overrides_as_text_never_resolving_them(tmp_path, monkeypatch):
+    """An overrides.yaml line is shown as written: OmegaConf would have resolved
+    ${oc.env:...} into the report (and oc.create into a node)."""
+    from visionlab.entrypoints.report import main
+
+    monkeypatch.setenv("VISIONLAB_TEST_SECRET", "hunter2")
+    make_run(tmp_path, "job0", {"val/acc": 0.8, "test/acc": 0.8}, [0.8])
+    (tmp_path / "job0" / ".hydra" / "overrides.yaml").write_text("- +x=${oc.env:VISIONLAB_TEST_SECRET}\n")
+    main([str(tmp_path)])
+    report = (tmp_path / "report.csv").read_text()
+    assert "hunter2" not in report and "${oc.env:VISIONLAB_TEST_SECRET}" in report

@@ -237,3 +237,20 @@ def test_the_seams_into_omegaconf_and_lightning_read_what_they_claim(finished):
     last = read_checkpoint(finished / "checkpoints" / "last.ckpt")
     assert training_progress(last) == (1, 2)  # one epoch of 2 batches (TINY: 64 images less 32 for val, batches of 16)
     assert training_progress(read_checkpoint(finished / "checkpoints" / "restored_best.ckpt")) is None
+
+
+def test_a_full_disk_ends_in_one_line_not_chained_tracebacks(tmp_path, monkeypatch):
+    """ENOSPC from any writer (here run_info.json; error.txt cannot be written either) is the
+    machine's state, not a bug: one line naming it, exit 2."""
+    import errno
+
+    import visionlab.app.cli as cli
+    import visionlab.entrypoints.train as train
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "run_info.json")
+
+    monkeypatch.setattr(train, "record_run_info", full)
+    monkeypatch.setattr(cli, "atomic_write", full)
+    code, err = run_main(train_main, [*TINY, f"hydra.run.dir={tmp_path / 'new'}"])
+    assert (code, err) == (2, "error: [Errno 28] No space left on device: 'run_info.json'\n")

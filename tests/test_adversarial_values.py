@@ -220,6 +220,19 @@ def test_a_run_without_validation_saves_and_tests_its_last_weights(overrides, cf
            f"weights ({last})" in caplog.text
 
 
+def test_max_time_ends_a_run_with_its_weights_tested(cfg_factory, tmp_path):
+    metrics = train(cfg_factory(*TINY, "trainer.max_epochs=-1", "scheduler=none", "+trainer.max_time={seconds:1}"))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and 0 <= metrics["test/acc"] <= 1
+
+
+def test_float16_weights_that_diverge_say_so_not_lower_the_learning_rate(cfg_factory):
+    """16-true keeps Adam's state in float16, where its eps is 0: NaN at the second step."""
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 1 .*; float16 weights "
+                                                 r"\(trainer.precision=16-true\) overflow and underflow; use "
+                                                 r"trainer.precision=16-mixed or bf16-true$"):
+        train(cfg_factory(*TINY, "trainer.precision=16-true", "trainer.fast_dev_run=2"))
+
+
 @pytest.mark.parametrize("overrides,meaning", [
     ([], "1000 epochs"),
     (["trainer.max_steps=7"], "no epoch limit (trainer.max_steps or trainer.max_time ends the run)"),

@@ -125,7 +125,7 @@ def test_a_finished_run_continued_ends_like_a_run_trained_that_long_from_the_sta
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with open(short / "history.csv") as f:
         history = list(csv.DictReader(f))
-    assert [r["epoch"] for r in history] == ["1", "2", "3"]
+    assert [r["epoch"] for r in history] == ["0", "1", "2"]
     with open(long / "history.csv") as f:
         assert [r["val_acc"] for r in history] == [r["val_acc"] for r in csv.DictReader(f)]
 

@@ -34,6 +34,8 @@ def model(shape: tuple[int, int, int]) -> Model:
 
 
 GRAY_NET, RGB_NET = model((1, 28, 28)), model((3, 28, 28))
+ODD_AS_GRAY = np.asarray(Image.fromarray(ODD.transpose(1, 2, 0)).convert("L").resize(
+    (28, 28), Image.Resampling.BILINEAR))[None, None]
 L_OF_RGB = np.asarray(Image.fromarray(RGB).convert("L"))  # what a file of RGB reads as on GRAY_NET
 
 
@@ -69,15 +71,17 @@ CASES: list[tuple[str, Model, Callable[[], Any], str | None, np.ndarray | str]] 
     ("a list mixing PIL, array, tensor", GRAY_NET,
      lambda: [Image.fromarray(GRAY), GRAY, torch.from_numpy(GRAY)[None], GRAY / 255.0], None,
      np.stack([GRAY[None]] * 4)),
-    ("ambiguous (3, 40, 30), layout=CHW", GRAY_NET, lambda: ODD, "CHW",
-     np.asarray(Image.fromarray(ODD.transpose(1, 2, 0)).convert("L").resize((28, 28), Image.Resampling.BILINEAR))[
-         None, None]),
-    ("ambiguous (3, 40, 30), layout=NHW", GRAY_NET, lambda: ODD, "NHW",
+    ("(3, 40, 30) on a gray net: one image, not a batch", GRAY_NET, lambda: ODD, None, ODD_AS_GRAY),
+    ("HWC (40, 30, 3) on a gray net", GRAY_NET, lambda: ODD.transpose(1, 2, 0), None, ODD_AS_GRAY),
+    ("HWC (20, 24, 3) on an RGB net", RGB_NET, lambda: RGB[:20, :24], None,
+     np.asarray(Image.fromarray(RGB[:20, :24]).resize((28, 28), Image.Resampling.BILINEAR)).transpose(2, 0, 1)[None]),
+    ("(3, 40, 30), layout=CHW", GRAY_NET, lambda: ODD, "CHW", ODD_AS_GRAY),
+    ("(3, 40, 30), layout=NHW", GRAY_NET, lambda: ODD, "NHW",
      np.stack([np.asarray(Image.fromarray(x).resize((28, 28), Image.Resampling.BILINEAR)) for x in ODD])[:, None]),
     # refusals: one line naming the input and what is allowed
-    ("ambiguous (3, 40, 30)", GRAY_NET, lambda: ODD, None,
-     "images: shape (3, 40, 30) is ambiguous (CHW: 1 image of 40x30 with 3 channels; NHW: 3 images of 40x30 with "
-     "1 channel); say which with layout='CHW' or layout='NHW'"),
+    ("ambiguous (3, 40, 4)", GRAY_NET, lambda: ODD[:, :, :4], None,
+     "images: shape (3, 40, 4) is ambiguous (HWC: 1 image of 3x40 with 4 channels; CHW: 1 image of 40x4 with "
+     "3 channels); say which with layout='HWC' or layout='CHW'"),
     ("ambiguous NCHW / NHWC", GRAY_NET, lambda: np.zeros((2, 3, 5, 3), np.uint8), None,
      "images: shape (2, 3, 5, 3) is ambiguous (NCHW: 2 images of 5x3 with 3 channels; NHWC: 2 images of 3x5 with "
      "3 channels); say which with layout='NCHW' or layout='NHWC'"),

@@ -1,4 +1,4 @@
-"""`pip install .` gives visionlab-train, -eval, -predict, -export and -report: the same
+"""`pip install .` gives visionlab-train, -eval, -predict, -export, -report and -serve: the same
 main() functions as scripts/*.py. (The wheel itself, conf/ inside it, was checked by hand:
 README, "Console commands".)"""
 
@@ -11,7 +11,8 @@ import tomllib
 
 from conftest import REPO
 
-SCRIPTS = {"train": "train", "eval": "eval", "predict": "predict", "export": "export", "report": "report"}
+SCRIPTS = {"train": "train", "eval": "eval", "predict": "predict", "export": "export", "report": "report",
+           "serve": "serve"}
 
 
 def test_each_console_command_runs_the_main_of_its_script():

@@ -53,7 +53,7 @@ def best_ckpt(run: Path) -> Path:
 def test_training_writes_history_and_a_self_describing_weights_only_checkpoint(run_dir):
     with open(run_dir / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert [r["epoch"] for r in rows] == ["0", "1"]
     assert all(float(r[k]) >= 0 for r in rows for k in ("train_loss", "val_acc", "lr", "epoch_seconds"))
     assert (run_dir / "history.png").stat().st_size > 0
     checkpoint = read_checkpoint(best_ckpt(run_dir))
@@ -153,7 +153,7 @@ def test_bad_checkpoints_get_one_line_errors(run_dir, tmp_path):
         read_checkpoint(text)
     code = tmp_path / "code.ckpt"
     torch.save({"state_dict": {}, "path": PurePosixPath("/")}, code)  # unpickling it would need code
-    with pytest.raises(CheckpointError, match=r"holds a pathlib.PurePosixPath, .*refused by weights_only=True"):
+    with pytest.raises(CheckpointError, match=r"refused: the file holds pathlib.PurePosixPath, which would run code when loaded"):
         read_checkpoint(code)
     from visionlab.app.runs import load_run
 
@@ -213,3 +213,16 @@ def test_a_run_folder_of_the_flat_layout_still_evaluates(run_dir, tmp_path):
     old = evaluate(make_cfg("evaluate", [f"ckpt_path={old_run / 'checkpoints' / 'flat.ckpt'}"], tmp_path / "a"))
     new = evaluate(make_cfg("evaluate", [f"ckpt_path={best_ckpt(run_dir)}"], tmp_path / "b"))
     assert old["acc"] == pytest.approx(new["acc"]) and old["loss"] == pytest.approx(new["loss"])
+
+
+def test_evaluate_on_val_refuses_a_val_split_the_run_trained_on(run_dir, tmp_path):
+    """Issue 25: split=val with another val_size held out other images, some of them trained on."""
+    from visionlab.app.config import ConfigError
+    from visionlab.entrypoints.evaluate import evaluate
+
+    ckpt = f"ckpt_path={best_ckpt(run_dir)}"
+    with pytest.raises(ConfigError, match=r"^split=val with data.val_size=100: the run held out its val split with "
+                                          r"data.val_size=32, so this one would hold images it trained on"):
+        evaluate(make_cfg("evaluate", [ckpt, "split=val", "+data.val_size=100"], tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()
+    assert evaluate(make_cfg("evaluate", [ckpt, "split=val", "+data.eval_batch_size=8"], tmp_path / "ok"))["acc"] >= 0

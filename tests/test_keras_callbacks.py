@@ -81,7 +81,7 @@ def test_model_checkpoint_save_best_only_and_best_path_printed(best_only, files,
 def test_history_has_one_row_per_epoch_and_survives_a_resume(tmp_path):
     history = History(tmp_path, plot=False)
     fit([history], tmp_path)
-    assert [row["epoch"] for row in history.rows] == [1, 2, 3, 4]
+    assert [row["epoch"] for row in history.rows] == [0, 1, 2, 3]
     assert [row["val_loss"] for row in history.rows] == list(SCORES)
     lines = (tmp_path / "history.csv").read_text().splitlines()
     assert lines[0] == "epoch,train_loss,train_acc,val_loss,val_acc,lr,epoch_seconds" and len(lines) == 5

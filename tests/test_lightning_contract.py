@@ -139,7 +139,8 @@ def run_plain(flags: dict[str, Any], tmp_path) -> tuple[dict[str, Any], Counter]
 # and default loggers (TensorBoard and CSV), as a user's run has them, on the same tiny data.
 DEFAULTS = ("callbacks=default", "logger=many", "trainer.enable_checkpointing=true", "trainer.enable_model_summary=true",
             "callbacks.history.plot=false", "callbacks.validation_images.every_n_epochs=10",
-            "callbacks.insight_figures.max_images=16", "callbacks.validation_images.max_images=16")
+            "callbacks.insight_figures.max_images=16", "callbacks.validation_images.max_images=16",
+            "callbacks.validation_images.samples=4")
 
 
 def run_visionlab(flags: dict[str, Any], cfg_factory, *overrides: str, defaults: bool = False

@@ -45,10 +45,12 @@ def same(weights: list[torch.Tensor], expected: list[torch.Tensor]) -> bool:
     return len(weights) == len(expected) and all(torch.allclose(w, e, atol=1e-6) for w, e in zip(weights, expected))
 
 
-def test_ema_weights_are_validated_restored_saved_and_tested(tmp_path):
+@pytest.mark.parametrize("weights_only", [False, True])
+def test_ema_weights_are_validated_restored_and_saved(tmp_path, weights_only):
     from visionlab.entrypoints.train import build
 
     cfg = compose_config([*TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=2",
+                          f"callbacks.model_checkpoint.save_weights_only={weights_only}",
                           "callbacks/weight_averaging=ema", f"callbacks.weight_averaging.decay={DECAY}"], tmp_path)
     datamodule, task, trainer = build(cfg)
     hand = HandEMA()
@@ -78,7 +80,8 @@ def test_time_to_accuracy_sums_epoch_seconds_up_to_the_first_epoch_reaching_the_
 def test_the_runner_writes_one_row_per_seed_and_the_leaderboard(tmp_path, capsys):
     # the CPU recipe (ResNet9, EMA, flip TTA) on tiny synthetic data
     overrides = [*TINY[:5], *TINY[7:], "model.widths=[4,8,8,8]", "trainer.max_epochs=2",
-                 "trainer.limit_train_batches=1", "callbacks.progress_bar=null", "logger=none"]
+                 "trainer.limit_train_batches=2", "callbacks.progress_bar=null", "logger=none",
+                 "callbacks.weight_averaging.decay=0.5", "optimizer.lr=2"]  # averaged and raw weights far apart
     assert main(["run", "speedrun_cpu", "--seeds", "2", "--target", "0.01", "--out", str(tmp_path), *overrides]) == 0
     [path] = tmp_path.glob("speedrun_cpu-*.json")
     result = json.loads(path.read_text())
@@ -89,6 +92,12 @@ def test_the_runner_writes_one_row_per_seed_and_the_leaderboard(tmp_path, capsys
         assert json.loads((Path(row["run_dir"]) / "fit_clock.json").read_text())["epochs"] == row["epochs"] == 2
         assert row["train_seconds"] > 0 and row["startup_seconds"] > 0 and 0 <= row["test_acc"] <= 1
         assert row["time_to_target"] == time_to_accuracy(Path(row["run_dir"]) / "history.csv", 0.01)
+    # the test after fit ran on the averaged weights the tested file holds (the recipe has EMA)
+    from visionlab.entrypoints.evaluate import evaluate
+
+    tested = json.loads((Path(rows[0]["run_dir"]) / "metrics.json").read_text())
+    again = evaluate(compose_config([f"ckpt_path={tested['test/ckpt_path']}"], tmp_path / "eval", "evaluate"))
+    assert again["loss"] == pytest.approx(tested["test/loss"], rel=1e-5)
     accs = [r["test_acc"] for r in rows]
     summary = result["summary"]
     assert summary["test_acc_mean"] == pytest.approx(sum(accs) / 2) and summary["test_acc_min"] == min(accs)

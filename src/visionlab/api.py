@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +36,39 @@ from visionlab.utils.io import atomic_write
 MAX_PIXELS = 25_000_000  # as predict.max_pixels
 
 
-def train(overrides: Sequence[str] = ()) -> dict[str, float]:
+def data_cache() -> Path:
+    """Where the API keeps data sets unless $VISIONLAB_ROOT or `paths.data_dir=` says
+    otherwise: the user's cache folder ($XDG_CACHE_HOME, else ~/.cache)/visionlab/data."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "visionlab" / "data"
+
+
+def _placed(overrides: Sequence[str], root: str | Path | None) -> list[str]:
+    """`overrides` after the API's own placement: runs under `root`/outputs (else
+    $VISIONLAB_ROOT/outputs, else ./outputs, as the commands), data in $VISIONLAB_ROOT/data
+    or else `data_cache()`, not in whatever folder a notebook runs in. Overrides win."""
+    placed = [] if root is None else [override("paths.root_dir", Path(root).expanduser().resolve())]
+    if not os.environ.get("VISIONLAB_ROOT"):
+        placed.append(override("paths.data_dir", data_cache()))
+    return [*placed, *overrides]
+
+
+def _say_where(what: str, cfg: DictConfig, folder: Path, shown: bool | None = None) -> None:
+    """Log where `what` writes and reads; print it too where nothing shows the visionlab log
+    (`shown`: whether anything did before the caller added its own handlers)."""
+    logger = logging.getLogger("visionlab")
+    message = f"visionlab.{what}: writing to {folder.resolve()}; data in {Path(cfg.paths.data_dir).resolve()}"
+    if not (logger.hasHandlers() if shown is None else shown):
+        print(message, file=sys.stderr)
+    logger.info(message)
+
+
+def train(overrides: Sequence[str] = (), root: str | Path | None = None) -> dict[str, float]:
     """`python scripts/train.py OVERRIDES...` in this process; returns the final metrics.
 
-    The run gets its folder as on the command line (outputs/runs/DATE/TIME, or
-    `hydra.run.dir=...`), with .hydra/config.yaml, train.log and everything train writes.
+    The run gets its folder as on the command line (ROOT/outputs/runs/DATE/TIME, or
+    `hydra.run.dir=...`), with .hydra/config.yaml, train.log and everything train writes;
+    ROOT is `root`, else $VISIONLAB_ROOT, else the current folder. Data sets go to
+    $VISIONLAB_ROOT/data, else `data_cache()` (or `paths.data_dir=...`). Both are logged.
     `ckpt_path=...` resumes as on the command line. Sweeps (`-m`) need the command line.
     """
     from visionlab.entrypoints.train import CHECKS as TRAIN_CHECKS
@@ -46,10 +76,9 @@ def train(overrides: Sequence[str] = ()) -> dict[str, float]:
 
     if _is_multirun(overrides):
         raise ConfigError("visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ...")
-    argv, lock = prepare_run("train", overrides, TRAIN_CHECKS, resumes=True, locks=True)
+    argv, lock = prepare_run("train", _placed(overrides, root), TRAIN_CHECKS, resumes=True, locks=True)
     try:
-        pinned = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]  # by prepare_run's lock
-        run_dir = Path(pinned[-1] if pinned else str(compose_config(argv).hydra.run.dir))
+        run_dir = Path(str(compose_config(argv).hydra.run.dir))  # pinned by prepare_run's lock
         cfg = compose_config(argv, output_dir=run_dir)
         if "hydra.output_subdir=null" not in argv:  # a resume keeps the run's own .hydra/
             hydra_dir = run_dir / ".hydra"
@@ -58,7 +87,9 @@ def train(overrides: Sequence[str] = ()) -> dict[str, float]:
         log_file = logging.FileHandler(run_dir / "train.log")
         log_file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         logger = logging.getLogger("visionlab")
+        shown = logger.hasHandlers()
         logger.addHandler(log_file)
+        _say_where("train", cfg, run_dir, shown)
         try:
             return train_run(cfg)
         finally:
@@ -69,11 +100,11 @@ def train(overrides: Sequence[str] = ()) -> dict[str, float]:
             lock.release()
 
 
-def _entry_config(name: str, ckpt: str | Path, overrides: Sequence[str]) -> DictConfig:
+def _entry_config(name: str, ckpt: str | Path, overrides: Sequence[str], root: str | Path | None) -> DictConfig:
     """The config of entry point `name` for `ckpt`, checked as on the command line, writing
-    (if it writes) where the command line would: its own folder under outputs/."""
+    (if it writes) where the command line would: its own folder under ROOT/outputs/ (see `train`)."""
     entry = importlib.import_module(f"visionlab.entrypoints.{name}")
-    argv, _ = prepare_run(name, [override("ckpt_path", ckpt), *overrides], entry.CHECKS)
+    argv, _ = prepare_run(name, _placed([override("ckpt_path", ckpt), *overrides], root), entry.CHECKS)
     out = str(compose_config(argv, config_name=name).hydra.run.dir)
     return compose_config(argv, output_dir=out, config_name=name)
 
@@ -84,6 +115,7 @@ class Model:
 
     loaded: LoadedModel
     config: DictConfig
+    root: str | Path | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -100,10 +132,13 @@ class Model:
 
     def probabilities(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256,
                       layout: str | None = None) -> Tensor:
-        """(N, classes) probabilities of the images, preprocessed exactly as in training."""
+        """(N, classes) probabilities of the images, preprocessed exactly as in training, run
+        on the device the net is on (the CPU as loaded; `model.net.cuda()` for a GPU), returned
+        on the CPU."""
         from visionlab.app.runs import probabilities
 
-        return probabilities(self.loaded, self.images(images, layout), batch_size, torch.device("cpu"))
+        device = next(self.net.parameters()).device
+        return probabilities(self.loaded, self.images(images, layout), batch_size, device)
 
     def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3,
                 layout: str | None = None) -> list[dict[str, Any]]:
@@ -112,8 +147,9 @@ class Model:
         `images` is one image or a batch: a path, a PIL image, a numpy array or torch tensor
         (CPU or GPU; uint8 0-255, float 0-1 or 16-bit) laid out HW, HWC, CHW, NHW, NHWC or
         NCHW (N = 0 included), or a list mixing them (each one image). A shape that fits
-        several layouts is read as the one matching the net's input (C, H, W), else its
-        H x W; if still ambiguous it is refused, and `layout="CHW"` (etc.) says which.
+        several layouts is read preferring the net's input (C, H, W), then its H x W, then
+        one image over a batch, then the net's channel count; if still ambiguous it is
+        refused, and `layout="CHW"` (etc.) says which.
         Pixels are read as image files are (visionlab.data.formats.images).
         """
         from visionlab.entrypoints.predict import top_k as best_of
@@ -125,15 +161,19 @@ class Model:
                 for top in best_of(probs, self.classes, top_k)]
 
     def evaluate(self, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, float]:
-        """evaluate.py's metrics for `split`, written into a new evaluate folder."""
+        """evaluate.py's metrics for `split`, written into a new folder ROOT/outputs/evaluate/DATE/TIME
+        (logged; ROOT as in `train`)."""
         from visionlab.entrypoints.evaluate import evaluate
 
-        return evaluate(_entry_config("evaluate", self.loaded.path, [f"split={split}", *overrides]))
+        cfg = _entry_config("evaluate", self.loaded.path, [f"split={split}", *overrides], self.root)
+        _say_where("evaluate", cfg, Path(cfg.paths.output_dir))
+        return evaluate(cfg)
 
 
-def load_model(path: str | Path, overrides: Sequence[str] = ()) -> Model:
-    """The checkpoint (or exported .safetensors) at `path`, ready to predict and evaluate."""
+def load_model(path: str | Path, overrides: Sequence[str] = (), root: str | Path | None = None) -> Model:
+    """The checkpoint (or exported .safetensors) at `path`, ready to predict and evaluate;
+    `root` places what evaluate writes and reads, as in `train`. Loading writes nothing."""
     from visionlab.app.runs import load_run
 
-    loaded, combined = load_run(_entry_config("predict", path, overrides))
-    return Model(loaded, combined)
+    loaded, combined = load_run(_entry_config("predict", path, overrides, root))
+    return Model(loaded, combined, root)

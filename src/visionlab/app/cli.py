@@ -3,16 +3,21 @@ input reported as one line instead of a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import difflib
+import errno
 import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import hydra
+import lightning
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
@@ -20,20 +25,63 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, validate
+from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, override, validate
 from visionlab.app.resume import check_fits, check_unchanged
 from visionlab.app.resume import prepare as prepare_resume
 from visionlab.app.runlock import RunLock
 from visionlab.app.safety import check_composed
-from visionlab.data.sources import DataSourceError
 from visionlab.utils.checks import Check
+from visionlab.utils.errors import BUG_NOTE
 from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
 
 # Errors that mean "the input is wrong", not "the code is wrong": reported in one line.
-USER_ERRORS = (ConfigError, ValueError, DataSourceError, FileNotFoundError, PermissionError, FloatingPointError,
-               MisconfigurationException)
+# ConfigError is the base of visionlab's own (CheckpointError, DataSourceError, ImageError);
+# a plain ValueError is a bug. Lightning's MisconfigurationException names the user's flag.
+USER_ERRORS = (ConfigError, FileNotFoundError, PermissionError, FloatingPointError, MisconfigurationException)
+# Code that judges a config as it instantiates it: what it raises is about the config.
+_CONFIG_JUDGES = tuple(str(Path(cast(str, m.__file__)).parent) for m in (hydra, lightning))
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether `err` is the user's bad input rather than a bug. Hydra wraps what a `_target_`
+    raises; its own refusals (no such class, arguments that do not fit the signature) and
+    Lightning's while the Trainer is built are about the config too."""
+    while isinstance(err, InstantiationException):
+        cause = err.__cause__
+        if cause is None or _raised_in(cause, _CONFIG_JUDGES):
+            return True
+        err = cause
+    return isinstance(err, USER_ERRORS) or _disk_full(err)
+
+
+def _disk_full(err: BaseException) -> bool:
+    """A write that failed for want of space (anywhere in the chain: torch and Lightning wrap
+    the OSError) is the machine's state, not a bug: one line, and the files already written
+    (the last good checkpoint, written to a temporary name first) are intact."""
+    seen: set[int] = set()
+    chain: BaseException | None = err
+    while chain is not None and id(chain) not in seen:
+        if isinstance(chain, OSError) and chain.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(chain))
+        chain = chain.__cause__ or chain.__context__
+    return False
+
+
+def _raised_in(err: BaseException, folders: tuple[str, ...]) -> bool:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(folders)
+
+
+def _report_bug() -> NoReturn:
+    """The exception being handled, with its traceback and BUG_NOTE below it; exit 1 as Hydra does."""
+    traceback.print_exc()
+    print(BUG_NOTE, file=sys.stderr)
+    sys.exit(1)
 
 
 def one_line(err: BaseException) -> str:
@@ -63,7 +111,10 @@ def _error_file() -> Path | None:
 def _record_failure(message: str) -> None:
     """Write `message` to the run folder's error.txt, so a report lists the run as failed."""
     if (path := _error_file()) is not None:
-        atomic_write(path, message + "\n")
+        try:
+            atomic_write(path, message + "\n")
+        except OSError:  # a full disk, or a folder gone: the message still reaches stderr and the log
+            pass
 
 
 def _sweeper_reads_failures() -> bool:
@@ -81,8 +132,9 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
                 resumes: bool = False, locks: bool = False) -> Callable[[], None]:
     """A `main()` that runs `fn(cfg)` under Hydra with the checks above.
 
-    A failing run writes its message to error.txt in its folder. Bad input ends a single
-    run with one line on stderr (exit 2). In a multirun a failing job is logged (bad input
+    A failing run writes its message to error.txt in its folder. Bad input (`is_user_error`)
+    ends a single run with one line on stderr (exit 2); a bug with its traceback and
+    BUG_NOTE (exit 1). In a multirun a failing job is logged (bad input
     in one line, a crash with its traceback) and the other jobs go on: the basic sweeper
     gets NaN, other sweepers the exception. VISIONLAB_DEBUG=1 gives full tracebacks.
     Before Hydra starts, `prepare_run` checks the arguments (`checks`: the entry config's
@@ -97,19 +149,21 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
                 stale.unlink(missing_ok=True)  # a resumed run that now succeeded
             return result
         except Exception as err:
-            user_error = isinstance(err, USER_ERRORS + (InstantiationException,))
+            user_error = is_user_error(err)
             message = f"error: {one_line(err)}" if user_error else f"error: {type(err).__name__}: {one_line(err)}"
             _record_failure(message)
-            multirun = _in_multirun()
-            if os.environ.get("VISIONLAB_DEBUG") or not (user_error or multirun):
+            if os.environ.get("VISIONLAB_DEBUG"):
                 raise
-            log.error(message, exc_info=not user_error)
-            if not multirun:
-                print(message, file=sys.stderr)
-                sys.exit(2)
-            if _sweeper_reads_failures():
-                raise
-            return float("nan")
+            if _in_multirun():
+                log.error(message if user_error else f"{message} ({BUG_NOTE})", exc_info=not user_error)
+                if _sweeper_reads_failures():
+                    raise
+                return float("nan")
+            if not user_error:
+                _report_bug()
+            log.error(message)
+            print(message, file=sys.stderr)
+            sys.exit(2)
 
     wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task_function)
 
@@ -118,9 +172,11 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
         try:
             if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP's child processes get the prepared argv
                 argv, lock = prepare_run(config_name, argv, checks, resumes=resumes, locks=locks)
-        except USER_ERRORS as err:
+        except Exception as err:
             if os.environ.get("VISIONLAB_DEBUG"):
                 raise
+            if not is_user_error(err):
+                _report_bug()
             print(f"error: {one_line(err)}", file=sys.stderr)
             sys.exit(2)
         sys.argv[1:] = argv
@@ -137,8 +193,33 @@ def _is_multirun(argv: Sequence[str]) -> bool:
     return "-m" in argv or "--multirun" in argv
 
 
-# Hydra's own flags naming another primary config (a search's best.yaml): checked when it builds.
-CONFIG_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp")
+class _Unparsed(Exception):
+    """Hydra's parser refused the command line; Hydra will say why, in its own words."""
+
+
+def _refuse(message: str) -> NoReturn:
+    raise _Unparsed(message)
+
+
+def hydra_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]] | None:
+    """The command line as Hydra itself parses it: its flags (`--cfg job`, `-cn NAME`, ...)
+    and, second, the tokens that are not overrides, in their order. None if Hydra would
+    refuse it (Hydra then prints its usage)."""
+    parser = get_args_parser()
+    parser.error = _refuse  # type: ignore[method-assign]
+    try:
+        args = parser.parse_args(list(argv))
+    except _Unparsed:
+        return None
+    flags, overrides = list(argv), list(args.overrides)
+    for token in overrides:
+        flags.remove(token)
+    return args, flags
+
+
+# Flags that print something and run nothing: no checks, no run folder, no lock. (--version
+# exits in hydra_args, printing what Hydra would.)
+INFORMATIONAL = ("help", "hydra_help", "cfg", "info", "shell_completion")
 
 
 def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] = (), resumes: bool = False,
@@ -146,10 +227,19 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     """Everything checkable before Hydra starts and writes a run folder: group options,
     unknown keys, the composed config's values, a resume's checkpoint, the folder's lock.
 
+    Hydra's own flags pass through untouched; only the overrides are checked. Informational
+    flags and `--experimental-rerun` (a saved config, overrides ignored) skip the checks;
+    `-cn/-cp/-cd` (another primary config) and `-m` are checked as each job builds.
     Returns the arguments Hydra should run with (a resume's replayed overrides, the run
     folder pinned) and the lock taken, if any. Raises a USER_ERRORS exception otherwise.
     """
-    argv = list(argv)
+    parsed = hydra_args(argv)
+    if parsed is None:
+        return list(argv), None
+    args, flags = parsed
+    if any(getattr(args, flag) for flag in INFORMATIONAL) or args.experimental_rerun:
+        return list(argv), None
+    argv = list(args.overrides)
     check_group_overrides(argv)
     resume = None
     if resumes:
@@ -157,12 +247,12 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
         check_group_overrides(argv)
         if resume is not None:
             check_unchanged(argv, resume, config_name)
-    if _is_multirun(argv) or any(a.split("=")[0] in CONFIG_FLAGS for a in argv):
-        return argv, None  # each job is checked when it builds
+    if args.multirun or args.config_name or args.config_path or args.config_dir:
+        return flags + argv, None  # each job is checked when it builds
     check_new_keys(argv, config_name)
     cfg = precompose(config_name, argv)
     if cfg.hydra.mode == RunMode.MULTIRUN:  # set by a config (hparams_search=...), not by -m
-        return argv, None
+        return flags + argv, None
     validate(cfg, checks)
     run_dir = str(cfg.hydra.run.dir)
     if resume is not None:
@@ -171,11 +261,11 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     else:
         check_new_folder(run_dir, resumes)
     if not locks:
-        return argv, None
+        return flags + argv, None
     lock = RunLock(run_dir).acquire()
     if not any(a.startswith("hydra.run.dir=") for a in argv):
-        argv.append(f"hydra.run.dir={run_dir}")  # the folder locked is the folder Hydra uses
-    return argv, lock
+        argv.append(override("hydra.run.dir", run_dir))  # the folder locked is the folder Hydra uses
+    return flags + argv, lock
 
 
 # What a run folder holds: a command that writes into a folder holding any of these would
@@ -196,8 +286,13 @@ def check_new_folder(run_dir: str, resumes: bool) -> None:
 def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:
     """The config Hydra will compose for `argv`, with Hydra's own errors in one line."""
     try:
-        return compose_config([a for a in argv if a not in ("-m", "--multirun")], config_name=config_name)
+        return compose_config(argv, config_name=config_name)
     except (HydraException, OmegaConfBaseException) as err:
+        # Hydra would suggest adding a mistyped top-level key with `+`: name the key meant instead
+        missing = re.match(r"Could not override '([^'./]+)'", str(err))
+        typo = next((a for a in argv if missing and a.split("=", 1)[0] == missing.group(1)), None)
+        if missing and typo:
+            raise _unknown_key(typo, missing.group(1), config_name) from None
         lines = [line.strip() for line in str(err).splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
         raise ConfigError(" ".join(lines[:2]) or type(err).__name__) from None
 
@@ -213,19 +308,29 @@ def _entry_nodes(conf_dir: Path, config_name: str) -> dict[str, Any]:
     return {**nodes, **{str(k): v for k, v in entry.items() if k != "defaults"}}
 
 
-def check_new_keys(argv: Sequence[str], config_name: str, conf_dir: Path = CONF_DIR) -> None:
-    """`+key=value` may add keys inside a group (`+trainer.accumulate_grad_batches=4`), but
-    a new top-level key is almost always a typo: refuse it and suggest the closest (with or
-    without `+`: Hydra's own message would suggest adding the typo with `+`)."""
+def _known_keys(config_name: str, conf_dir: Path) -> tuple[set[str], list[str]]:
+    """The top-level keys an override may name, and the keys one level below them."""
     entry = _entry_nodes(conf_dir, config_name)
     known = {p.name for p in conf_dir.iterdir() if p.is_dir()} | set(entry) | {"hydra"}
-    nested = [f"{k}.{sub!s}" for k, v in entry.items() if isinstance(v, DictConfig) for sub in v.keys()]
+    return known, [f"{k}.{sub!s}" for k, v in entry.items() if isinstance(v, DictConfig) for sub in v.keys()]
+
+
+def _unknown_key(arg: str, top: str, config_name: str, conf_dir: Path = CONF_DIR) -> ConfigError:
+    """`top` is no key of the config: suggest the group's key of that name (`from_test=5`
+    for predict.from_test=5), else the closest top-level key."""
+    known, nested = _known_keys(config_name, conf_dir)
+    close = [k for k in nested if k.endswith(f".{top}")] or difflib.get_close_matches(top, sorted(known), n=1)
+    hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return ConfigError(f"{arg}: {top} is not a key of {config_name}'s config{hint}")
+
+
+def check_new_keys(argv: Sequence[str], config_name: str, conf_dir: Path = CONF_DIR) -> None:
+    """`+key=value` may add keys inside a group (`+trainer.accumulate_grad_batches=4`), but
+    a new top-level key is almost always a typo: refuse it and suggest the closest."""
+    known, _ = _known_keys(config_name, conf_dir)
     for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue  # Hydra's flags
-        top = re.split(r"[./=@]", arg.lstrip("+~"), maxsplit=1)[0]
+        if not arg.startswith("+"):
+            continue
+        top = re.split(r"[./=@]", arg.lstrip("+"), maxsplit=1)[0]
         if top not in known:
-            inner = [k for k in nested if k.endswith(f".{top}")]  # `from_test=5` for predict.from_test=5
-            close = inner or difflib.get_close_matches(top, sorted(known), n=1)
-            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
-            raise ConfigError(f"{arg}: {top} is not a key of {config_name}'s config{hint}")
+            raise _unknown_key(arg, top, config_name, conf_dir)

@@ -11,6 +11,7 @@ builds. A run whose schedule has a fixed length cannot be continued past it.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from visionlab.app.config import ConfigError
+from visionlab.app.config import ConfigError, override
 from visionlab.app.safety import check_targets, check_values
 from visionlab.training.checkpoint import (
     METADATA_KEY,
@@ -32,6 +33,8 @@ from visionlab.training.checkpoint import (
     training_progress,
     weight_mismatch,
 )
+
+log = logging.getLogger("visionlab")
 
 # What a resume may change, as override keys (fnmatch patterns, after any +/~ prefix).
 RESUME_MAY_CHANGE = (
@@ -66,7 +69,10 @@ def _key(override: str) -> str:
 
 
 def latest_last_checkpoint(log_dir: Path) -> Path | None:
-    found = sorted(log_dir.glob("runs/*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    """last.ckpt of the newest run under `log_dir`/runs: the latest run folder by its name
+    (DATE/TIME, when the run started), not the most recently written file (resuming an older
+    run rewrites its last.ckpt). Runs without a last.ckpt (stopped before one) are passed over."""
+    found = sorted(log_dir.glob("runs/*/*/checkpoints/last.ckpt"), key=lambda p: p.parts[-4:-2])
     return found[-1] if found else None
 
 
@@ -77,6 +83,7 @@ def _checkpoint_file(value: str, argv: Sequence[str]) -> Path:
         ckpt = latest_last_checkpoint(log_dir)
         if ckpt is None:
             raise ConfigError(f"ckpt_path=last: no run under {log_dir}/runs has checkpoints/last.ckpt")
+        log.info("ckpt_path=last: %s (the newest run's last checkpoint)", ckpt)
         return ckpt
     ckpt = Path(value)
     if not ckpt.is_file():
@@ -159,13 +166,14 @@ def prepare(argv: Sequence[str]) -> tuple[list[str], Resume | None]:
     rest = [a for a in argv if not a.startswith("ckpt_path=")]
     run_dir, saved = ckpt.parent.parent, ckpt.parent.parent / ".hydra" / "overrides.yaml"
     if ckpt.parent.name != "checkpoints" or not saved.is_file():
-        return [*rest, f"ckpt_path={ckpt.resolve()}"], Resume(ckpt, checkpoint, None)
+        return [*rest, override("ckpt_path", ckpt.resolve())], Resume(ckpt, checkpoint, None)
     _check_no_links(run_dir)
     replayed, rest = _without_removed(saved, rest)
     suspect = [a for a in rest if not _may_change(a) and a not in replayed]
     # hydra.output_subdir=null: the run's .hydra/ keeps the config it started with (the
     # resume is recorded in run_info.json)
-    return ([*replayed, *rest, f"ckpt_path={ckpt.resolve()}", f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"],
+    return ([*replayed, *rest, override("ckpt_path", ckpt.resolve()), override("hydra.run.dir", run_dir),
+             "hydra.output_subdir=null"],
             Resume(ckpt, checkpoint, run_dir, replayed, suspect))
 
 

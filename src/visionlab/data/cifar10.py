@@ -9,6 +9,7 @@ import torch
 from visionlab.data.datamodule import FileDataModule, Split
 from visionlab.data.formats.cifar import read_cifar_batch, read_cifar_meta
 from visionlab.data.sources import DatasetFiles, FileSpec
+from visionlab.utils.errors import ConfigError
 
 FOLDER = "cifar-10-batches-py"
 CIFAR10 = DatasetFiles(
@@ -38,7 +39,7 @@ class CIFAR10DataModule(FileDataModule):
         folder = Path(self.data_dir) / FOLDER
         names = read_cifar_meta(folder / "batches.meta")
         if len(names) != len(self.classes):
-            raise ValueError(f"{folder}/batches.meta: {len(names)} class names, CIFAR-10 has {len(self.classes)}")
+            raise ConfigError(f"{folder}/batches.meta: {len(names)} class names, CIFAR-10 has {len(self.classes)}")
         self.classes = names
         files = [f"data_batch_{i}" for i in range(1, 6)] if name == "train" else ["test_batch"]
         parts = [read_cifar_batch(folder / f) for f in files]

@@ -82,9 +82,9 @@ class InMemoryImageDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"data.normalization={normalization!r} is unknown; allowed: {', '.join(NORMALIZATIONS)}")
+            raise ConfigError(f"data.normalization={normalization!r} is unknown; allowed: {', '.join(NORMALIZATIONS)}")
         if loader not in self.loaders:
-            raise ValueError(f"data.loader={loader!r} is unknown; allowed: {', '.join(self.loaders)}")
+            raise ConfigError(f"data.loader={loader!r} is unknown; allowed: {', '.join(self.loaders)}")
         self.data_dir = data_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         resolve_val_size(val_size, self.train_size)  # fail before reading anything
@@ -105,7 +105,8 @@ class InMemoryImageDataModule(LightningDataModule):
         interval, limit = lookup("trainer.val_check_interval"), lookup("trainer.limit_train_batches")
         train_size, batch = lookup("data.train_size") or cls.train_size, lookup("data.batch_size")
         if (not is_int(interval) or not train_size or not is_int(batch) or lookup("trainer.devices") != 1
-                or lookup("trainer.check_val_every_n_epoch") is None or lookup("trainer.limit_val_batches") == 0):
+                or lookup("trainer.check_val_every_n_epoch") is None or lookup("trainer.limit_val_batches") == 0
+                or lookup("trainer.fast_dev_run")):
             return
         try:
             batches = math.ceil((train_size - resolve_val_size(lookup("data.val_size") or 0, train_size)) / batch)
@@ -149,11 +150,11 @@ class InMemoryImageDataModule(LightningDataModule):
         where = getattr(self, "root", None) or self.data_dir
         for name, (images, labels) in self.splits.items():
             if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.input_shape):
-                raise ValueError(f"{where}: {name} images have shape {tuple(images.shape[1:])}; "
+                raise ConfigError(f"{where}: {name} images have shape {tuple(images.shape[1:])}; "
                                  f"expected {tuple(self.input_shape)} like the training images")
             if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 bad = int(labels.max()) if int(labels.max()) >= self.num_classes else int(labels.min())
-                raise ValueError(f"{where}: {name} labels hold {bad}; expected 0..{self.num_classes - 1} "
+                raise ConfigError(f"{where}: {name} labels hold {bad}; expected 0..{self.num_classes - 1} "
                                  f"({self.num_classes} classes)")
         n_train = len(self.splits["train"][1])
         if self.batch_size > n_train:
@@ -176,9 +177,15 @@ class InMemoryImageDataModule(LightningDataModule):
         return tuple(mean), tuple(std)
 
     def transform(self, train: bool = False) -> BatchTransform:
-        """The uint8 -> float transform; with augmentation only for the training split."""
-        n = len(self.splits["train"][1]) if train else 0
-        return BatchTransform(self.mean, self.std, self.augment if train else None, self.seed, n, self.num_classes)
+        """The uint8 -> float transform; with augmentation only for the training split. The
+        evaluation one is made once (per normalisation), so its constants stay on the device."""
+        if not train:
+            cached = getattr(self, "_eval_transform", None)
+            if cached is None or (cached.mean, cached.std) != (self.mean, self.std):
+                self._eval_transform = BatchTransform(self.mean, self.std, None, self.seed, 0, self.num_classes)
+            return self._eval_transform
+        n = len(self.splits["train"][1])
+        return BatchTransform(self.mean, self.std, self.augment, self.seed, n, self.num_classes)
 
     def _env(self) -> LoaderEnv:
         trainer = self.trainer
@@ -202,8 +209,10 @@ class InMemoryImageDataModule(LightningDataModule):
                 self._train_position = None
             return loader
         gen = torch.Generator().manual_seed(self.seed) if train else None
+        # pinned batches: Lightning's copy to a GPU (non_blocking) then does not make the host wait
+        pin = self._env().device.type == "cuda"
         return DataLoader(IndexedImages(images, labels), batch_size=batch, shuffle=train, generator=gen,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=pin)
 
     # The memory loader's position (epoch, batches done) travels in the DataModule's state:
     # Lightning restores a DataModule before it builds the loaders, but would hand a loader
@@ -257,13 +266,13 @@ def resolve_val_size(val_size: float, train_size: int) -> int:
     """A count (an integer) stays a count; a fraction in (0, 1) becomes a count of
     `train_size`. 1.0 or 5000.0 could mean either, so they are refused."""
     if val_size < 0:
-        raise ValueError(f"data.val_size={val_size} must be >= 0 (a count, or a fraction below 1)")
+        raise ConfigError(f"data.val_size={val_size} must be >= 0 (a count, or a fraction below 1)")
     if isinstance(val_size, float) and val_size >= 1:
-        raise ValueError(f"data.val_size={val_size} is ambiguous; give a fraction below 1 (e.g. 0.1) "
+        raise ConfigError(f"data.val_size={val_size} is ambiguous; give a fraction below 1 (e.g. 0.1) "
                          f"or a whole count without a decimal point (e.g. {int(val_size)})")
     count = round(val_size * train_size) if 0 < val_size < 1 else int(val_size)
     if train_size and count >= train_size:
-        raise ValueError(f"data.val_size={val_size} must be smaller than the {train_size} training images")
+        raise ConfigError(f"data.val_size={val_size} must be smaller than the {train_size} training images")
     return count
 
 

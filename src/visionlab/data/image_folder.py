@@ -28,6 +28,7 @@ from visionlab.data.loaders import MemoryLoader
 from visionlab.data.streaming import FolderStream, default_folder
 from visionlab.data.transforms import BatchTransform
 from visionlab.utils.checks import Check, integer, is_number, one_of
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.limits import available_bytes, check_decoded_fits, gib
 
 log = logging.getLogger("visionlab")
@@ -117,14 +118,14 @@ class ImageFolderDataModule(InMemoryImageDataModule):
                  split: Sequence[float] = (0.7, 0.15, 0.15), stream_dir: str | None = None,
                  stream_above: float = 0.5, **kwargs: Any) -> None:
         if not root:
-            raise ValueError("data.root is not set; give the folder of class sub-folders: data.root=PATH")
+            raise ConfigError("data.root is not set; give the folder of class sub-folders: data.root=PATH")
         if color not in COLORS:
-            raise ValueError(f"data.color={color!r} is unknown; allowed: {', '.join(COLORS)}")
+            raise ConfigError(f"data.color={color!r} is unknown; allowed: {', '.join(COLORS)}")
         if len(split) != 3 or any(f <= 0 for f in split):
-            raise ValueError(f"data.split={list(split)} must be 3 fractions > 0 (train, val, test)")
+            raise ConfigError(f"data.split={list(split)} must be 3 fractions > 0 (train, val, test)")
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ValueError(f"data.root={root} is not a folder")
+            raise ConfigError(f"data.root={root} is not a folder")
         self.files = self._list_files()
         presplit = "all" not in self.files
         first = self.files["train" if presplit else "all"]
@@ -145,7 +146,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         """`loader=auto`: stream when the decoded images would take more than `share` of the
         memory available now; said in one line of the log."""
         if not 0 < share <= 1:
-            raise ValueError(f"data.stream_above={share} must be a share of available memory in (0, 1]")
+            raise ConfigError(f"data.stream_above={share} must be a share of available memory in (0, 1]")
         count = sum(len(files) for part in self.files.values() for files in part.values())
         need, free = count * int(np.prod(self.input_shape)), available_bytes("cpu")
         loader = "stream" if need > share * free else "memory"
@@ -163,14 +164,14 @@ class ImageFolderDataModule(InMemoryImageDataModule):
     def _check_listing(self, presplit: bool) -> None:
         where = f"data.root={self.root}" + (" (train/)" if presplit else "")
         if not self.classes:
-            raise ValueError(f"{where} has no class sub-folders; expected one folder of images per class")
+            raise ConfigError(f"{where} has no class sub-folders; expected one folder of images per class")
         empty = [c for c, files in self.files["train" if presplit else "all"].items() if not files]
         if empty:
-            raise ValueError(f"{where}: class folder(s) {', '.join(empty)} hold no files")
+            raise ConfigError(f"{where}: class folder(s) {', '.join(empty)} hold no files")
         for s in ("val", "test") if presplit else ():
             unknown = sorted(set(self.files[s]) - set(self.classes))
             if unknown:
-                raise ValueError(f"{self.root / s} has classes not in train/: {', '.join(unknown)}")
+                raise ConfigError(f"{self.root / s} has classes not in train/: {', '.join(unknown)}")
 
     def prepare_data(self) -> None:
         """Nothing to fetch: the images are the user's; the stream path converts them here
@@ -218,7 +219,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         if skipped:
             log.warning("%s: skipped %d unreadable file(s) of %d", name, skipped, skipped + len(labels))
         if not arrays:
-            raise ValueError(f"data.root={self.root}: no readable images in {name}")
+            raise ConfigError(f"data.root={self.root}: no readable images in {name}")
         return torch.from_numpy(np.stack(arrays)), torch.tensor(labels, dtype=torch.int64)
 
     def setup(self, stage: str | None = None) -> None:
@@ -243,7 +244,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
     def _check_nonempty(self, counts: dict[str, int]) -> None:
         for s, n in counts.items():
             if n == 0:
-                raise ValueError(f"data.root={self.root}: the {s} split is empty; add images or change data.split")
+                raise ConfigError(f"data.root={self.root}: the {s} split is empty; add images or change data.split")
 
     # --- the stream path ------------------------------------------------------------------
     def opened_stream(self) -> FolderStream:
@@ -266,7 +267,8 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         transform = self.transform(train)
         loader = self.opened_stream().loader(split, self.batch_size if train else self.eval_batch_size, transform,
                                     augment=train, seed=self.seed, num_workers=self.num_workers,
-                                    steps_done=(lambda: self._env().steps_done) if train else None)
+                                    steps_done=(lambda: self._env().steps_done) if train else None,
+                                    pin_memory=self._env().device.type == "cuda")
         if train:
             self._train_transform = transform  # its mixup / cutmix runs after the transfer
             self._train_stream = loader
@@ -301,4 +303,4 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         counts = torch.bincount(labels, minlength=self.num_classes)
         empty = [c for c, n in zip(self.classes, counts.tolist()) if n == 0]
         if empty:
-            raise ValueError(f"data.root={self.root}: class(es) {', '.join(empty)} have no readable images in {where}")
+            raise ConfigError(f"data.root={self.root}: class(es) {', '.join(empty)} have no readable images in {where}")

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from visionlab.data.transforms import BatchTransform
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.seeding import derive_seed
 
 Batch = tuple[Tensor, Tensor]
@@ -54,7 +55,7 @@ class MemoryLoader:
         env: Callable[[], LoaderEnv] = LoaderEnv,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
+            raise ConfigError(f"batch_size={batch_size} must be >= 1")
         self.images, self.labels = images, labels
         self.batch_size, self.transform = batch_size, transform
         self.shuffle, self.seed = shuffle, seed

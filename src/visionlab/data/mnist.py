@@ -11,6 +11,7 @@ import torch
 from visionlab.data.datamodule import FileDataModule, Split
 from visionlab.data.formats.idx import read_idx
 from visionlab.data.sources import DatasetFiles, FileSpec
+from visionlab.utils.errors import ConfigError
 
 
 class IdxDataModule(FileDataModule):
@@ -22,7 +23,7 @@ class IdxDataModule(FileDataModule):
         images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", ndim=3, uint8=True)
         labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", ndim=1, uint8=True)
         if len(images) != len(labels):
-            raise ValueError(f"{folder}: {name} images {tuple(images.shape)} do not match labels {tuple(labels.shape)}")
+            raise ConfigError(f"{folder}: {name} images {tuple(images.shape)} do not match labels {tuple(labels.shape)}")
         return images.unsqueeze(1).contiguous(), labels.to(torch.int64)
 
 

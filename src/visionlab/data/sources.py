@@ -21,11 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.io import atomic_dir, atomic_path, atomic_write
 
 
-class DataSourceError(RuntimeError):
-    """Dataset files could not be found, fetched or verified."""
+class DataSourceError(ConfigError):
+    """Dataset files could not be found, fetched or verified (a user-input error: the message says where it looked)."""
 
 
 @dataclass(frozen=True)

@@ -176,17 +176,20 @@ class FolderStream:
         return cls(folder, manifest)
 
     def loader(self, split: str, batch_size: int, transform: BatchTransform, *, augment: bool, seed: int,
-               num_workers: int, steps_done: Callable[[], int] | None = None) -> StreamingDataLoader:
+               num_workers: int, steps_done: Callable[[], int] | None = None,
+               pin_memory: bool = False) -> StreamingDataLoader:
         """A StreamingDataLoader of (float image, label, index) batches of `split`;
-        `steps_done` (training): the batches the trainer has finished in this epoch."""
+        `steps_done` (training): the batches the trainer has finished in this epoch;
+        `pin_memory`: for a GPU, whose non_blocking copy of pinned batches does not make the host wait."""
         train = split == "train"
         # training: litdata's default, every image but under DDP, where each rank must run as
         # many steps (its shard then ends at a whole batch); evaluation: every image
         dataset = StreamedImages(self.folder / split, transform, augment=augment, shuffle=train, seed=seed,
                                  drop_last=None if train else False)
         if steps_done is None:
-            return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-        return TrainingStreamLoader(dataset, steps_done, batch_size=batch_size, num_workers=num_workers)
+            return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        return TrainingStreamLoader(dataset, steps_done, batch_size=batch_size, num_workers=num_workers,
+                                    pin_memory=pin_memory)
 
 
 def _convert(folder: Path, root: Path, listing: Listing, relist: Callable[[], Listing], source: dict[str, Any],

@@ -28,6 +28,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from visionlab.utils.checks import Check, between, fraction, integer, is_int, non_negative, run_checks
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.seeding import derive_seed
 
 NORMALIZATIONS = ("scale", "standardize")
@@ -79,7 +80,7 @@ class Augment:
         # the same checks as the config's, for an Augment built in Python
         run_checks(self.CHECKS, lambda key: getattr(self, key.removeprefix("data.augment.")), "data.augment.")
         if self.randaugment and self.trivialaugment:
-            raise ValueError("data.augment.randaugment and data.augment.trivialaugment are both on; choose one")
+            raise ConfigError("data.augment.randaugment and data.augment.trivialaugment are both on; choose one")
 
     @property
     def geometric(self) -> bool:
@@ -175,7 +176,8 @@ def mix(x: Tensor, labels: Tensor, partner: Tensor, u: Tensor, augment: Augment,
     other = x[partner]
     blended = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * other
     out = torch.where(use_cut[:, None, None, None], torch.where(box[:, None], other, x), blended)
-    one_hot = F.one_hot(labels, num_classes).to(x.dtype)
+    # scatter, not F.one_hot, which reads labels.min() back to the host to check it on a CPU
+    one_hot = x.new_zeros(n, num_classes).scatter_(1, labels[:, None], 1.0)
     soft = lam[:, None] * one_hot + (1 - lam[:, None]) * one_hot[partner]
     return out, soft
 
@@ -208,8 +210,9 @@ class BatchTransform:
             x = self._augmented(images, self.augment, index, epoch)
         else:
             x = images.float()
-        scale, shift = self._scale.to(x.device), self._shift.to(x.device)
-        return torch.addcmul(shift, x, scale)
+        if self._scale.device != x.device:  # once per device: a copy from the host per batch would wait for it
+            self._scale, self._shift = self._scale.to(x.device), self._shift.to(x.device)
+        return torch.addcmul(self._shift, x, self._scale)
 
     def mix_batch(self, x: Tensor, labels: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
         """With mixup / cutmix: each image of the batch `x` (already through `__call__`) mixed

@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
@@ -40,6 +41,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from visionlab.app.config import compose_config
+from visionlab.training.task import fused_kernels
 from visionlab.training.trainer_state import callbacks_of
 from visionlab.utils.io import atomic_write
 
@@ -255,7 +257,7 @@ class MinimalModule(L.LightningModule):
         self.log("val/acc", (self.net(x).argmax(1) == y).float().mean(), batch_size=len(y))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.parameters())
+        return self.optimizer(self.parameters(), **fused_kernels(self.optimizer, self.device))  # as visionlab's
 
 
 def run_lightning(cfg: DictConfig, epochs: int) -> tuple[list[float], list[float], float]:
@@ -273,16 +275,26 @@ def run_lightning(cfg: DictConfig, epochs: int) -> tuple[list[float], list[float
 
 
 def data_accuracy(data: Prepared, split: str, batch_size: int) -> float:
-    """Accuracy of the net on a split, in eval mode and the run's autocast dtype."""
-    net = data.net
+    """Accuracy of the net on a split, in eval mode and the run's autocast dtype, read
+    back once (a timing point)."""
+    return float(correct_predictions(data, split, batch_size)) / max(len(data.splits[split][1]), 1)
+
+
+def correct_predictions(data: Prepared, split: str, batch_size: int) -> torch.Tensor:
+    """The count of right predictions on a split, on the data's device. The net is put
+    there first: Lightning's teardown moves a module back to the CPU after `fit`."""
+    net = data.net.to(data.device)
     net.eval()
+    correct = torch.zeros((), dtype=torch.long, device=data.device)
     with torch.no_grad(), autocast(data):
-        correct = sum((net(xb).argmax(1) == yb).sum().item() for xb, yb in data.batches(split, batch_size))
-    return correct / max(len(data.splits[split][1]), 1)
+        for xb, yb in data.batches(split, batch_size):
+            correct += (net(xb).argmax(1) == yb).sum()
+    return correct
 
 
-def autocast(data: Prepared) -> torch.autocast:
-    return torch.autocast(data.device.type, dtype=data.dtype or torch.float32, enabled=data.dtype is not None)
+def autocast(data: Prepared) -> AbstractContextManager:
+    """The run's autocast, or nothing at full precision."""
+    return nullcontext() if data.dtype is None else torch.autocast(data.device.type, dtype=data.dtype)
 
 
 def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], list[float], float, int]:
@@ -293,7 +305,8 @@ def run_plain(cfg: DictConfig, epochs: int) -> tuple[list[float], list[float], f
     """
     data = prepare(cfg)
     net, device = data.net, data.device
-    opt = instantiate(cfg.optimizer)(net.parameters())
+    factory = instantiate(cfg.optimizer)
+    opt = factory(net.parameters(), **fused_kernels(factory, device))
     scaler = torch.amp.GradScaler(device.type, enabled=data.dtype is torch.float16)
     batches, seconds, whole = Batches(data, "train", cfg.data.batch_size, cfg.seed), [], []
     for _ in range(epochs):
@@ -358,7 +371,7 @@ def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, rep
 def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU's model name with the threads torch uses."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return f"{torch.cuda.get_device_name(device)} (host: {cpu_model()})"
     return f"{cpu_model()} CPU, {torch.get_num_threads()} torch threads"
 
 

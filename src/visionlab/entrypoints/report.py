@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from visionlab.app.cli import ERROR_FILE
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.io import atomic_path, atomic_write
 
 log = logging.getLogger("visionlab")
@@ -90,7 +91,9 @@ def read_run(path: Path, root: Path) -> Run:
     metrics_file, error_file = path / "metrics.json", path / ERROR_FILE
     name = str(path.relative_to(root))
     try:
-        overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+        # read as text: OmegaConf would resolve ${oc.env:...} in a line someone put there
+        listed = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        overrides = [str(o) for o in listed] if isinstance(listed, list) else []
         final = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         if not isinstance(final, dict):
             raise ValueError("not a JSON object")
@@ -98,7 +101,7 @@ def read_run(path: Path, root: Path) -> Run:
             if key in final and not _is_number(final[key]):
                 raise ValueError(f"metrics.json: {key}={final[key]!r} is not a number")
         epochs = read_epochs(path / "csv" / "metrics.csv")
-    except (OSError, ValueError, TypeError, OmegaConfBaseException) as err:  # one bad run must not end the report
+    except (OSError, ValueError, TypeError, yaml.YAMLError) as err:  # one bad run must not end the report
         reason = f"unreadable files ({' '.join(str(err).split())[:160]})"
         log.warning("report: %s: %s", path, reason)
         return Run(name=name, status="unreadable", overrides=[], error=reason)
@@ -207,8 +210,8 @@ def plot_curves(runs: list[Run], target: Path) -> None:
     ax = fig.subplots()
     for run in plotted:
         epochs, accs = zip(*run.curve)
-        ax.plot([e + 1 for e in epochs], accs, marker="o", markersize=3, label=run.label)
-    ax.set_xlabel("epoch")
+        ax.plot(epochs, accs, marker="o", markersize=3, label=run.label)
+    ax.set_xlabel("epoch (from 0)")
     ax.set_ylabel("val accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
@@ -223,7 +226,7 @@ def write_report(root: str | Path, key: str = "best_val_acc") -> list[Run]:
     """Write report.md, report.csv and curves.png into `root`; return the sorted runs."""
     root = Path(root)
     if key not in SORT_KEYS:
-        raise ValueError(f"sort key {key!r} is unknown; allowed: {', '.join(SORT_KEYS)}")
+        raise ConfigError(f"sort key {key!r} is unknown; allowed: {', '.join(SORT_KEYS)}")
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
     dirs = find_runs(root)
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         runs = write_report(args.folder, args.sort)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ConfigError) as err:  # any other ValueError is a bug: its traceback shows
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(f"{len(runs)} runs -> {Path(args.folder) / 'report.md'}, report.csv, curves.png")

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,12 +25,15 @@ from visionlab.app.config import CONF_DIR, ConfigError, validate
 from visionlab.app.runlock import RunLock
 from visionlab.data import InMemoryImageDataModule
 from visionlab.training.callbacks import restored_best_weights
+from visionlab.training.hook_cost import NoProfiler
 from visionlab.training.resilience import PreemptionCheckpoint
 from visionlab.training.task import ClassifierTask, Schedule
 from visionlab.training.trainer_flags import TRAINER_CHECKS
+from visionlab.training.trainer_state import callbacks_of
 from visionlab.utils.checks import Check, integer, positive, required, under
 from visionlab.utils.io import atomic_write
 from visionlab.utils.limits import check_batch_fits
+from visionlab.utils.threads import choose_threads
 
 log = logging.getLogger("visionlab")
 
@@ -50,6 +53,7 @@ CHECKS = (
     *under("trainer.", TRAINER_CHECKS),
     positive("tune.min_lr"), positive("tune.max_lr"), integer("tune.num_training", 3),
     integer("finetune.unfreeze_at_epoch", 0, "an integer >= 0, or null"),
+    integer("threads", 1, "an integer >= 1, or null (visionlab chooses)"),
 )
 
 # Trainer flags that turn kinds of callbacks off (Lightning refuses the contradiction).
@@ -84,7 +88,10 @@ def build(cfg: DictConfig) -> tuple[InMemoryImageDataModule, ClassifierTask, L.T
     switched_off: list[type | tuple[type, ...]] = [kind for flag, kind in SWITCHES if not cfg.trainer.get(flag, True)]
     switched_off += [LearningRateMonitor] if not loggers else []
     callbacks = [c for c in callbacks if not isinstance(c, tuple(switched_off))]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Lightning's no-op profiler, cheaper per hook call (training/hook_cost.py); a chosen profiler wins
+    quiet = {} if cfg.trainer.get("profiler") else {"profiler": NoProfiler()}
+    # plain dicts and lists: Lightning takes max_time={minutes: 5} as a dict, not a DictConfig
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="partial", **quiet)
     if cfg.trainer.get("max_epochs") is None:  # Lightning's rule (loops.utilities._parse_loop_limits), said aloud
         bounded = cfg.trainer.get("max_steps", -1) != -1 or cfg.trainer.get("max_time") is not None
         log.info("trainer.max_epochs=null: Lightning's default applies: %s", "no epoch limit (trainer.max_steps or "
@@ -165,6 +172,8 @@ def record_run_info(folder: Path, cfg: DictConfig, extra: dict[str, Any]) -> Non
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test; returns the final metrics (val/* of the last epoch, test/* of the best)."""
     # a resumed run keeps the learning rate its optimizer state was saved with
+    threads, reason = choose_threads(cfg.get("threads"))
+    log.info("CPU threads: %d (%s)", threads, reason)
     finding = OmegaConf.select(cfg, "tune.lr_find", default=False) and not cfg.get("ckpt_path")
     tuned = None
     if finding:
@@ -202,12 +211,16 @@ def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: Clas
         best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
         validated = any(str(k).startswith("val/") for k in trainer.callback_metrics)
         if best is None and not validated:
-            best = untested_last_checkpoint(trainer)
+            best = last_checkpoint_to_test(trainer)
         if restored_best_weights(trainer):
             # Keras' restore_best_weights: the module holds the best epoch's weights; saved, so
             # that what is tested is a file evaluate can reproduce
             best = str(folder / "checkpoints" / RESTORED_BEST)
             trainer.save_checkpoint(best, weights_only=True)
+        # Lightning's WeightAveraging, still holding the fit's average, would load a checkpoint's
+        # raw weights (current_model_state) to test: test its state_dict, the averaged weights
+        callbacks = callbacks_of(trainer)
+        callbacks[:] = [c for c in callbacks if not isinstance(c, WeightAveraging)]
         results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update(results[0] if results else {})
         tested = {"test/ckpt_path": best} if best else {}
@@ -215,7 +228,8 @@ def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: Clas
         atomic_write(folder / "metrics.json", json.dumps({**metrics, **tested}, indent=2, sort_keys=True))
     return metrics
 
-def untested_last_checkpoint(trainer: L.Trainer) -> str | None:
+
+def last_checkpoint_to_test(trainer: L.Trainer) -> str | None:
     """No validation ran (trainer.limit_val_batches=0, data.val_size=0, or max_steps / max_time
     ended the run first), so nothing chose a best checkpoint: the last one is tested, loudly."""
     last = next((cb.best_model_path for cb in trainer.checkpoint_callbacks

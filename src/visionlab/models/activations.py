@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from visionlab.utils.errors import ConfigError
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -19,6 +21,6 @@ def make_activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"activation={name!r} is unknown; allowed: {', '.join(ACTIVATIONS)}"
         ) from None

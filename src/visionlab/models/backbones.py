@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision import models as tvm
 
 from visionlab.utils.checks import Check, fraction, integer, positive
+from visionlab.utils.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,11 +31,11 @@ AUX_HEADS = ("AuxLogits.", "aux1.", "aux2.")  # inception_v3, googlenet: trainin
 BACKBONES: tuple[str, ...] = tuple(tvm.list_models(module=tvm))
 
 
-def unknown_name(name: str, names: Sequence[str], source: str) -> ValueError:
+def unknown_name(name: str, names: Sequence[str], source: str) -> ConfigError:
     """One line naming the closest registry names."""
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     hint = f"close matches: {', '.join(close)}" if close else f"{len(names)} names, e.g. {', '.join(names[:5])}"
-    return ValueError(f"model.name={name!r} is not a {source} classifier; {hint}")
+    return ConfigError(f"model.name={name!r} is not a {source} classifier; {hint}")
 
 
 def _final_layer(net: nn.Module) -> str:
@@ -128,7 +129,7 @@ class Backbone(nn.Module):
     ) -> None:
         super().__init__()
         if input_shape[0] not in (1, 3):
-            raise ValueError(f"input_shape={list(input_shape)}: backbones take 1 or 3 channels")
+            raise ConfigError(f"input_shape={list(input_shape)}: backbones take 1 or 3 channels")
         weights = weights or ("DEFAULT" if pretrained else None)
         imagenet = bool(weights or weights_path)
         wanted = image_size or max(max(input_shape[1:]), MIN_SIZE)
@@ -168,7 +169,7 @@ class Backbone(nn.Module):
             except RuntimeError as err:
                 first = str(err).splitlines()[0]
                 source = f"model.weights_path={weights_path}" if weights_path else f"model.weights={weights}"
-                raise ValueError(f"{source}: not {name} ImageNet weights ({first})") from None
+                raise ConfigError(f"{source}: not {name} ImageNet weights ({first})") from None
         return net, _cut_head(net, _final_layer(net)), size
 
     def forward(self, x: Tensor) -> Tensor:
@@ -221,9 +222,9 @@ class TimmBackbone(Backbone):
         try:
             import timm
         except ImportError:
-            raise ValueError("model=timm needs timm: pip install -e .[timm]") from None
+            raise ConfigError("model=timm needs timm: pip install -e .[timm]") from None
         if weights:
-            raise ValueError(f"model.weights={weights!r}: timm models take local weights only (model.weights_path)")
+            raise ConfigError(f"model.weights={weights!r}: timm models take local weights only (model.weights_path)")
         names = timm.list_models()
         if name not in names:
             raise unknown_name(name, names, "timm")
@@ -237,7 +238,7 @@ class TimmBackbone(Backbone):
             try:
                 net.load_state_dict(state)
             except RuntimeError as err:
-                raise ValueError(f"model.weights_path={weights_path}: not {name} weights "
+                raise ConfigError(f"model.weights_path={weights_path}: not {name} weights "
                                  f"({str(err).splitlines()[0]})") from None
         features = getattr(net, "head_hidden_size", 0) or getattr(net, "num_features", 0)  # after any pre-logits layer
         return net, int(features), size
@@ -248,7 +249,7 @@ def _weights_entry(name: str, enum: type[tvm.WeightsEnum], weights: str) -> tvm.
         return enum[weights]
     except KeyError:
         allowed = ", ".join(["DEFAULT", *(w.name for w in enum)])
-        raise ValueError(f"model.weights={weights!r} is not a weight of {name}; allowed: {allowed}") from None
+        raise ConfigError(f"model.weights={weights!r} is not a weight of {name}; allowed: {allowed}") from None
 
 
 def load_weights(name: str, weights: tvm.WeightsEnum, weights_path: str | None) -> dict[str, Tensor]:
@@ -261,7 +262,7 @@ def load_weights(name: str, weights: tvm.WeightsEnum, weights_path: str | None) 
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, check_hash=True)
     except (urllib.error.URLError, OSError, RuntimeError) as err:
         reason = " ".join(str(err).split())
-        raise ValueError(
+        raise ConfigError(
             f"model.weights={weights.name}: cannot get the {name} ImageNet weights ({reason}); offline, download "
             f"{url} elsewhere and either put it at {cached} or pass model.weights_path=FILE"
         ) from None
@@ -271,7 +272,7 @@ def read_state_dict(weights_path: str) -> dict[str, Tensor]:
     """A state dict from a local file (torch.save or safetensors), one line if it is not one."""
     path = Path(weights_path)
     if not path.is_file():
-        raise ValueError(f"model.weights_path={weights_path} is not a file")
+        raise ConfigError(f"model.weights_path={weights_path} is not a file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -280,7 +281,7 @@ def read_state_dict(weights_path: str) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - pickle and zip errors vary
-        raise ValueError(f"model.weights_path={weights_path}: not a torch state dict ({err})") from None
+        raise ConfigError(f"model.weights_path={weights_path}: not a torch state dict ({err})") from None
     if not isinstance(state, dict):
-        raise ValueError(f"model.weights_path={weights_path}: holds {type(state).__name__}, not a state dict")
+        raise ConfigError(f"model.weights_path={weights_path}: holds {type(state).__name__}, not a state dict")
     return state

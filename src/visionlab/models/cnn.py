@@ -12,6 +12,7 @@ from visionlab.models.activations import ACTIVATIONS, make_activation
 from visionlab.models.init import INITS, initialize
 from visionlab.models.mlp import dense_block
 from visionlab.utils.checks import Check, fraction, integer, one_of, sizes
+from visionlab.utils.errors import ConfigError
 
 
 class CNN(nn.Module):
@@ -44,7 +45,7 @@ class CNN(nn.Module):
     ) -> None:
         super().__init__()
         if not channels:
-            raise ValueError("model.channels=[] is empty; give at least one conv block")
+            raise ConfigError("model.channels=[] is empty; give at least one conv block")
         in_ch = input_shape[0]
         blocks: list[nn.Module] = []
         for out_ch in channels:
@@ -82,7 +83,7 @@ class CNN(nn.Module):
         self.features.train()
         if out is None or out.numel() == 0:
             size = "x".join(map(str, input_shape))
-            raise ValueError(
+            raise ConfigError(
                 f"input {size} is too small for {depth} conv blocks ({reason}); "
                 "use a larger image, fewer model.channels, or padding"
             )

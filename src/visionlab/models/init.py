@@ -12,6 +12,8 @@ import math
 
 from torch import Tensor, nn
 
+from visionlab.utils.errors import ConfigError
+
 # name -> (scale, fan mode, distribution), Keras' VarianceScaling arguments
 SCHEMES: dict[str, tuple[float, str, str]] = {
     "glorot_uniform": (1.0, "fan_avg", "uniform"),
@@ -39,7 +41,7 @@ def variance_scaling_(weight: Tensor, scale: float, mode: str, distribution: str
 def initialize(net: nn.Module, name: str) -> None:
     """Re-draw every Linear and Conv weight by scheme `name`, biases zero; 'torch' keeps PyTorch's."""
     if name not in INITS:
-        raise ValueError(f"model.init={name!r} is unknown; allowed: {', '.join(INITS)}")
+        raise ConfigError(f"model.init={name!r} is unknown; allowed: {', '.join(INITS)}")
     if name == "torch":
         return
     for module in net.modules():

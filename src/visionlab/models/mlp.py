@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from visionlab.models.activations import ACTIVATIONS, make_activation
 from visionlab.models.init import INITS, initialize
 from visionlab.utils.checks import Check, fraction, one_of, sizes
+from visionlab.utils.errors import ConfigError
 
 
 def dense_block(n_in: int, n_out: int, activation: str, batch_norm: bool, dropout: float) -> list[nn.Module]:
@@ -48,7 +49,7 @@ class MLP(nn.Sequential):
         init: str = "torch",
     ) -> None:
         if not hidden:
-            raise ValueError("model.hidden=[] is empty; give at least one hidden layer size")
+            raise ConfigError("model.hidden=[] is empty; give at least one hidden layer size")
         layers: list[nn.Module] = [nn.Flatten()]
         width = prod(input_shape)
         for size in hidden:

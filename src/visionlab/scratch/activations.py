@@ -18,6 +18,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from visionlab.utils.errors import ConfigError
+
 
 def sigmoid(x: Tensor) -> Tensor:
     """1 / (1 + e^-x). (The notes' formula text has e^x: the code has the right sign.)"""
@@ -117,4 +119,4 @@ def get_activation(name: str) -> Activation:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"activation={name!r} is unknown; allowed: {', '.join(ACTIVATIONS)}") from None
+        raise ConfigError(f"activation={name!r} is unknown; allowed: {', '.join(ACTIVATIONS)}") from None

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from visionlab.models.activations import ACTIVATIONS as TORCH_ACTIVATIONS
 from visionlab.scratch.activations import get_activation
 from visionlab.scratch.conv import Pair, conv2d, conv2d_backward, max_pool2d, max_pool2d_backward
+from visionlab.utils.errors import ConfigError
 
 
 @dataclass
@@ -170,7 +171,7 @@ def from_torch(module: nn.Module, dtype: torch.dtype = torch.float64) -> Sequent
         if type(m) in names:
             last = layers[-1] if layers else None
             if not isinstance(last, (Dense, Conv2d)) or last.activation_name != "identity":
-                raise ValueError(f"{m} must follow a Linear or Conv2d that has no activation yet")
+                raise ConfigError(f"{m} must follow a Linear or Conv2d that has no activation yet")
             last.activation_name, last.activation = names[type(m)], get_activation(names[type(m)])
         elif isinstance(m, nn.Flatten):
             layers.append(Flatten())
@@ -188,7 +189,7 @@ def from_torch(module: nn.Module, dtype: torch.dtype = torch.float64) -> Sequent
         elif isinstance(m, nn.MaxPool2d) and m.padding == 0 and m.dilation == 1 and not m.ceil_mode:
             layers.append(MaxPool2d(m.kernel_size, m.stride))
         else:
-            raise ValueError(f"{type(m).__name__} has no by-hand version; supported: Flatten, Linear, "
+            raise ConfigError(f"{type(m).__name__} has no by-hand version; supported: Flatten, Linear, "
                              "Conv2d, MaxPool2d (plain settings) and the activations")
     return Sequential(layers)
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 
 from visionlab.scratch.layers import Parameter
+from visionlab.utils.errors import ConfigError
 
 
 class SGD:
@@ -20,9 +21,9 @@ class SGD:
 
     def __init__(self, params: Iterable[Parameter], lr: float, momentum: float = 0.0) -> None:
         if lr <= 0:
-            raise ValueError(f"lr={lr} must be > 0")
+            raise ConfigError(f"lr={lr} must be > 0")
         if not 0 <= momentum < 1:
-            raise ValueError(f"momentum={momentum} must be in [0, 1)")
+            raise ConfigError(f"momentum={momentum} must be in [0, 1)")
         self.params = list(params)
         self.lr, self.momentum = lr, momentum
         self.velocity: list[torch.Tensor | None] = [None] * len(self.params)

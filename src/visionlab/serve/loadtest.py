@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from visionlab.serve.metrics import metric_value
+from visionlab.utils.errors import ConfigError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
@@ -69,7 +70,7 @@ async def _send(url: str, requests: int, clients: int, images: list[bytes]) -> t
 def run_load(url: str, requests: int, clients: int) -> dict[str, Any]:
     """Send `requests` requests from `clients` concurrent clients to the server at `url`."""
     if urlparse(url).hostname not in LOCAL_HOSTS:
-        raise ValueError(f"--url={url}: the load test only targets this machine ({', '.join(LOCAL_HOSTS)})")
+        raise ConfigError(f"--url={url}: the load test only targets this machine ({', '.join(LOCAL_HOSTS)})")
     info = httpx.get(url + "/info", timeout=10).json()
     before = httpx.get(url + "/metrics", timeout=10).text
     latencies, wall, failures = asyncio.run(_send(url, requests, clients, sample_images(info["model"]["input_shape"])))
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             with tempfile.TemporaryDirectory(prefix="visionlab-loadtest-") as folder:
                 rows = [with_server(args.model, size, args.batch_timeout, args.requests, args.clients, Path(folder))
                         for size in sizes]
-    except (ValueError, RuntimeError, TimeoutError, httpx.HTTPError) as err:
+    except (ConfigError, RuntimeError, TimeoutError, httpx.HTTPError) as err:
         sys.exit(f"error: {err}")
     print(f"{os.cpu_count()} CPUs; batch_timeout={args.batch_timeout} s")
     print(table(rows))

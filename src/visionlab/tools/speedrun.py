@@ -65,6 +65,8 @@ def time_to_accuracy(history: Path, target: float) -> float | None:
 
 def run_seed(recipe: str, seed: int, overrides: Sequence[str], folder: Path, target: float) -> dict[str, Any]:
     """Train `recipe` (an experiment name, or `default`) once with `seed`; its row."""
+    from omegaconf import OmegaConf
+
     from visionlab.app.config import compose_config
     from visionlab.entrypoints.train import train
 
@@ -72,6 +74,8 @@ def run_seed(recipe: str, seed: int, overrides: Sequence[str], folder: Path, tar
     args = [*([] if recipe == "default" else [f"experiment={recipe}"]), f"seed={seed}", *overrides,
             "+callbacks.fit_clock._target_=visionlab.training.timing.FitClock", f"+callbacks.fit_clock.dirpath={folder}"]
     cfg = compose_config(args, output_dir=folder)
+    (folder / ".hydra").mkdir(parents=True, exist_ok=True)  # as a Hydra run leaves it: eval.py finds the data
+    OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
     metrics = train(cfg)
     ended_wall = time.time()
     clock = json.loads((folder / "fit_clock.json").read_text())

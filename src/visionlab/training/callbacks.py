@@ -13,21 +13,22 @@ from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, WeightAveraging
 from lightning.pytorch.callbacks import EarlyStopping as _EarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.callbacks import ModelSummary as _ModelSummary
 from torch import Tensor
 
+from visionlab.training.hook_cost import CachedStateKey
 from visionlab.training.trainer_state import callbacks_of
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.io import atomic_path, atomic_write
 from visionlab.utils.summary import model_summary
 
 log = logging.getLogger("visionlab")
 
 
-class EarlyStopping(_EarlyStopping):
+class EarlyStopping(CachedStateKey, _EarlyStopping):
     """Lightning's EarlyStopping plus Keras' `restore_best_weights`: the weights of the best
     monitored epoch are kept in memory and put back when training ends, so the module
     (and a test run on it) holds the best weights, not the last ones.
@@ -46,22 +47,24 @@ class EarlyStopping(_EarlyStopping):
         self.restored = False
         self.validated = False
 
-    # Lightning checks in one of these two hooks; a changed best_score means a new best.
+    # Lightning checks in one of these two hooks and, on an improvement, replaces best_score
+    # by the monitored tensor (on the metric's device): a new object means a new best. No
+    # comparison of values, which would mix the devices of the old and new best.
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.validated and self.monitor not in trainer.callback_metrics:
             return
-        before = self.best_score.clone()
+        before = self.best_score
         super().on_train_epoch_end(trainer, pl_module)
         self._keep_if_best(before, trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.validated = self.validated or not trainer.sanity_checking
-        before = self.best_score.clone()
+        before = self.best_score
         super().on_validation_end(trainer, pl_module)
         self._keep_if_best(before, trainer, pl_module)
 
     def _keep_if_best(self, before: Tensor, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.restore_best_weights and not torch.equal(self.best_score, before):
+        if self.restore_best_weights and self.best_score is not before:
             # with weight averaging, the averaged weights: the ones validation scored
             averaged = averaged_model(trainer)
             state = averaged.state_dict() if averaged is not None else pl_module.state_dict()
@@ -76,8 +79,8 @@ class EarlyStopping(_EarlyStopping):
                 averaged.load_state_dict(self.best_weights)
             self.restored = True
             if trainer.is_global_zero:
-                log.info("EarlyStopping: restored the weights from the end of the best epoch: %d (%s=%.4f)",
-                         self.best_epoch + 1, self.monitor, float(self.best_score))
+                log.info("EarlyStopping: restored the weights from the end of the best epoch, epoch %d (%s=%.4f)",
+                         self.best_epoch, self.monitor, float(self.best_score))
 
 
 def averaged_model(trainer: L.Trainer) -> L.LightningModule | None:
@@ -93,10 +96,10 @@ def restored_best_weights(trainer: L.Trainer) -> bool:
     return any(isinstance(cb, EarlyStopping) and cb.restored for cb in callbacks_of(trainer))
 
 
-class ModelCheckpoint(_ModelCheckpoint):
+class ModelCheckpoint(CachedStateKey, _ModelCheckpoint):
     """Lightning's ModelCheckpoint with Keras' `save_best_only` (True: keep only the best
     checkpoint; False: keep one per epoch); `save_weights_only` is Lightning's own. The best
-    checkpoint's path is printed when fitting ends."""
+    checkpoint's path is printed when fitting ends (with a `monitor`: without one there is no best)."""
 
     def __init__(self, *args: Any, save_best_only: bool | None = None, **kwargs: Any) -> None:
         if save_best_only is not None:
@@ -113,7 +116,7 @@ class ModelCheckpoint(_ModelCheckpoint):
         super().load_state_dict(state_dict)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.best_model_path:
+        if trainer.is_global_zero and self.best_model_path and self.monitor:
             score = f" ({self.monitor}={float(self.best_model_score):.4f})" if self.best_model_score is not None else ""
             log.info("Best checkpoint: %s%s", self.best_model_path, score)
 
@@ -163,8 +166,8 @@ class History(Callback):
     """Keras' `history`: one row per epoch (train and val loss and accuracy, learning rate,
     epoch seconds) written to `history.csv` after every epoch, and `history.png` plotting train
     against val every `plot_every_n_epochs` epochs and when training ends (a plot costs a
-    few tenths of a second, a tenth of a small MLP epoch on a CPU). Epochs count from 1,
-    as Keras prints them (checkpoint names count from 0, as Lightning's).
+    few tenths of a second, a tenth of a small MLP epoch on a CPU). Epochs count from 0,
+    as everywhere in visionlab: Lightning's checkpoint names, logs and progress bar.
 
     Lightning calls the task's `on_train_epoch_end` (where it logs train/*) after this
     callback's, so an epoch's row is completed when the next epoch starts or fitting ends.
@@ -173,7 +176,7 @@ class History(Callback):
 
     def __init__(self, dirpath: str | Path, plot: bool = True, plot_every_n_epochs: int = 1) -> None:
         if plot_every_n_epochs < 1:
-            raise ValueError(f"History plot_every_n_epochs={plot_every_n_epochs} must be >= 1")
+            raise ConfigError(f"History plot_every_n_epochs={plot_every_n_epochs} must be >= 1")
         self.dirpath = Path(dirpath)
         self.plot, self.plot_every_n_epochs = plot, plot_every_n_epochs
         self.rows: list[dict[str, float]] = []
@@ -193,7 +196,7 @@ class History(Callback):
         optimizers = trainer.optimizers
         lr = optimizers[0].param_groups[0]["lr"] if optimizers else math.nan
         seconds = time.perf_counter() - self._start
-        self._pending = {"epoch": trainer.current_epoch + 1, "lr": float(lr), "epoch_seconds": seconds}
+        self._pending = {"epoch": trainer.current_epoch, "lr": float(lr), "epoch_seconds": seconds}
         pl_module.log("time/epoch_s", seconds)  # TensorBoard's view of the same figure
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -249,7 +252,7 @@ def plot_history(rows: list[dict[str, float]], path: Path) -> None:
     for ax, metric in zip(axes, ("loss", "acc")):
         for split, style in (("train", "o-"), ("val", "s--")):
             ax.plot(epochs, [r[f"{split}_{metric}"] for r in rows], style, label=f"{split} {metric}")
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (from 0)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("accuracy" if metric == "acc" else "loss")
         ax.grid(True)

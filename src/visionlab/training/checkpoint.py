@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +23,13 @@ from torch import Tensor, nn
 
 from visionlab.data.transforms import BatchTransform
 from visionlab.models.tta import TTA_MODES
+from visionlab.utils.errors import ConfigError
 
 METADATA_KEY = "visionlab"
 MODELS_PACKAGE = "visionlab.models"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ConfigError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
@@ -53,31 +53,22 @@ def _first_line(err: BaseException) -> str:
     return text[0].split(". ")[0][:160] if text else type(err).__name__
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: bool = True) -> dict[str, Any]:
     """The checkpoint dict at `path` (a Lightning .ckpt, a plain state dict, or .safetensors).
 
-    Returns at least `state_dict` (tensors) and `visionlab` (metadata, maybe empty).
+    Returns at least `state_dict` (tensors) and `visionlab` (metadata, maybe empty). The
+    tensors go where `map_location` says (torch.load's argument). `weights_only=False`
+    (Lightning's argument, the caller's explicit choice) unpickles anything the file holds.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"ckpt_path={path}: no such file")
     if path.suffix == ".safetensors":
-        return _read_safetensors(path)
+        return _read_safetensors(path, map_location)
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(path, map_location=map_location, weights_only=weights_only)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
-        with path.open("rb") as f:
-            head = f.read(4)
-        refused = re.search(r"unsupported global:? GLOBAL (\S+)", str(err), re.IGNORECASE)
-        if not head:
-            reason = "the file is empty"
-        elif refused and head.startswith((b"PK", b"\x80")):
-            reason = f"it holds a {refused.group(1)}, which only code could rebuild (refused by weights_only=True)"
-        elif head.startswith(b"PK"):
-            reason = f"truncated or corrupt archive ({_first_line(err)})"
-        else:
-            reason = "not a PyTorch checkpoint"
-        raise CheckpointError(f"ckpt_path={path}: cannot load: {reason}") from None
+        raise CheckpointError(f"ckpt_path={path}: {_why_unloadable(path, err)}") from None
     if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
         return {**raw, METADATA_KEY: dict(raw.get(METADATA_KEY) or {})}
     if isinstance(raw, Mapping) and raw and all(isinstance(v, Tensor) for v in raw.values()):
@@ -85,7 +76,29 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     raise CheckpointError(f"ckpt_path={path}: cannot load: a {type(raw).__name__} without a state_dict, not a checkpoint")
 
 
-def _read_safetensors(path: Path) -> dict[str, Any]:
+def _why_unloadable(path: Path, err: BaseException) -> str:
+    """Why torch.load refused `path`: a file that would run code is named as such, with the
+    globals it holds (torch's own answer, not its message text); else empty, broken or foreign."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        return "cannot load: the file is empty"
+    if head.startswith(b"PK"):  # torch.save's zip format: torch can list the globals without running them
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - a broken archive: said below
+            unsafe = []
+        if unsafe:
+            return (f"refused: the file holds {', '.join(sorted(unsafe))}, which would run code when loaded; "
+                    "visionlab loads weights only")
+        return f"cannot load: truncated or corrupt archive ({_first_line(err)})"
+    if head.startswith(b"\x80"):  # the legacy pickle format: torch cannot list its globals
+        return ("cannot load: a legacy-format (pre-zip) torch.save file that is truncated or holds objects "
+                "which would run code when loaded; visionlab loads weights only")
+    return "cannot load: not a PyTorch checkpoint"
+
+
+def _read_safetensors(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
@@ -96,6 +109,8 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"ckpt_path={path}: cannot load: not a valid safetensors file ({_first_line(err)})") from None
     meta = json.loads(header.get(METADATA_KEY, "{}"))
+    if isinstance(map_location, (str, torch.device)):  # torch.load's other forms (dicts, functions) map storages
+        state = {k: v.to(map_location) for k, v in state.items()}
     return {"state_dict": state, METADATA_KEY: meta}
 
 

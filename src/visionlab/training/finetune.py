@@ -9,6 +9,8 @@ from lightning import LightningModule
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch.optim import Optimizer
 
+from visionlab.utils.errors import ConfigError
+
 log = logging.getLogger("visionlab")
 
 
@@ -25,7 +27,7 @@ class BackboneUnfreeze(BaseFinetuning):
 
     def __init__(self, unfreeze_at_epoch: int | None = None) -> None:
         if unfreeze_at_epoch is not None and (not isinstance(unfreeze_at_epoch, int) or unfreeze_at_epoch < 0):
-            raise ValueError(f"finetune.unfreeze_at_epoch={unfreeze_at_epoch!r} must be an integer >= 0 or null")
+            raise ConfigError(f"finetune.unfreeze_at_epoch={unfreeze_at_epoch!r} must be an integer >= 0 or null")
         super().__init__()
         self.unfreeze_at_epoch = unfreeze_at_epoch
 

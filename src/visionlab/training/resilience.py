@@ -45,5 +45,13 @@ class PreemptionCheckpoint(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
+            # the task checks its losses for NaN only where the host waits anyway: check the
+            # steps since then before their weights are saved over the last good checkpoint
+            try:
+                if callable(check := getattr(pl_module, "check_finite_loss", None)):
+                    check()
+            except FloatingPointError as err:
+                log.error("stopped by a signal; %s: %s not replaced", err, self.path)
+                return
             trainer.save_checkpoint(self.path)
             log.warning("stopped by a signal: saved %s; resume with ckpt_path=%s", self.path, self.path)

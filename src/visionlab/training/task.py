@@ -7,6 +7,11 @@ Trainer flag and callback behaves as Lightning documents. Training loss and accu
 stay in a device buffer (kept in checkpoints, so a mid-epoch resume keeps its partial
 sums) and are logged once per epoch; the per-step loss is logged as `train/loss_step` at
 the steps Lightning writes to its loggers (every `trainer.log_every_n_steps`).
+
+A training step never waits for the device (no `.item()`, `bool(tensor)` or host copy): on
+a GPU the host queues the next step while the device runs this one. The finiteness of
+the loss is checked where a sync is paid anyway: at the steps written to the loggers, and
+before validation and the epoch's end, i.e. before any checkpoint of the epoch is saved.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, ClassVar, cast
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from lightning.pytorch.core.saving import _default_map_location, load_hparams_from_tags_csv, load_hparams_from_yaml
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
@@ -33,7 +39,8 @@ from torchmetrics.classification import (
 )
 
 from visionlab.models.tta import TTA_MODES, tta_scores
-from visionlab.training.checkpoint import METADATA_KEY, build_net, checkpoint_metadata, read_checkpoint
+from visionlab.training.callbacks import averaged_model
+from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, build_net, checkpoint_metadata, read_checkpoint
 from visionlab.training.trainer_state import datamodule_of, fast_dev_run, log_every_n_steps
 from visionlab.utils.checks import Check, Lookup, fraction, non_negative, one_of, positive, run_checks
 from visionlab.utils.errors import ConfigError
@@ -78,9 +85,36 @@ def eval_metrics(num_classes: int, prefix: str) -> MetricCollection:
     )
 
 
+# torch.optim classes with fused CUDA kernels: one kernel per step for all parameters
+FUSED_ON_CUDA = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
+
+
+def fused_kernels(factory: Callable[..., Optimizer], device: torch.device) -> dict[str, bool]:
+    """`{"fused": True}` for an optimizer with fused kernels on a CUDA device, unless the config
+    chose `fused` or `foreach` itself; else nothing (torch's own default: foreach on CUDA)."""
+    cls, chosen = getattr(factory, "func", factory), getattr(factory, "keywords", None) or {}
+    if device.type != "cuda" or "fused" in chosen or "foreach" in chosen:
+        return {}
+    return {"fused": True} if isinstance(cls, type) and issubclass(cls, FUSED_ON_CUDA) else {}
+
+
 def hard_labels(y: Tensor) -> Tensor:
     """Class indices of `y`: itself, or the argmax of soft labels (N, C) from mixup/cutmix."""
     return y.argmax(1) if y.ndim == 2 else y
+
+
+def _constructor_hparams(cls: type, hparams_file: str | Path | None) -> dict[str, Any]:
+    """The arguments of `cls`'s constructor found in a Lightning hparams file (.yaml or .csv)."""
+    if hparams_file is None:
+        return {}
+    suffix = Path(hparams_file).suffix.lower()
+    if suffix not in (".yaml", ".yml", ".csv"):
+        raise ConfigError(f"hparams_file={hparams_file}: expected a .yaml, .yml or .csv file")
+    if not Path(hparams_file).is_file():
+        raise ConfigError(f"hparams_file={hparams_file}: no such file")
+    hparams = load_hparams_from_tags_csv(hparams_file) if suffix == ".csv" else load_hparams_from_yaml(hparams_file, use_omegaconf=False)
+    accepted = inspect.signature(cls).parameters
+    return {k: v for k, v in (hparams or {}).items() if k in accepted and k != "net"}
 
 
 class ClassifierTask(LightningModule):
@@ -136,7 +170,7 @@ class ClassifierTask(LightningModule):
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"task.loss={loss!r} is unknown; allowed: {', '.join(LOSSES)}")
+            raise ConfigError(f"task.loss={loss!r} is unknown; allowed: {', '.join(LOSSES)}")
         self.net = net
         self.optimizer_factory = optimizer
         # the learning rate, where Lightning's LearningRateFinder(update_attr=True) finds and sets it
@@ -158,6 +192,8 @@ class ClassifierTask(LightningModule):
         self.register_buffer("_train_sums", torch.zeros(3))
         self.seed = seed
         self.tta = tta  # test and predict steps (and evaluate/predict/serve, from the checkpoint); not validation
+        # (global step, epoch, detached loss) of the steps whose finiteness is not yet checked
+        self._unchecked: list[tuple[int, int, Tensor]] = []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -186,28 +222,45 @@ class ClassifierTask(LightningModule):
         """
         x, y = batch
         if y.ndim == 2 and self.loss_name == "hinge":
-            raise ValueError("task.loss=hinge cannot take soft labels (mixup/cutmix); use task.loss=cross_entropy")
+            raise ConfigError("task.loss=hinge cannot take soft labels (mixup/cutmix); use task.loss=cross_entropy")
         self._generator().manual_seed(derive_seed(derive_seed(self.seed, self.current_epoch, DROPOUT_SALT), batch_idx))
         logits = self.net(x.contiguous(memory_format=self.memory_format))
         loss = self.criterion(logits, y)
         if self._penalised:
             loss = loss + self.penalty()
-        if not torch.isfinite(loss):
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            # float16 weights and optimizer state (16-true) underflow: Adam's eps is 0 in them
-            fix = ("float16 weights (trainer.precision=16-true) overflow and underflow; use trainer.precision="
-                   "16-mixed or bf16-true" if logits.dtype == torch.float16
-                   else f"lower the learning rate (optimizer.lr={lr:g})")
-            raise FloatingPointError(
-                f"loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); training stopped "
-                f"and the last good checkpoint kept; {fix}"
-            )
         detached = loss.detach()
+        self._unchecked.append((self.global_step, self.current_epoch, detached))
         hits = (logits.detach().argmax(1) == hard_labels(y)).sum()
-        self._train_sums += torch.stack((detached * len(y), hits.to(detached.dtype), detached.new_tensor(len(y))))
+        # new_full: a fill on the device; new_tensor would be a blocking copy from the host
+        self._train_sums += torch.stack((detached * len(y), hits.to(detached.dtype), detached.new_full((), len(y))))
         if self._loggers_write_this_step():
             self.log("train/loss_step", detached, on_step=True, on_epoch=False, batch_size=len(y))
+            self.check_finite_loss()  # the loggers read the loss back now anyway
         return loss
+
+    def check_finite_loss(self) -> None:
+        """Stop training at the first non-finite loss since the last check, naming its step.
+
+        One read-back for all the steps since the last check: called where the host waits
+        for the device anyway, and before anything saves the weights of the epoch.
+        """
+        unchecked, self._unchecked = self._unchecked, []
+        if not unchecked:
+            return
+        finite = torch.isfinite(torch.stack([loss.float() for _, _, loss in unchecked]))
+        if bool(finite.all()):
+            return
+        first = int(finite.logical_not().nonzero()[0])
+        step, epoch, loss = unchecked[first]
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        # float16 weights and optimizer state (16-true) underflow: Adam's eps is 0 in them
+        fix = ("float16 weights (trainer.precision=16-true) overflow and underflow; use trainer.precision="
+               "16-mixed or bf16-true" if loss.dtype == torch.float16
+               else f"lower the learning rate (optimizer.lr={lr:g})")
+        raise FloatingPointError(
+            f"loss is {loss.item()} at step {step} (epoch {epoch}); training stopped "
+            f"and the last good checkpoint kept; {fix}"
+        )
 
     def _loggers_write_this_step(self) -> bool:
         """Lightning's rule for writing step metrics to the loggers: every log_every_n_steps
@@ -225,7 +278,14 @@ class ClassifierTask(LightningModule):
         loss, hits, count = self._train_sums.tolist()
         return {"loss": loss / count, "acc": hits / count} if count else {}
 
+    def on_train_start(self) -> None:
+        self._unchecked = []  # nothing left over from an interrupted fit
+
+    def on_validation_start(self) -> None:
+        self.check_finite_loss()  # before validation, whose end saves checkpoints
+
     def on_train_epoch_end(self) -> None:
+        self.check_finite_loss()  # before the checkpoint callbacks' epoch-end hooks (Lightning calls them after this)
         # clone: on one device reduce() returns the buffer itself, which zero_() would clear
         sums = self.trainer.strategy.reduce(self._train_sums.clone(), reduce_op="sum")
         self._train_sums.zero_()
@@ -270,35 +330,51 @@ class ClassifierTask(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make every checkpoint, weights-only ones too, self-describing (visionlab.training.checkpoint)."""
         try:
-            datamodule = datamodule_of(self.trainer)
+            trainer: Any = self.trainer
+            datamodule = datamodule_of(trainer)
         except RuntimeError:  # not attached to a Trainer: the metadata has no data part
-            datamodule = None
+            trainer = datamodule = None
         checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net, self.tta)
+        averaged = averaged_model(trainer) if trainer is not None else None
+        if averaged is not None and "current_model_state" not in checkpoint:
+            # a weights-only checkpoint, which Lightning's WeightAveraging leaves alone: it gets
+            # the averaged weights too, the ones validation scored
+            checkpoint["state_dict"] = averaged.state_dict()
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: str | Path, **kwargs: Any
+        cls, checkpoint_path: str | Path, map_location: Any = None, hparams_file: str | Path | None = None,
+        strict: bool | None = None, weights_only: bool | None = None, **kwargs: Any
     ) -> ClassifierTask:
         """The task of a visionlab checkpoint, its net rebuilt from the file's own metadata.
 
-        Read with weights_only=True; `kwargs` (optimizer, scheduler, loss, ...) go to the
-        constructor, e.g. an optimizer to train on.
+        Takes Lightning's arguments as Lightning does: `map_location` (default: where the
+        tensors were saved, the CPU when that device is missing; the task moves to their
+        device), `hparams_file` (a .yaml or .csv of constructor arguments; keys the
+        constructor lacks are dropped), `strict` (default: `strict_loading`) and
+        `weights_only` (default True: visionlab loads weights only). `kwargs` (optimizer,
+        scheduler, loss, ...) go to the constructor and win over the file's.
         """
-        checkpoint = read_checkpoint(checkpoint_path)
+        checkpoint = read_checkpoint(checkpoint_path, map_location=map_location or _default_map_location,
+                                     weights_only=True if weights_only is None else weights_only)
         meta = checkpoint[METADATA_KEY]
         if not meta.get("model") or not meta.get("classes"):
-            raise ValueError(f"ckpt_path={checkpoint_path}: has no visionlab model metadata to rebuild its net from")
+            raise CheckpointError(f"ckpt_path={checkpoint_path}: has no visionlab model metadata to rebuild its net from")
         net = build_net(meta["model"], tuple(meta["input_shape"]), len(meta["classes"]))
-        task = cls(net, **{"tta": meta.get("tta", "none"), **kwargs})
+        task = cls(net, **{"tta": meta.get("tta", "none"), **_constructor_hparams(cls, hparams_file), **kwargs})
         task.model_config = dict(meta["model"])
-        task.load_state_dict(checkpoint["state_dict"])
-        return task
+        task.load_state_dict(checkpoint["state_dict"], strict=task.strict_loading if strict is None else strict)
+        tensor = next((t for t in checkpoint["state_dict"].values() if isinstance(t, Tensor)), None)
+        return task if tensor is None else task.to(tensor.device)
 
     # --- optimizer wiring -------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
-            raise ValueError("ClassifierTask has no optimizer to train with; pass optimizer=...")
+            raise ConfigError("ClassifierTask has no optimizer to train with; pass optimizer=...")
         kwargs = {} if self.lr is None else {"lr": self.lr}
+        clipped_fp16 = str(self.trainer.precision) == "16-mixed" and bool(self.trainer.gradient_clip_val)
+        # Lightning refuses to clip the gradients of an optimizer that unscales them itself (fused)
+        kwargs.update({} if clipped_fp16 else fused_kernels(self.optimizer_factory, self.device))
         optimizer = self.optimizer_factory(self._param_groups(), **kwargs)
         for group in optimizer.param_groups:
             group["lr"] *= group.get("lr_scale", 1.0)  # before any scheduler reads it
@@ -339,5 +415,5 @@ class ClassifierTask(LightningModule):
         defined on the tiniest smoke runs."""
         steps = self.trainer.estimated_stepping_batches
         if math.isinf(steps):
-            raise ValueError("scheduler=onecycle needs a finite run: set trainer.max_epochs or trainer.max_steps")
+            raise ConfigError("scheduler=onecycle needs a finite run: set trainer.max_epochs or trainer.max_steps")
         return max(int(steps), 8)

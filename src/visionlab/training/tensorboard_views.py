@@ -27,6 +27,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
 from visionlab.training.trainer_state import datamodule_of
+from visionlab.utils.errors import ConfigError
 from visionlab.utils.figures import (
     confident_mistakes,
     expected_calibration_error,
@@ -141,7 +142,7 @@ class HParamsMetric(Callback):
 
     def __init__(self, monitor: str = "val/acc", mode: str = "max") -> None:
         if mode not in ("max", "min"):
-            raise ValueError(f"HParamsMetric mode={mode!r} is unknown; allowed: max, min")
+            raise ConfigError(f"HParamsMetric mode={mode!r} is unknown; allowed: max, min")
         self.monitor, self.mode = monitor, mode
         self.best: float | None = None
 
@@ -197,7 +198,7 @@ class ValidationImages(Callback):
 
     def __init__(self, samples: int = 16, max_images: int | None = None, every_n_epochs: int = 1) -> None:
         if samples < 0 or every_n_epochs < 1 or (max_images is not None and max_images < 1):
-            raise ValueError(
+            raise ConfigError(
                 f"ValidationImages samples={samples}, max_images={max_images}, every_n_epochs={every_n_epochs}: "
                 "expected samples >= 0, max_images >= 1 or null, every_n_epochs >= 1"
             )
@@ -238,7 +239,7 @@ class InsightFigures(Callback):
 
     def __init__(self, max_images: int | None = None, pairs: int = 3, per_pair: int = 8) -> None:
         if (max_images is not None and max_images < 1) or pairs < 1 or per_pair < 1:
-            raise ValueError(f"InsightFigures max_images={max_images}, pairs={pairs}, per_pair={per_pair}: "
+            raise ConfigError(f"InsightFigures max_images={max_images}, pairs={pairs}, per_pair={per_pair}: "
                              "expected max_images >= 1 or null, pairs >= 1, per_pair >= 1")
         self.max_images, self.pairs, self.per_pair = max_images, pairs, per_pair
 
@@ -287,7 +288,7 @@ class Histograms(Callback):
 
     def __init__(self, enabled: bool = True, probe_size: int = 256) -> None:
         if probe_size < 1:
-            raise ValueError(f"Histograms probe_size={probe_size} must be >= 1")
+            raise ConfigError(f"Histograms probe_size={probe_size} must be >= 1")
         self.enabled, self.probe_size = enabled, probe_size
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -13,6 +13,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from visionlab.utils.errors import ConfigError
+
 
 class MLflowLogger(MLFlowLogger):
     """MLFlowLogger that, when a stage ends, logs the best checkpoint (under `checkpoints/`)
@@ -58,7 +60,7 @@ class StepMetrics(L.Callback):
 
     def __init__(self, every_n_batches: int = 10) -> None:
         if not isinstance(every_n_batches, int) or every_n_batches < 1:
-            raise ValueError(f"every_n_batches={every_n_batches!r} must be an integer >= 1")
+            raise ConfigError(f"every_n_batches={every_n_batches!r} must be an integer >= 1")
         self.every_n_batches = every_n_batches
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

@@ -4,9 +4,11 @@ tensors in any usual layout, PIL images, image paths, and lists mixing them.
 Layout rules (`C` is 1, 3 or 4 channels; RGBA is composited as files are):
 
 - 2-D is one HW image; 4-D is NCHW or NHWC; 3-D is one HWC or CHW image, or NHW images.
-- A shape that fits several layouts is read as the one that gives the net's own input
-  (`input_shape`, C x H x W), else the one that gives its H x W, else refused in one line
-  that names the readings and the `layout=` argument that picks one.
+- A shape that fits several layouts is read, in turn, preferring the readings that give
+  the net's own input (`input_shape`, C x H x W), then its H x W, then one image rather
+  than a batch, then the net's channel count; still ambiguous, it is refused in one line
+  that names the readings and the `layout=` argument that picks one. So on a 28x28
+  grayscale net (3, 28, 28) is three images, and (40, 30, 3) or (3, 40, 30) one RGB image.
 - A list holds single images (HW, HWC, CHW arrays or tensors, PIL images, paths).
 
 Pixels: uint8 0-255, floats 0-1, 16-bit 0-65535 (visionlab.data.formats.images.to_uint8).
@@ -127,15 +129,17 @@ def canonical(array: np.ndarray, shape: tuple[int, ...], layout: str | None, all
     if not readings:
         raise ImageError(f"{name}: shape {array.shape} is no image layout; expected {' or '.join(allowed) or ALL} "
                          "with 1, 3 or 4 channels (C)")
-    for fits in (lambda b: b.shape[1:] == shape, lambda b: b.shape[2:] == shape[1:], lambda b: True):
-        chosen = _distinct([(lay, b) for lay, b in readings.items() if fits(b)])
-        if len(chosen) == 1:
-            return chosen[0][1]
-        if len(chosen) > 1:
-            options = "; ".join(_describe(lay, b) for lay, b in chosen)
-            raise ImageError(f"{name}: shape {array.shape} is ambiguous ({options}); say which with "
-                             f"layout={' or layout='.join(repr(lay) for lay, _ in chosen)}")
-    raise AssertionError("unreachable: the last rule accepts every reading")
+    chosen = _distinct(list(readings.items()))
+    preferences = (lambda lay, b: b.shape[1:] == shape, lambda lay, b: b.shape[2:] == shape[1:],
+                   lambda lay, b: "N" not in lay, lambda lay, b: b.shape[1] == shape[0])
+    for prefer in preferences:
+        if len(chosen) > 1 and (preferred := [(lay, b) for lay, b in chosen if prefer(lay, b)]):
+            chosen = preferred
+    if len(chosen) > 1:
+        options = "; ".join(_describe(lay, b) for lay, b in chosen)
+        raise ImageError(f"{name}: shape {array.shape} is ambiguous ({options}); say which with "
+                         f"layout={' or layout='.join(repr(lay) for lay, _ in chosen)}")
+    return chosen[0][1]
 
 
 def _distinct(readings: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from visionlab.utils.errors import ConfigError
+
 _DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -23,20 +25,20 @@ def read_idx(path: str | Path, ndim: int | None = None, uint8: bool = False) -> 
         with opener(path, "rb") as fh:
             raw = fh.read()
     except (OSError, EOFError) as err:
-        raise ValueError(f"{path}: cannot read idx file ({err})") from None
+        raise ConfigError(f"{path}: cannot read idx file ({err})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise ValueError(f"{path}: not an idx file (bad magic number)")
+        raise ConfigError(f"{path}: not an idx file (bad magic number)")
     if uint8 and raw[2] != 0x08:
-        raise ValueError(f"{path}: idx type byte is 0x{raw[2]:02x} ({np.dtype(_DTYPES[raw[2]]).name}); expected 0x08 (uint8)")
+        raise ConfigError(f"{path}: idx type byte is 0x{raw[2]:02x} ({np.dtype(_DTYPES[raw[2]]).name}); expected 0x08 (uint8)")
     if ndim is not None and raw[3] != ndim:
-        raise ValueError(f"{path}: idx file has {raw[3]} dimensions; expected {ndim}")
+        raise ConfigError(f"{path}: idx file has {raw[3]} dimensions; expected {ndim}")
     ndim = raw[3]
     header = 4 + 4 * ndim
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = header + int(np.prod(dims)) * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(f"{path}: idx file is {len(raw)} bytes, its header promises {expected} (truncated?)")
+        raise ConfigError(f"{path}: idx file is {len(raw)} bytes, its header promises {expected} (truncated?)")
     data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
     return torch.from_numpy(data.astype(dtype.newbyteorder("="), copy=True))
 

@@ -79,7 +79,7 @@ def image_to_tensor(image: Image.Image, input_shape: Sequence[int], *, backgroun
     """uint8 (C, H, W) of `input_shape` from a PIL image, by the rules above."""
     channels, height, width = input_shape
     if channels not in MODES:
-        raise ValueError(f"input_shape={tuple(input_shape)}: images need 1 or 3 channels")
+        raise ConfigError(f"input_shape={tuple(input_shape)}: images need 1 or 3 channels")
     image = flatten_alpha(to_8bit(ImageOps.exif_transpose(image), name), background)
     image = image.convert(MODES[channels])
     if image.size != (width, height):
