@@ -21,6 +21,7 @@ from torch import Tensor
 from visionlab.app.config import ConfigError, validate
 from visionlab.app.safety import check_values, resolved_data
 from visionlab.data.datamodule import InMemoryImageDataModule
+from visionlab.models.tta import tta_scores
 from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, LoadedModel, load_model, read_checkpoint
 
 
@@ -147,9 +148,10 @@ def pick_device(name: str) -> torch.device:
 @torch.no_grad()
 def batch_logits(model: LoadedModel, images: Tensor, batch_size: int, device: torch.device) -> list[Tensor]:
     """Class scores of uint8 images (N, C, H, W), one (batch, classes) tensor per batch of
-    `batch_size`, on the CPU: the batches training's validation and test steps see."""
+    `batch_size`, on the CPU: the batches training's validation and test steps see. With the
+    checkpoint's test-time augmentation (`model.tta`) applied, as its test step applied it."""
     net, transform = model.net.to(device).eval(), model.transform()
-    return [net(transform(chunk.to(device))).cpu() for chunk in images.split(batch_size)]
+    return [tta_scores(net, transform(chunk.to(device)), model.tta).cpu() for chunk in images.split(batch_size)]
 
 
 def probabilities(model: LoadedModel, images: Tensor, batch_size: int, device: torch.device) -> Tensor:

@@ -103,6 +103,7 @@ def consumer_info(model: LoadedModel, fmt: str, file_name: str) -> dict[str, Any
         "normalization": {"mean": list(model.mean), "std": list(model.std),
                           "formula": "x = (pixel / 255 - mean[c]) / std[c], pixels uint8 in [0, 255]"},
         "model": model.model_config,
+        "tta": model.tta,  # flip: average the probabilities of the image and its mirror (the file holds the net alone)
         "source_checkpoint": str(model.path),
     }
 

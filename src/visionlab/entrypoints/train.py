@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,6 +29,7 @@ from visionlab.training.hook_cost import NoProfiler
 from visionlab.training.resilience import PreemptionCheckpoint
 from visionlab.training.task import ClassifierTask, Schedule
 from visionlab.training.trainer_flags import TRAINER_CHECKS
+from visionlab.training.trainer_state import callbacks_of
 from visionlab.utils.checks import Check, integer, positive, required, under
 from visionlab.utils.io import atomic_write
 from visionlab.utils.limits import check_batch_fits
@@ -216,6 +217,10 @@ def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: Clas
             # that what is tested is a file evaluate can reproduce
             best = str(folder / "checkpoints" / RESTORED_BEST)
             trainer.save_checkpoint(best, weights_only=True)
+        # Lightning's WeightAveraging, still holding the fit's average, would load a checkpoint's
+        # raw weights (current_model_state) to test: test its state_dict, the averaged weights
+        callbacks = callbacks_of(trainer)
+        callbacks[:] = [c for c in callbacks if not isinstance(c, WeightAveraging)]
         results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
         metrics.update(results[0] if results else {})
         tested = {"test/ckpt_path": best} if best else {}

@@ -66,6 +66,7 @@ class OnnxBackend:
         self.input_name = info["input"]["name"]
         self.mean = tuple(float(m) for m in info["normalization"]["mean"])
         self.transform = BatchTransform(self.mean, info["normalization"]["std"])
+        self.tta = info.get("tta") or "none"  # the checkpoint's test-time augmentation (visionlab.models.tta)
         try:
             self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped errors
@@ -93,8 +94,12 @@ class OnnxBackend:
                               f"{problem} (re-export with scripts/export.py)")
 
     def probabilities(self, images: Tensor) -> Tensor:
-        x = self.transform(images).numpy()
-        logits = self.session.run(None, {self.input_name: x})[0]
+        x = self.transform(images)
+        probs = self._run(x)
+        return (probs + self._run(x.flip(-1))) / 2 if self.tta == "flip" else probs
+
+    def _run(self, x: Tensor) -> Tensor:
+        logits = self.session.run(None, {self.input_name: x.contiguous().numpy()})[0]
         return torch.from_numpy(logits).softmax(1)
 
 

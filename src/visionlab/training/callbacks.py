@@ -10,10 +10,10 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, WeightAveraging
 from lightning.pytorch.callbacks import EarlyStopping as _EarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
 from lightning.pytorch.callbacks import ModelSummary as _ModelSummary
@@ -65,16 +65,30 @@ class EarlyStopping(CachedStateKey, _EarlyStopping):
 
     def _keep_if_best(self, before: Tensor, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.restore_best_weights and self.best_score is not before:
-            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+            # with weight averaging, the averaged weights: the ones validation scored
+            averaged = averaged_model(trainer)
+            state = averaged.state_dict() if averaged is not None else pl_module.state_dict()
+            self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
             self.best_epoch = trainer.current_epoch
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.restore_best_weights and self.best_weights is not None and self.best_epoch is not None:
             pl_module.load_state_dict(self.best_weights)
+            averaged = averaged_model(trainer)
+            if averaged is not None:  # WeightAveraging copies its average in at train end too, before or after this
+                averaged.load_state_dict(self.best_weights)
             self.restored = True
             if trainer.is_global_zero:
                 log.info("EarlyStopping: restored the weights from the end of the best epoch, epoch %d (%s=%.4f)",
                          self.best_epoch, self.monitor, float(self.best_score))
+
+
+def averaged_model(trainer: L.Trainer) -> L.LightningModule | None:
+    """The averaged copy of the module kept by Lightning's WeightAveraging callback
+    (EMAWeightAveraging, ...) during a fit, or None."""
+    averaging = next((cb for cb in callbacks_of(trainer) if isinstance(cb, WeightAveraging)), None)
+    average = getattr(averaging, "_average_model", None)  # Lightning's AveragedModel; no public accessor
+    return cast(L.LightningModule, average.module) if average is not None else None
 
 
 def restored_best_weights(trainer: L.Trainer) -> bool:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from visionlab.data.transforms import BatchTransform
+from visionlab.models.tta import TTA_MODES
 from visionlab.utils.errors import ConfigError
 
 METADATA_KEY = "visionlab"
@@ -32,9 +33,11 @@ class CheckpointError(ConfigError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
-def checkpoint_metadata(model_config: Mapping[str, Any] | None, datamodule: Any, net: nn.Module) -> dict[str, Any]:
-    """What a consumer needs besides the weights; plain types only, so `weights_only` loads it."""
-    meta: dict[str, Any] = {"input_shape": list(getattr(net, "input_shape", ()))}
+def checkpoint_metadata(model_config: Mapping[str, Any] | None, datamodule: Any, net: nn.Module,
+                        tta: str = "none") -> dict[str, Any]:
+    """What a consumer needs besides the weights; plain types only, so `weights_only` loads it.
+    `tta`, the task's test-time augmentation, is applied by whatever loads the file."""
+    meta: dict[str, Any] = {"input_shape": list(getattr(net, "input_shape", ())), "tta": tta}
     if model_config:
         meta["model"] = dict(model_config)
     if datamodule is not None:
@@ -180,6 +183,7 @@ class LoadedModel:
     std: tuple[float, ...]
     model_config: dict[str, Any]
     path: Path
+    tta: str = "none"  # visionlab.models.tta: applied by evaluate, predict, serve and the Python API
 
     def transform(self) -> BatchTransform:
         """uint8 (N, C, H, W) -> the normalised floats the net was trained on."""
@@ -188,7 +192,8 @@ class LoadedModel:
     def describe(self) -> dict[str, Any]:
         """The metadata dict, as stored in checkpoints and exported JSON."""
         return {"classes": list(self.classes), "input_shape": list(self.input_shape),
-                "mean": list(self.mean), "std": list(self.std), "model": dict(self.model_config)}
+                "mean": list(self.mean), "std": list(self.std), "model": dict(self.model_config),
+                "tta": self.tta}
 
 
 def _finite(v: Any) -> bool:
@@ -235,6 +240,10 @@ def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mappin
             f"ckpt_path={path}: does not say its {', '.join(absent)}, and no run folder config supplies them"
         )
     check_metadata(meta, path)
+    tta = meta.get("tta") or "none"
+    if tta not in TTA_MODES:
+        raise CheckpointError(f"ckpt_path={path}: its metadata tta={tta!r} is not usable; expected one of "
+                              f"{', '.join(TTA_MODES)}")
     classes, input_shape = tuple(meta["classes"]), tuple(int(s) for s in meta["input_shape"])
     try:
         net = build_net(meta["model"], input_shape, len(classes))
@@ -249,4 +258,4 @@ def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mappin
                               "or its training diverged")
     load_weights(net, state, path)
     return LoadedModel(net.eval(), classes, input_shape, tuple(meta["mean"]), tuple(meta["std"]),
-                       dict(meta["model"]), Path(path))
+                       dict(meta["model"]), Path(path), tta)

@@ -38,6 +38,8 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from visionlab.models.tta import TTA_MODES, tta_scores
+from visionlab.training.callbacks import averaged_model
 from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, build_net, checkpoint_metadata, read_checkpoint
 from visionlab.training.trainer_state import datamodule_of, fast_dev_run, log_every_n_steps
 from visionlab.utils.checks import Check, Lookup, fraction, non_negative, one_of, positive, run_checks
@@ -124,6 +126,7 @@ class ClassifierTask(LightningModule):
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
         one_of("loss", LOSSES), fraction("label_smoothing"), non_negative("l1"), non_negative("l2"),
+        one_of("tta", TTA_MODES),
     )
     # The net's config (`_target_` and arguments), stored in checkpoints so they can rebuild it.
     model_config: dict[str, Any] | None = None
@@ -163,6 +166,7 @@ class ClassifierTask(LightningModule):
         l2: float = 0.0,
         channels_last: bool = False,
         seed: int = 0,
+        tta: str = "none",
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -187,6 +191,7 @@ class ClassifierTask(LightningModule):
         self._train_sums: Tensor  # loss*n, hits, n of the epoch so far
         self.register_buffer("_train_sums", torch.zeros(3))
         self.seed = seed
+        self.tta = tta  # test and predict steps (and evaluate/predict/serve, from the checkpoint); not validation
         # (global step, epoch, detached loss) of the steps whose finiteness is not yet checked
         self._unchecked: list[tuple[int, int, Tensor]] = []
 
@@ -289,10 +294,11 @@ class ClassifierTask(LightningModule):
         self.log_dict({"train/loss": sums[0] / count, "train/acc": sums[1] / count}, sync_dist=True)
 
     # --- validation and test -----------------------------------------------------------
-    def _eval_step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, mean_loss: MeanMetric) -> None:
+    def _eval_step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, mean_loss: MeanMetric,
+                   tta: str = "none") -> None:
         x, y = batch
         y = hard_labels(y)
-        logits = self.net(x.contiguous(memory_format=self.memory_format))
+        logits = tta_scores(self.net, x.contiguous(memory_format=self.memory_format), tta)
         mean_loss.update(F.cross_entropy(logits, y) if isinstance(self.criterion, nn.CrossEntropyLoss)
                          else self.criterion(logits, y), weight=len(y))
         metrics.update(logits.softmax(1), y)
@@ -311,23 +317,29 @@ class ClassifierTask(LightningModule):
         self._eval_epoch_end("val", self.val_metrics, self.val_loss)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics, self.test_loss)
+        self._eval_step(batch, self.test_metrics, self.test_loss, self.tta)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test", self.test_metrics, self.test_loss)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self.net(x).softmax(1)
+        return tta_scores(self.net, x, self.tta).softmax(1)
 
     # --- checkpoints --------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make every checkpoint, weights-only ones too, self-describing (visionlab.training.checkpoint)."""
         try:
-            datamodule = datamodule_of(self.trainer)
+            trainer: Any = self.trainer
+            datamodule = datamodule_of(trainer)
         except RuntimeError:  # not attached to a Trainer: the metadata has no data part
-            datamodule = None
-        checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net)
+            trainer = datamodule = None
+        checkpoint[METADATA_KEY] = checkpoint_metadata(self.model_config, datamodule, self.net, self.tta)
+        averaged = averaged_model(trainer) if trainer is not None else None
+        if averaged is not None and "current_model_state" not in checkpoint:
+            # a weights-only checkpoint, which Lightning's WeightAveraging leaves alone: it gets
+            # the averaged weights too, the ones validation scored
+            checkpoint["state_dict"] = averaged.state_dict()
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -349,7 +361,7 @@ class ClassifierTask(LightningModule):
         if not meta.get("model") or not meta.get("classes"):
             raise CheckpointError(f"ckpt_path={checkpoint_path}: has no visionlab model metadata to rebuild its net from")
         net = build_net(meta["model"], tuple(meta["input_shape"]), len(meta["classes"]))
-        task = cls(net, **{**_constructor_hparams(cls, hparams_file), **kwargs})
+        task = cls(net, **{"tta": meta.get("tta", "none"), **_constructor_hparams(cls, hparams_file), **kwargs})
         task.model_config = dict(meta["model"])
         task.load_state_dict(checkpoint["state_dict"], strict=task.strict_loading if strict is None else strict)
         tensor = next((t for t in checkpoint["state_dict"].values() if isinstance(t, Tensor)), None)

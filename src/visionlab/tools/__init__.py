@@ -1,0 +1,1 @@
+"""Tools over the commands: the time-to-accuracy runner (speedrun)."""
