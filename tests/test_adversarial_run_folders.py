@@ -254,3 +254,17 @@ def test_a_full_disk_ends_in_one_line_not_chained_tracebacks(tmp_path, monkeypat
     monkeypatch.setattr(cli, "atomic_write", full)
     code, err = run_main(train_main, [*TINY, f"hydra.run.dir={tmp_path / 'new'}"])
     assert (code, err) == (2, "error: [Errno 28] No space left on device: 'run_info.json'\n")
+
+
+def test_a_basic_sweep_into_a_folder_holding_a_sweep_is_refused(tmp_path):
+    """Jobs 0, 1, ... of a second sweep would replace the first sweep's job folders."""
+    from visionlab.app.cli import prepare_run
+    from visionlab.utils.errors import ConfigError
+
+    earlier = tmp_path / "sweep"
+    (earlier / "0").mkdir(parents=True)
+    (earlier / "multirun.yaml").write_text("hydra: {}\n")
+    args = ["-m", "data=synthetic", "model=mlp,cnn", f"hydra.sweep.dir={earlier}"]
+    with pytest.raises(ConfigError, match=rf"^hydra.sweep.dir={earlier} already holds a sweep \(multirun.yaml\)"):
+        prepare_run("train", args)
+    assert prepare_run("train", [*args[:-1], f"hydra.sweep.dir={tmp_path / 'new'}"])[0][0] == "-m"

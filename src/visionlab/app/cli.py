@@ -19,6 +19,7 @@ import hydra
 import lightning
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -248,6 +249,8 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
         if resume is not None:
             check_unchanged(argv, resume, config_name)
     if args.multirun or args.config_name or args.config_path or args.config_dir:
+        if args.multirun and not (args.config_name or args.config_path or args.config_dir):
+            check_new_sweep(config_name, argv)
         return flags + argv, None  # each job is checked when it builds
     check_new_keys(argv, config_name)
     cfg = precompose(config_name, argv)
@@ -281,6 +284,24 @@ def check_new_folder(run_dir: str, resumes: bool) -> None:
         hint = "; to continue that run, resume it: ckpt_path=<run>/checkpoints/last.ckpt" if resumes else ""
         raise ConfigError(f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}); choose a new folder, "
                           f"or leave hydra.run.dir out for a new dated one{hint}")
+
+
+def check_new_sweep(config_name: str, argv: Sequence[str]) -> None:
+    """A basic sweep numbers its jobs 0, 1, ... inside `hydra.sweep.dir`: into a folder that
+    holds an earlier sweep (its multirun.yaml) it would replace those jobs' folders, so it is
+    refused. (visionlab's Optuna sweeper continues a study there on purpose, numbering its
+    jobs by trial.) The folder is composed from the overrides that are not sweeps."""
+    parser = OverridesParser.create()
+    try:
+        single = [a for a in argv if not parser.parse_override(a).is_sweep_override()]
+        cfg = precompose(config_name, single)
+    except (HydraException, ConfigError):
+        return  # a sweep whose single parts do not compose alone: Hydra reports it per job
+    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    sweep_dir = Path(str(cfg.hydra.sweep.dir))
+    if sweeper.endswith("BasicSweeper") and (sweep_dir / "multirun.yaml").exists():
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir} already holds a sweep (multirun.yaml): its jobs' folders "
+                          "would be replaced; choose a new folder, or leave hydra.sweep.dir out for a new dated one")
 
 
 def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:
