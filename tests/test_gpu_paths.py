@@ -39,10 +39,10 @@ def test_early_stopping_keeps_the_best_weights_when_lightning_moves_the_best_sco
 
     monkeypatch.setattr(LightningEarlyStopping, "on_validation_end", lightning_check)
     callback, module = EarlyStopping(monitor="val/loss", restore_best_weights=True), nn.Linear(2, 1)
-    callback.on_validation_end(SimpleNamespace(current_epoch=3, sanity_checking=False), module)
+    callback.on_validation_end(SimpleNamespace(current_epoch=3, sanity_checking=False, callbacks=[]), module)
     assert callback.best_epoch == 3 and callback.best_weights is not None
     assert {v.device.type for v in callback.best_weights.values()} == {"cpu"}  # a defined device: the host
-    callback.on_validation_end(SimpleNamespace(current_epoch=4, sanity_checking=False), module)  # no improvement
+    callback.on_validation_end(SimpleNamespace(current_epoch=4, sanity_checking=False, callbacks=[]), module)  # no improvement
     assert callback.best_epoch == 3
 
 
