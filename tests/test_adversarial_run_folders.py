@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_main, tree_hash
+from conftest import Payload, run_main, tree_hash
 from visionlab.entrypoints import evaluate, export, predict
 from visionlab.entrypoints.train import main as train_main
 
@@ -24,16 +24,6 @@ TINY = ["data=synthetic", "data.train_size=64", "data.val_size=32", "data.test_s
         "model=mlp", "model.hidden=[8]", "scheduler=none", "trainer.max_epochs=1", "trainer.accelerator=cpu",
         "logger=csv", "callbacks.progress_bar=null", "trainer.enable_model_summary=false",
         "callbacks.history.plot=false"]
-
-
-class Payload:
-    """Unpickling this creates `marker`: what a malicious file would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 @pytest.fixture(scope="module")

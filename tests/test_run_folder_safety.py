@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_main, tree_hash
+from conftest import Payload, run_main, tree_hash
 from visionlab.data.formats.idx import write_idx
 from visionlab.entrypoints import evaluate, export, predict
 from visionlab.entrypoints.train import main as train_main
@@ -48,16 +48,6 @@ def last_error(err: str) -> str:
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert lines, "nothing on stderr"
     return lines[-1]
-
-
-class Payload:
-    """Unpickling this creates `marker`: what a malicious checkpoint would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 # --- 1. code from a run folder's config --------------------------------------------------
