@@ -157,15 +157,16 @@ def _option_table(group: str, option: str) -> str:
     allowed = _global_checks() | dict(_component_checks(node, top))
     comments = _comments(CONF / group / f"{option}.yaml")
     rows = ["| key | default | allowed | note |", "|---|---|---|---|"]
-    shown = set()
-    for key, value in _flatten(node):
+    shown = {f"{top}._target_"}
+    for key, value in _flatten({k: v for k, v in node.items() if k != "_target_"}):
         full = f"{top}.{key}"
         shown.add(full)
         rows.append(f"| `{key}` | {_cell(value)} | {_text(allowed.get(full, ''))} | {_text(comments.get(key, ''))} |")
     for full, text in sorted(allowed.items()):
         if full.startswith(f"{top}.") and full not in shown and "." not in full[len(top) + 1:]:
             rows.append(f"| `{full[len(top) + 1:]}` | not set | {_text(text)} | the class's own default |")
-    return "\n".join(rows) if len(rows) > 2 else "Sets nothing: the defaults of the code apply."
+    target = f"Builds `{node['_target_']}`.\n\n" if "_target_" in node else ""
+    return target + ("\n".join(rows) if len(rows) > 2 else "Sets nothing: the defaults of the code apply.")
 
 
 def _config_page() -> str:
