@@ -193,18 +193,26 @@ def _config_page() -> str:
 
 @functools.cache
 def _entry_sources() -> dict[str, tuple[str, str]]:
-    """Hydra command name -> (module, name of its checks), from the `hydra_entry(...)` calls in src/."""
+    """Hydra command name -> (module, name of its checks or ''), from the `hydra_entry(...)`
+    calls in src/ (`main = hydra_entry("train", run, checks=CHECKS)`)."""
     found = {}
     for path in (ROOT / "src").rglob("*.py"):
-        for m in re.finditer(r'hydra_entry\(\s*"(\w+)"[^)]*?checks=(\w+)', path.read_text()):
+        for m in re.finditer(r'hydra_entry\(\s*"(\w+)"([^)]*)\)', path.read_text()):
             module = ".".join(path.relative_to(ROOT / "src").with_suffix("").parts)
-            found[m.group(1)] = (module, m.group(2))
+            checks = re.search(r"checks=([\w.]+)", m.group(2))
+            found[m.group(1)] = (module, checks.group(1) if checks else "")
     return found
 
 
 def _entry_checks(name: str) -> tuple[Any, ...]:
+    """The checks a Hydra command runs on its own keys (`checks=` of its hydra_entry)."""
     module, attr = _entry_sources()[name]
-    return tuple(getattr(importlib.import_module(module), attr))
+    if not attr:
+        return ()
+    value: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        value = getattr(value, part)
+    return tuple(value)
 
 
 def _hydra_commands() -> list[str]:
