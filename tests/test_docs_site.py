@@ -103,3 +103,17 @@ def test_the_home_page_and_a_tutorial_page_render_in_a_browser(site, tmp_path):
         heading = next(line[2:].strip() for line in markdown.read_text().splitlines() if line.startswith("# "))
         assert seen[name][1] == heading and seen[name][0] == f"{heading} - visionlab", (name, seen[name])
     assert all((tmp_path / f"{name}.png").stat().st_size > 10_000 for name in seen)
+
+
+def test_the_leaderboard_is_the_table_of_its_result_files():
+    """docs/benchmarks/leaderboard.md ends with what `scripts/speedrun.py table` makes of the
+    JSON results beside it: a result added or edited without rewriting the table fails here."""
+    import json
+
+    from visionlab.tools.speedrun import leaderboard
+
+    results = sorted((ROOT / "docs" / "benchmarks" / "speedrun").glob("*.json"))
+    assert results
+    table = leaderboard([json.loads(p.read_text()) for p in results])
+    assert (ROOT / "docs" / "benchmarks" / "leaderboard.md").read_text().endswith(table), (
+        "rewrite it: python scripts/speedrun.py table docs/benchmarks/speedrun/*.json --out docs/benchmarks/leaderboard.md")
