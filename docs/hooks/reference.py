@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import inspect
 import io
 import re
 import runpy
@@ -266,8 +267,14 @@ def _keys_table(name: str) -> str:
 
 
 def _argparse_help(script: Path) -> str:
-    """The --help of a script whose main() parses sys.argv with argparse, run in this process."""
+    """The --help of a script whose main() parses sys.argv with argparse or Hydra, run in this
+    process. A main() that parses neither could take --help for work: that fails the build."""
     namespace = runpy.run_path(str(script), run_name="visionlab_docs")
+    module = sys.modules.get(namespace["main"].__module__)  # None: main is the script's own
+    source = script.read_text() + (inspect.getsource(module) if module else "")
+    if "ArgumentParser" not in source and "hydra" not in source:
+        raise RuntimeError(f"{script}: its main() parses its arguments with neither argparse nor Hydra; "
+                           "say in docs/hooks/reference.py how to show its --help")
     out, argv = io.StringIO(), sys.argv
     sys.argv = [f"scripts/{script.name}", "--help"]
     try:
