@@ -1,8 +1,8 @@
 """Time to accuracy: run a training recipe for several seeds, time each fit apart from its
-start-up and test, and turn the results into the leaderboard table (docs/leaderboard.md).
+start-up and test, and turn the results into the leaderboard table (docs/benchmarks/leaderboard.md).
 
     python scripts/speedrun.py run speedrun_cpu --seeds 3 --target 0.93 [trainer.max_epochs=8 ...]
-    python scripts/speedrun.py table docs/speedrun/*.json --out docs/leaderboard.md
+    python scripts/speedrun.py table docs/benchmarks/speedrun/*.json --out docs/benchmarks/leaderboard.md
 
 Each seed trains in this process through the train entry point (`visionlab.entrypoints.train`)
 with a `FitClock` callback added: training seconds run from Lightning's `on_train_start` to
