@@ -14,12 +14,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from conftest import run_main, tree_hash
+from visionlab.app.assemble import CHECKS as TRAIN_CHECKS
+from visionlab.app.assemble import build
 from visionlab.app.cli import hydra_entry, prepare_run
 from visionlab.app.config import compose_config, override
 from visionlab.app.resume import latest_last_checkpoint
 from visionlab.entrypoints import evaluate, export, predict
-from visionlab.entrypoints.train import CHECKS as TRAIN_CHECKS
-from visionlab.entrypoints.train import build
 from visionlab.entrypoints.train import main as train_main
 from visionlab.training.checkpoint import CheckpointError, read_checkpoint
 from visionlab.training.task import ClassifierTask

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from visionlab.app.assemble import build
 from visionlab.app.config import ConfigError
-from visionlab.entrypoints.train import build
 from visionlab.models import MLP
 from visionlab.training.task import ClassifierTask
 
