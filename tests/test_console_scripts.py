@@ -1,6 +1,6 @@
 """`pip install .` gives visionlab-train, -eval, -predict, -export, -report and -serve: the same
 main() functions as scripts/*.py. (The wheel itself, conf/ inside it, was checked by hand:
-README, "Console commands".)"""
+docs/getting-started.md, "Console commands and Hydra's flags".)"""
 
 from __future__ import annotations
 
