@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian's package is the offline source of the official files; elsewhere the first run
-# downloads them (see README, "Data").
+# downloads them (see docs/how-to/data.md).
 data:
 	@if [ ! -f $(FMNIST_SYSTEM)/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \

@@ -1,6 +1,6 @@
 """`pip install .` gives one console command per command, named as its script (visionlab-lr-find
 for scripts/lr_find.py): the same main() functions as scripts/*.py. (The wheel itself, conf/ inside it, was checked by hand:
-README, "Console commands".)"""
+docs/getting-started.md, "Console commands and Hydra's flags".)"""
 
 from __future__ import annotations
 
