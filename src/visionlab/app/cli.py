@@ -17,7 +17,6 @@ from typing import Any, NoReturn, cast
 
 import hydra
 import lightning
-from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, override, validate
+from visionlab.app.hydra_seams import args_parser
 from visionlab.app.resume import check_fits, check_unchanged
 from visionlab.app.resume import prepare as prepare_resume
 from visionlab.app.runlock import RunLock
@@ -206,7 +206,7 @@ def hydra_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]] | No
     """The command line as Hydra itself parses it: its flags (`--cfg job`, `-cn NAME`, ...)
     and, second, the tokens that are not overrides, in their order. None if Hydra would
     refuse it (Hydra then prints its usage)."""
-    parser = get_args_parser()
+    parser = args_parser()
     parser.error = _refuse  # type: ignore[method-assign]
     try:
         args = parser.parse_args(list(argv))
