@@ -32,6 +32,7 @@ from visionlab.data.formats.arrays import ImageLike, as_batch
 from visionlab.data.formats.images import background_of
 from visionlab.training.checkpoint import LoadedModel
 from visionlab.utils.io import atomic_write
+from visionlab.utils.quiet import quiet_known_noise
 
 MAX_PIXELS = 25_000_000  # as predict.max_pixels
 
@@ -74,6 +75,7 @@ def train(overrides: Sequence[str] = (), root: str | Path | None = None) -> dict
     from visionlab.entrypoints.train import CHECKS as TRAIN_CHECKS
     from visionlab.entrypoints.train import train as train_run
 
+    quiet_known_noise()
     if _is_multirun(overrides):
         raise ConfigError("visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ...")
     argv, lock = prepare_run("train", _placed(overrides, root), TRAIN_CHECKS, resumes=True, locks=True)

@@ -34,6 +34,7 @@ from visionlab.app.safety import check_composed
 from visionlab.utils.checks import Check
 from visionlab.utils.errors import BUG_NOTE
 from visionlab.utils.io import atomic_write
+from visionlab.utils.quiet import quiet_known_noise
 
 log = logging.getLogger("visionlab")
 
@@ -144,6 +145,7 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
     """
 
     def task_function(cfg: DictConfig) -> Any:
+        quiet_known_noise()  # again: Hydra has configured logging for this job
         try:
             result = fn(cfg)
             if (stale := _error_file()) is not None:
@@ -169,6 +171,7 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
     wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task_function)
 
     def main() -> None:
+        quiet_known_noise()
         argv, lock = sys.argv[1:], None
         try:
             if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP's child processes get the prepared argv

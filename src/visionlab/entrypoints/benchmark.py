@@ -44,6 +44,7 @@ from visionlab.app.config import compose_config
 from visionlab.training.task import fused_kernels
 from visionlab.training.trainer_state import callbacks_of
 from visionlab.utils.io import atomic_write
+from visionlab.utils.quiet import quiet_known_noise
 
 # Epoch clocks: wall time, or this process's CPU time, steadier on a shared machine (with
 # OMP_NUM_THREADS=1; more threads add their spin-waits). Set by --clock.
@@ -407,6 +408,7 @@ def spread(values: Sequence[float]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    quiet_known_noise()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 256])
