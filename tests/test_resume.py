@@ -34,7 +34,7 @@ def run_train(args, log_dir: Path, wait: bool = True, **kw):
 
 
 def stall(epoch: int, step: int, marker: Path) -> list[str]:
-    return ["+callbacks.stall._target_=stall.StallAt", f"+callbacks.stall.epoch={epoch}",
+    return ["+callbacks.stall._target_=helpers.stall.StallAt", f"+callbacks.stall.epoch={epoch}",
             f"+callbacks.stall.step={step}", f"+callbacks.stall.marker={marker}"]
 
 

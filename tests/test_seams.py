@@ -136,6 +136,19 @@ def test_default_map_location_brings_a_missing_devices_tensors_to_the_cpu():
     assert trainer_state.default_map_location(storage, "xla:0").device.type == "cpu"  # no XLA here
 
 
+def test_lightnings_epoch_limit_rule_that_train_restates():
+    """visionlab.entrypoints.train.check_run_length says it aloud: max_epochs=null is 1000
+    epochs, or no epoch limit when max_time is set (Lightning's _parse_loop_limits)."""
+    from lightning.pytorch.loops.utilities import _parse_loop_limits
+
+    def max_epochs(**flags) -> int:
+        trainer = L.Trainer(max_epochs=None, logger=False, **flags)
+        return _parse_loop_limits(None, trainer.max_steps, None, None, trainer)[1]
+
+    assert max_epochs() == 1000
+    assert max_epochs(max_time="00:00:01:00") == -1
+
+
 # --- torch and torchvision -------------------------------------------------------------------
 def test_torchs_bf16_probes_answer_with_a_bool():
     assert isinstance(torch_seams.cpu_has_native_bf16(), bool)
