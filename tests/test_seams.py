@@ -87,6 +87,9 @@ class Probe(L.LightningModule):
         self.log("seen", float(batch_idx))
         return self.layer(batch[0]).sum()
 
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.done.append((batch_idx, trainer_state.batches_done(self.trainer)))
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
@@ -116,9 +119,9 @@ def test_every_step_of_a_fast_dev_run_is_written():
     assert probe.writes == [True, True, True]
 
 
-def test_batches_done_counts_the_finished_batches_of_this_epoch(fitted):
+def test_batches_done_counts_the_batches_stepped_in_this_epoch(fitted):
     probe, trainer, _, _ = fitted
-    assert probe.done == [(i, i) for i in range(10)] * 2
+    assert probe.done == [(i, n) for i in range(10) for n in (i, i + 1)] * 2  # in the step, then at its end
     assert trainer_state.batches_done(trainer) == 10
 
 

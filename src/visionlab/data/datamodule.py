@@ -194,7 +194,7 @@ class InMemoryImageDataModule(LightningDataModule):
 
     def follow_position(self, batches_done: Callable[[], int]) -> None:
         """Be told where the training pass stands: `batches_done()` is the number of training
-        batches the trainer has finished in the current epoch. The task says it (from
+        batches whose step has run in the current epoch. The task says it (from
         Lightning's loop, visionlab.training.trainer_state); a mid-epoch checkpoint saves it so
         the resumed run starts at the next batch. Not followed, every pass counts from 0."""
         self._batches_done = batches_done

@@ -45,9 +45,12 @@ def loggers_write_this_step(trainer: Trainer) -> bool:
 
 
 def batches_done(trainer: Trainer) -> int:
-    """Training batches the trainer has finished in the current epoch (a resumed fit counts
-    those before its checkpoint): the fit loop's batch progress, which Lightning does not document."""
-    return int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+    """Training batches whose step has run in the current epoch (a resumed fit counts those
+    before its checkpoint): the fit loop's batch progress, which Lightning does not document.
+    `processed`, not `completed`: a checkpoint saved in on_train_batch_end (ModelCheckpoint's
+    every_n_train_steps) comes before Lightning counts that batch completed, and Lightning
+    counts it when it restores one, so the resumed loader must start after it."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
 
 def averaged_module(averaging: WeightAveraging) -> LightningModule | None:
