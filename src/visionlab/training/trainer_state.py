@@ -50,7 +50,8 @@ def batches_done(trainer: Trainer) -> int:
     `processed`, not `completed`: a checkpoint saved in on_train_batch_end (ModelCheckpoint's
     every_n_train_steps) comes before Lightning counts that batch completed, and Lightning
     counts it when it restores one, so the resumed loader must start after it."""
-    return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+    current = trainer.fit_loop.epoch_loop.batch_progress.current  # typed as its base class; has `processed`
+    return int(current.processed)  # type: ignore[attr-defined]
 
 
 def averaged_module(averaging: WeightAveraging) -> LightningModule | None:
