@@ -177,5 +177,6 @@ def load_model(path: str | Path, overrides: Sequence[str] = (), root: str | Path
     `root` places what evaluate writes and reads, as in `train`. Loading writes nothing."""
     from visionlab.app.runs import load_run
 
+    quiet_known_noise()
     loaded, combined = load_run(_entry_config("predict", path, overrides, root))
     return Model(loaded, combined, root)
