@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data browser train test lint gpu-check
+.PHONY: install data browser train test lint gpu-check docs docs-serve docs-check
 
 install: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian's package is the offline source of the official files; elsewhere the first run
-# downloads them (see README, "Data").
+# downloads them (see docs/how-to/data.md).
 data:
 	@if [ ! -f $(FMNIST_SYSTEM)/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
@@ -44,6 +44,19 @@ test: install data browser
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# The documentation site (mkdocs.yml; sources in docs/): built strictly into site/, so a broken
+# link, a page missing from the nav or a bad reference fails; docs-check then opens the home
+# page and a tutorial page in headless Chromium and saves screenshots in outputs/docs-check/.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs
+docs: install
+	$(MKDOCS) build --strict --site-dir site
+
+docs-serve: install
+	$(MKDOCS) serve
+
+docs-check: docs browser
+	$(PY) scripts/docs_check.py site --out outputs/docs-check
 
 # visionlab on one CUDA GPU in at most 5 minutes (scripts/gpu_check.py): GPU tests, the default
 # run, every entry point with device=cuda, a serve request, fast_93, the benchmark cases; one

@@ -1,6 +1,6 @@
 """Benchmark visionlab against plain PyTorch: `python scripts/benchmark.py --help`."""
 
-from visionlab.entrypoints.benchmark import main
+from visionlab.tools.benchmark import main
 
 if __name__ == "__main__":
     main()

@@ -211,7 +211,7 @@ def main() -> int:
     check.run("train: default config, 2 epochs", ["scripts/train.py", "trainer=gpu", "trainer.max_epochs=2",
                                                   f"hydra.run.dir={default}"], 90, figures=run_figures(default))
     ckpt = best_checkpoint(default)
-    check.run("evaluate device=cuda", ["scripts/eval.py", f"ckpt_path={ckpt}", "device=cuda",
+    check.run("evaluate device=cuda", ["scripts/evaluate.py", f"ckpt_path={ckpt}", "device=cuda",
                                        f"hydra.run.dir={out / 'evaluate'}"], 40)
     check.run("predict device=cuda explain=gradcam", ["scripts/predict.py", f"ckpt_path={ckpt}", "device=cuda",
               "predict.from_test=8", "explain=gradcam", f"hydra.run.dir={out / 'predict'}"], 40, needs=("captum",))

@@ -235,7 +235,7 @@ def test_a_full_disk_ends_in_one_line_not_chained_tracebacks(tmp_path, monkeypat
     import errno
 
     import visionlab.app.cli as cli
-    import visionlab.entrypoints.train as train
+    import visionlab.app.fit as train
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "run_info.json")

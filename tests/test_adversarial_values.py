@@ -20,12 +20,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import run_main
+from visionlab.app.assemble import CHECKS, build
 from visionlab.app.cli import prepare_run
 from visionlab.app.config import CONF_DIR, ConfigError, compose_config, validate
+from visionlab.app.fit import train
 from visionlab.data.datamodule import available_cores
 from visionlab.data.transforms import Augment
 from visionlab.entrypoints.evaluate import check_held_out
-from visionlab.entrypoints.train import CHECKS, build, train
 from visionlab.entrypoints.train import main as train_main
 from visionlab.training.checkpoint import CheckpointError, build_net, load_model
 

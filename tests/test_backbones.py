@@ -5,6 +5,7 @@ files, unknown names and the offline error. No network."""
 from __future__ import annotations
 
 import urllib.error
+from functools import partial
 
 import lightning as L
 import pytest
@@ -17,7 +18,7 @@ from visionlab.models import BACKBONES, Backbone
 from visionlab.models.backbones import IMAGENET_MEAN, IMAGENET_STD, TimmBackbone
 from visionlab.training.checkpoint import build_net
 from visionlab.training.finetune import BackboneUnfreeze
-from visionlab.training.task import ClassifierTask
+from visionlab.training.task import ClassifierTask, Schedule
 
 NAMED = ("resnet18", "vgg11_bn", "mobilenet_v3_small")  # the conf/model files of their own
 # One small member of each torchvision family (vgg: vgg11_bn in NAMED; wide_resnet, regnet_x,
@@ -203,3 +204,19 @@ def test_timm_unknown_name_weights_file_and_freezing(tmp_path):
     assert all(p.grad is None for p in net.backbone.parameters()) and not net.backbone.training
     net.unfreeze_backbone()
     assert all(p.requires_grad for p in net.backbone.parameters())
+
+
+def test_one_cycle_keeps_the_backbones_lower_learning_rate(tmp_path):
+    """OneCycleLR sets each group's lr from max_lr: the backbone's group gets max_lr times its scale."""
+    dm = SyntheticDataModule(input_shape=(1, 28, 28), num_classes=3, train_size=16, test_size=4, val_size=4,
+                             batch_size=8, eval_batch_size=8)
+    net = Backbone(dm.input_shape, dm.num_classes, name="mobilenet_v3_small", backbone_lr_scale=0.1)
+    schedule = Schedule(factory=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.02), interval="step")
+    task = ClassifierTask(net, partial(torch.optim.Adam, lr=0.01), scheduler=schedule)
+    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                        default_root_dir=tmp_path)
+    trainer.fit(task, datamodule=dm)
+    head, backbone = trainer.optimizers[0].param_groups
+    assert (head["max_lr"], backbone["max_lr"]) == pytest.approx((0.02, 0.002))
+    assert backbone["lr"] == pytest.approx(head["lr"] * 0.1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from visionlab.entrypoints.benchmark import main
+from visionlab.tools.benchmark import main
 
 TINY = ("--batch-sizes", "32", "--epochs", "1", "data=synthetic", "data.train_size=160", "data.val_size=64",
         "data.test_size=64", "model.hidden=[32]")

@@ -14,12 +14,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from conftest import run_main, tree_hash
+from visionlab.app.assemble import CHECKS as TRAIN_CHECKS
+from visionlab.app.assemble import build
 from visionlab.app.cli import hydra_entry, prepare_run
 from visionlab.app.config import compose_config, override
 from visionlab.app.resume import latest_last_checkpoint
 from visionlab.entrypoints import evaluate, export, predict
-from visionlab.entrypoints.train import CHECKS as TRAIN_CHECKS
-from visionlab.entrypoints.train import build
 from visionlab.entrypoints.train import main as train_main
 from visionlab.training.checkpoint import CheckpointError, read_checkpoint
 from visionlab.training.task import ClassifierTask
@@ -219,7 +219,7 @@ def test_a_resume_with_nothing_left_to_train_says_so(finished_run, tmp_path):
     code, err = run_main(train_main, [f"ckpt_path={last}"])
     assert code == 2 and err.count("\n") == 1 and "the run already trained 1 of trainer.max_epochs=1 epochs" in err
     assert tree_hash(finished_run) == before  # nothing written
-    argv, _ = prepare_run("train", [f"ckpt_path={last}", "trainer.max_epochs=2"], TRAIN_CHECKS, resumes=True)
+    argv = prepare_run("train", [f"ckpt_path={last}", "trainer.max_epochs=2"], TRAIN_CHECKS, resumes=True).argv
     assert override("ckpt_path", last) in argv  # more epochs: a resume like any other
 
 

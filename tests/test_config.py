@@ -133,7 +133,7 @@ def test_the_train_script_itself_reports_bad_input_in_one_line(tmp_path):
     (["finetune.unfreeze_at_epoch=-1"], "finetune.unfreeze_at_epoch=-1 is not allowed; expected an integer >= 0, or null"),
 ])
 def test_each_component_checks_its_own_keys(overrides, message, tmp_path):
-    from visionlab.entrypoints.train import CHECKS
+    from visionlab.app.assemble import CHECKS
 
     cfg = compose_config(overrides, output_dir=tmp_path)
     with pytest.raises(ConfigError) as err:
@@ -142,7 +142,7 @@ def test_each_component_checks_its_own_keys(overrides, message, tmp_path):
 
 
 def test_null_means_the_components_default_and_passes(tmp_path):
-    from visionlab.entrypoints.train import CHECKS
+    from visionlab.app.assemble import CHECKS
 
     validate(compose_config(["model=resnet18", "model.image_size=null", "finetune.unfreeze_at_epoch=null"],
                             output_dir=tmp_path), CHECKS)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from visionlab.app.config import compose_config
+from visionlab.app.fit import train
 from visionlab.data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule
 from visionlab.data.cifar10 import CIFAR10
 from visionlab.data.formats.cifar import read_cifar_batch
@@ -25,7 +26,6 @@ from visionlab.data.formats.idx import write_idx
 from visionlab.data.mnist import MNIST
 from visionlab.data.sources import COPIES_RECORD, DataSourceError, ensure_files
 from visionlab.data.transforms import Augment, BatchTransform
-from visionlab.entrypoints.train import train
 
 
 def md5(path: Path) -> str:

@@ -34,7 +34,7 @@ def make_cfg(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained run folder laid out as scripts/train.py leaves it."""
-    from visionlab.entrypoints.train import train
+    from visionlab.app.fit import train
 
     run = tmp_path_factory.mktemp("run")
     cfg = make_cfg("train", list(TINY), run)
@@ -167,7 +167,7 @@ def test_cli_reports_a_corrupt_checkpoint_in_one_line(run_dir, tmp_path, monkeyp
 
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(best_ckpt(run_dir).read_bytes()[:-100])
-    monkeypatch.setattr(sys, "argv", ["eval.py", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'out'}"])
+    monkeypatch.setattr(sys, "argv", ["evaluate.py", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'out'}"])
     GlobalHydra.instance().clear()
     with pytest.raises(SystemExit) as exit_info:
         main()

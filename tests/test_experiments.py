@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 
 from conftest import compose_config, needs_real_fashion_mnist
 from visionlab.app.config import CONF_DIR, validate
-from visionlab.entrypoints.train import train
+from visionlab.app.fit import train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 

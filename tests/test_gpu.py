@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 
-from visionlab.entrypoints.train import build
+from visionlab.app.assemble import build
 from visionlab.training.trainer_state import callbacks_of
 
 pytestmark = [pytest.mark.gpu,
@@ -90,7 +90,7 @@ def test_compile_trains_on_the_gpu(cfg_factory):
 
 
 def test_the_benchmark_runs_its_three_paths_on_the_gpu_and_names_it(tmp_path):
-    from visionlab.entrypoints.benchmark import main
+    from visionlab.tools.benchmark import main
 
     out = tmp_path / "bench.json"
     main(["--cases", "notes_mlp", "--batch-sizes", "32", "--epochs", "1", "--json", str(out), "trainer=gpu",

@@ -17,10 +17,10 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping as LightningEarlyStopping
 from torch import nn
 
+from visionlab.app.assemble import build
 from visionlab.data.loaders import LoaderEnv, MemoryLoader
 from visionlab.data.transforms import Augment, BatchTransform
-from visionlab.entrypoints.benchmark import Prepared, correct_predictions
-from visionlab.entrypoints.train import build
+from visionlab.tools.benchmark_data import Prepared, correct_predictions
 from visionlab.training.callbacks import EarlyStopping
 from visionlab.training.task import fused_kernels
 from visionlab.utils.threads import choose_threads

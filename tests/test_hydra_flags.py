@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import FAST, REPO, run_main
+from visionlab.app.assemble import CHECKS
 from visionlab.app.cli import prepare_run
 from visionlab.app.config import ConfigError
 from visionlab.entrypoints import evaluate, export, predict
@@ -24,7 +25,7 @@ from visionlab.serve import server
 
 ENTRIES: dict[str, tuple[Callable[[], None], str]] = {  # config name -> (main, words of its --help)
     "train": (train_entry.main, "visionlab-train (scripts/train.py): train an image classifier"),
-    "evaluate": (evaluate.main, "visionlab-eval (scripts/eval.py)"),
+    "evaluate": (evaluate.main, "visionlab-evaluate (scripts/evaluate.py)"),
     "predict": (predict.main, "visionlab-predict (scripts/predict.py)"),
     "export": (export.main, "visionlab-export (scripts/export.py)"),
     "serve": (server.main, "visionlab-serve (scripts/serve.py): an HTTP server"),
@@ -100,7 +101,7 @@ def test_the_checks_read_the_overrides_and_pass_the_flags_through(tmp_path: Path
                      ["--info", "config"], ["-sc", "install=bash"], ["--hydra-help"]]
     for argv in informational:  # not checked, not locked, nothing written
         assert prepare_run("train", [*argv, f"hydra.run.dir={run}"], locks=True, resumes=True) == \
-            ([*argv, f"hydra.run.dir={run}"], None)
+            ([*argv, f"hydra.run.dir={run}"], None, None)
     assert not run.exists()
     # another primary config, or a sweep: each job is checked as it builds; the flags are kept
     assert prepare_run("train", ["-m", "seed=1,2"])[0] == ["-m", "seed=1,2"]
@@ -111,8 +112,8 @@ def test_the_checks_read_the_overrides_and_pass_the_flags_through(tmp_path: Path
         with pytest.raises(ConfigError, match="model=nope is not an option"):
             prepare_run("train", argv)
     with pytest.raises(ConfigError, match="seed=-1"):
-        prepare_run("train", ["-r", "seed=-1"], train_entry.CHECKS)
-    argv, lock = prepare_run("train", ["--run", *FAST, f"hydra.run.dir={run}"], train_entry.CHECKS, locks=True)
+        prepare_run("train", ["-r", "seed=-1"], CHECKS)
+    argv, lock, _ = prepare_run("train", ["--run", *FAST, f"hydra.run.dir={run}"], CHECKS, locks=True)
     assert lock is not None and (run / ".lock").exists() and argv[0] == "--run"
     lock.release()
 

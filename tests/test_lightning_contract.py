@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from visionlab.entrypoints.train import build
+from visionlab.app.assemble import build
 
 TRAIN, VAL, BATCH, EVAL_BATCH = 200, 64, 32, 16  # 7 training batches (the last one short), 4 validation batches
 DATA = ("data=synthetic", f"data.train_size={TRAIN + VAL}", f"data.val_size={VAL}", f"data.batch_size={BATCH}",
@@ -211,8 +211,8 @@ def test_trainer_flags_do_what_they_do_for_a_plain_lightning_module(flags, confi
 
 def test_a_flag_combination_lightning_refuses_is_one_clean_line_before_the_data_is_read(cfg_factory, tmp_path):
     """Lightning refuses it once the data is read (a ValueError); the config check, before."""
+    from visionlab.app.assemble import CHECKS
     from visionlab.app.config import ConfigError, validate
-    from visionlab.entrypoints.train import CHECKS
 
     cfg = cfg_factory(*DATA, "++trainer.val_check_interval=100")
     with pytest.raises(ConfigError, match=r"^trainer.val_check_interval=100 is more than the 7 training batches of "

@@ -30,7 +30,7 @@ def test_lr_find_writes_both_files_and_suggests_inside_the_range(cfg_factory, tm
 
 
 def test_train_with_tune_lr_find_uses_and_records_the_suggestion(cfg_factory, tmp_path):
-    from visionlab.entrypoints.train import train
+    from visionlab.app.fit import train
 
     cfg = cfg_factory(*SEARCH, "tune.lr_find=true", "trainer.max_epochs=3")
     train(cfg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from visionlab.entrypoints.train import flat_hparams, train
+from visionlab.app.fit import flat_hparams, train
 
 mlflow = pytest.importorskip("mlflow", reason="mlflow not installed (pip install -e .[mlflow])")
 

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from visionlab.app.config import ConfigError, compose_config
 from visionlab.data.formats.idx import write_idx
 from visionlab.data.mnist import FASHION_MNIST
-from visionlab.entrypoints.scratch_train import compare
+from visionlab.entrypoints.scratch import compare
 
 
 def fake_fashion_mnist(folder: Path, n_train: int = 400, n_test: int = 100) -> None:

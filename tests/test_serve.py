@@ -109,7 +109,7 @@ def bomb_png(side: int = 20000) -> bytes:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint in a run folder as scripts/train.py leaves it."""
-    from visionlab.entrypoints.train import train
+    from visionlab.app.fit import train
 
     run = tmp_path_factory.mktemp("run")
     cfg = compose_config(list(TINY), run)
@@ -409,7 +409,7 @@ def test_sigterm_stops_the_server_and_its_workers(servers):
 
 
 def test_loadtest_measures_a_running_server(server):
-    from visionlab.serve.loadtest import run_load
+    from visionlab.tools.loadtest import run_load
 
     result = run_load(server.url, requests=24, clients=4)
     assert result["failures"] == 0 and result["requests"] == 24 and result["throughput"] > 0

@@ -47,7 +47,7 @@ def same(weights: list[torch.Tensor], expected: list[torch.Tensor]) -> bool:
 
 @pytest.mark.parametrize("weights_only", [False, True])
 def test_ema_weights_are_validated_restored_and_saved(tmp_path, weights_only):
-    from visionlab.entrypoints.train import build
+    from visionlab.app.assemble import build
 
     cfg = compose_config([*TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=2",
                           f"callbacks.model_checkpoint.save_weights_only={weights_only}",

@@ -21,10 +21,10 @@ from PIL import Image
 from conftest import run_main
 from test_resume import assert_same, final_state, run_train, stall, wait_for
 from visionlab.app.config import compose_config
+from visionlab.app.fit import train
 from visionlab.data import ImageFolderDataModule, image_folder
 from visionlab.data.streaming import MANIFEST
 from visionlab.entrypoints.train import main as train_main
-from visionlab.entrypoints.train import train
 from visionlab.utils.errors import ConfigError
 
 COLOURS = {"bird": (200, 30, 30), "cat": (30, 200, 30), "dog": (30, 30, 200)}
@@ -264,7 +264,7 @@ def test_evaluate_and_predict_read_a_streamed_run_s_splits_into_memory(folder, t
 
 
 def test_tree_memory_counts_the_children_of_the_process():
-    from visionlab.entrypoints.stream_benchmark import TreeMemory
+    from visionlab.tools.stream_benchmark import TreeMemory
 
     grow = "import time; b = bytearray(200 << 20); time.sleep(1.5)"
     parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grow!r}])"])

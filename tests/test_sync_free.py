@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from visionlab.entrypoints.train import build
+from visionlab.app.assemble import build
 from visionlab.training.trainer_state import callbacks_of
 
 # aten ops whose result the host must read back (values or a data-dependent shape)

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from visionlab.app.config import ConfigError
-from visionlab.entrypoints.train import build
+from visionlab.app.assemble import CHECKS, build
+from visionlab.app.config import ConfigError, validate
 from visionlab.models import MLP
 from visionlab.training.task import ClassifierTask
 
@@ -87,9 +87,10 @@ def test_penalties_are_lasso_ridge_and_their_sum_on_weights_only():
 
 @pytest.mark.parametrize("key", ["scheduler.monitor", "callbacks.early_stopping.monitor"])
 def test_a_monitor_that_is_never_logged_is_refused_before_building(key, cfg_factory):
+    """Refused where a run's config is checked, once, before build (prepare_run, a job's start)."""
     cfg = cfg_factory("model=mlp", "scheduler=plateau", "callbacks=default", f"{key}=val/los")
     with pytest.raises(ConfigError, match=f"{key}='val/los' is never logged; expected one of train/loss, .*val/loss"):
-        build(cfg)
+        validate(cfg, CHECKS)
 
 
 def test_plateau_scheduler_cuts_the_rate_when_val_loss_stalls(cfg_factory):

@@ -5,7 +5,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from visionlab.entrypoints.train import train
+from visionlab.app.fit import train
 from visionlab.training.tensorboard_views import confusion_matrix, filters_image
 
 

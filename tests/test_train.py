@@ -8,8 +8,9 @@ import torch
 
 from conftest import REPO
 from test_config import options
+from visionlab.app.assemble import build
 from visionlab.app.config import ConfigError
-from visionlab.entrypoints.train import build, train
+from visionlab.app.fit import train
 
 
 def fit_and_compare(cfg):

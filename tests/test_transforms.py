@@ -112,7 +112,7 @@ def test_hinge_with_mixup_and_bad_values_are_refused_in_one_line(cfg_factory):
 
 @pytest.mark.parametrize("loader", ["memory", "dataloader"])
 def test_training_runs_on_soft_labels(cfg_factory, loader):
-    from visionlab.entrypoints.train import train
+    from visionlab.app.fit import train
 
     metrics = train(cfg_factory("data.augment.mixup=0.2", "data.augment.cutmix=1.0", "data.augment.trivialaugment=true",
                                 f"data.loader={loader}", "model=mlp", "model.hidden=[16]"))

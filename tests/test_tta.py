@@ -27,7 +27,7 @@ TINY = ("data=synthetic", "data.train_size=64", "data.val_size=16", f"data.test_
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
     """(checkpoint, train()'s metrics) of a run folder as scripts/train.py leaves it."""
-    from visionlab.entrypoints.train import train
+    from visionlab.app.fit import train
 
     folder = tmp_path_factory.mktemp("run")
     cfg = compose_config(list(TINY), folder)

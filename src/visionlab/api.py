@@ -5,9 +5,9 @@
     model.predict("shoe.png")       # or arrays, tensors, PIL images, lists of them (Model.predict)
     model.evaluate("test")
 
-Nothing here re-implements a script: `train` composes and checks the config exactly as
-`scripts/train.py` does (visionlab.app.cli.prepare_run) and calls the same `train`; `Model`
-holds what evaluate and predict load and runs their functions.
+Nothing here re-implements a script: `train` composes and checks the config once, as
+`scripts/train.py` does (visionlab.app.cli.prepare_run), and runs the same
+`visionlab.app.fit.train`; `Model` holds what evaluate and predict load and runs their functions.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from visionlab.app import fit
+from visionlab.app.assemble import CHECKS
 from visionlab.app.cli import _is_multirun, prepare_run
-from visionlab.app.config import ConfigError, compose_config, override
+from visionlab.app.config import ConfigError, at_folder, override
 from visionlab.data.formats.arrays import ImageLike, as_batch
 from visionlab.data.formats.images import background_of
 from visionlab.training.checkpoint import LoadedModel
@@ -72,16 +74,15 @@ def train(overrides: Sequence[str] = (), root: str | Path | None = None) -> dict
     $VISIONLAB_ROOT/data, else `data_cache()` (or `paths.data_dir=...`). Both are logged.
     `ckpt_path=...` resumes as on the command line. Sweeps (`-m`) need the command line.
     """
-    from visionlab.entrypoints.train import CHECKS as TRAIN_CHECKS
-    from visionlab.entrypoints.train import train as train_run
-
     quiet_known_noise()
     if _is_multirun(overrides):
         raise ConfigError("visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ...")
-    argv, lock = prepare_run("train", _placed(overrides, root), TRAIN_CHECKS, resumes=True, locks=True)
+    argv, lock, composed = prepare_run("train", _placed(overrides, root), CHECKS, resumes=True, locks=True)
     try:
-        run_dir = Path(str(compose_config(argv).hydra.run.dir))  # pinned by prepare_run's lock
-        cfg = compose_config(argv, output_dir=run_dir)
+        if composed is None:  # hparams_search=... makes a sweep
+            raise ConfigError("visionlab.train runs one job; sweeps run from the command line: scripts/train.py ...")
+        run_dir = Path(str(composed.hydra.run.dir))  # pinned by prepare_run's lock
+        cfg = at_folder(composed, run_dir)
         if "hydra.output_subdir=null" not in argv:  # a resume keeps the run's own .hydra/
             hydra_dir = run_dir / ".hydra"
             atomic_write(hydra_dir / "config.yaml", OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"}))
@@ -93,7 +94,7 @@ def train(overrides: Sequence[str] = (), root: str | Path | None = None) -> dict
         logger.addHandler(log_file)
         _say_where("train", cfg, run_dir, shown)
         try:
-            return train_run(cfg)
+            return fit.train(cfg)
         finally:
             logger.removeHandler(log_file)
             log_file.close()
@@ -106,9 +107,10 @@ def _entry_config(name: str, ckpt: str | Path, overrides: Sequence[str], root: s
     """The config of entry point `name` for `ckpt`, checked as on the command line, writing
     (if it writes) where the command line would: its own folder under ROOT/outputs/ (see `train`)."""
     entry = importlib.import_module(f"visionlab.entrypoints.{name}")
-    argv, _ = prepare_run(name, _placed([override("ckpt_path", ckpt), *overrides], root), entry.CHECKS)
-    out = str(compose_config(argv, config_name=name).hydra.run.dir)
-    return compose_config(argv, output_dir=out, config_name=name)
+    _, _, cfg = prepare_run(name, _placed([override("ckpt_path", ckpt), *overrides], root), entry.CHECKS)
+    if cfg is None:
+        raise ConfigError(f"visionlab.{name} runs one job; sweeps run from the command line")
+    return at_folder(cfg, str(cfg.hydra.run.dir))
 
 
 @dataclass
@@ -154,7 +156,7 @@ class Model:
         refused, and `layout="CHW"` (etc.) says which.
         Pixels are read as image files are (visionlab.data.formats.images).
         """
-        from visionlab.entrypoints.predict import top_k as best_of
+        from visionlab.app.runs import top_k as best_of
 
         if not (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1):
             raise ConfigError(f"top_k={top_k!r} is not allowed; expected an integer >= 1")

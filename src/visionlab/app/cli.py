@@ -13,20 +13,23 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, NamedTuple, NoReturn, cast
 
 import hydra
 import lightning
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import configure_log, run_job
 from hydra.errors import HydraException, InstantiationException
-from hydra.types import RunMode
+from hydra.types import HydraContext, RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, override, validate
-from visionlab.app.hydra_seams import args_parser
+from visionlab.app.hydra_seams import args_parser, job_callbacks
 from visionlab.app.resume import check_fits, check_unchanged
 from visionlab.app.resume import prepare as prepare_resume
 from visionlab.app.runlock import RunLock
@@ -141,12 +144,15 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
     gets NaN, other sweepers the exception. VISIONLAB_DEBUG=1 gives full tracebacks.
     Before Hydra starts, `prepare_run` checks the arguments (`checks`: the entry config's
     own top-level keys, besides its components' checks; `resumes`: `ckpt_path=`
-    resumes a run; `locks`: the run folder is locked while the run writes there).
+    resumes a run; `locks`: the run folder is locked while the run writes there); a job
+    it could not check (a sweep's) is checked once, as it starts.
     """
 
-    def task_function(cfg: DictConfig) -> Any:
+    def task_function(cfg: DictConfig, checked: bool = False) -> Any:
         quiet_known_noise()  # again: Hydra has configured logging for this job
         try:
+            if not checked:  # a sweep's job, another primary config (-cn), a DDP child: not checked before
+                validate(cfg, checks)
             result = fn(cfg)
             if (stale := _error_file()) is not None:
                 stale.unlink(missing_ok=True)  # a resumed run that now succeeded
@@ -172,10 +178,10 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
 
     def main() -> None:
         quiet_known_noise()
-        argv, lock = sys.argv[1:], None
+        argv, lock, composed = sys.argv[1:], None, None
         try:
             if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP's child processes get the prepared argv
-                argv, lock = prepare_run(config_name, argv, checks, resumes=resumes, locks=locks)
+                argv, lock, composed = prepare_run(config_name, argv, checks, resumes=resumes, locks=locks)
         except Exception as err:
             if os.environ.get("VISIONLAB_DEBUG"):
                 raise
@@ -183,14 +189,36 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
                 _report_bug()
             print(f"error: {one_line(err)}", file=sys.stderr)
             sys.exit(2)
-        sys.argv[1:] = argv
+        sys.argv[1:] = argv  # as Hydra would run it: DDP's launcher starts the other ranks with it
         try:
-            wrapped()
+            if composed is not None:
+                run_composed(composed, config_name, lambda cfg: task_function(cfg, checked=True))
+            else:
+                wrapped()
         finally:
             if lock is not None:
                 lock.release()
 
     return main
+
+
+def run_composed(cfg: DictConfig, config_name: str, task_function: Callable[[DictConfig], Any]) -> None:
+    """Hydra's single run (what `hydra.main` does for one job: its callbacks, run folder,
+    .hydra/ files and log file, then `task_function`) of the config `prepare_run` composed
+    and checked, so that it is composed once rather than again by Hydra."""
+    if cfg.hydra.mode is None:  # as hydra.main records it
+        with read_write(cfg.hydra):
+            cfg.hydra.mode = RunMode.RUN
+            cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
+    configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
+        callbacks = job_callbacks(cfg)
+        callbacks.on_run_start(config=cfg, config_name=config_name)
+        context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=callbacks)
+        ret = run_job(task_function=task_function, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
+                      hydra_context=context)
+        callbacks.on_run_end(config=cfg, config_name=config_name, job_return=ret)
+    _ = ret.return_value  # raises what the job raised (a bug under VISIONLAB_DEBUG=1)
 
 
 def _is_multirun(argv: Sequence[str]) -> bool:
@@ -226,8 +254,17 @@ def hydra_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]] | No
 INFORMATIONAL = ("help", "hydra_help", "cfg", "info", "shell_completion")
 
 
+class Prepared(NamedTuple):
+    """What `prepare_run` hands on: the arguments Hydra runs with, the lock taken, and the
+    config it composed and checked (None where each job is checked as it starts)."""
+
+    argv: list[str]
+    lock: RunLock | None
+    cfg: DictConfig | None
+
+
 def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] = (), resumes: bool = False,
-                locks: bool = False) -> tuple[list[str], RunLock | None]:
+                locks: bool = False) -> Prepared:
     """Everything checkable before Hydra starts and writes a run folder: group options,
     unknown keys, the composed config's values, a resume's checkpoint, the folder's lock.
 
@@ -235,14 +272,15 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     flags and `--experimental-rerun` (a saved config, overrides ignored) skip the checks;
     `-cn/-cp/-cd` (another primary config) and `-m` are checked as each job builds.
     Returns the arguments Hydra should run with (a resume's replayed overrides, the run
-    folder pinned) and the lock taken, if any. Raises a USER_ERRORS exception otherwise.
+    folder pinned), the lock taken, if any, and the checked config. Raises a USER_ERRORS
+    exception otherwise.
     """
     parsed = hydra_args(argv)
     if parsed is None:
-        return list(argv), None
+        return Prepared(list(argv), None, None)
     args, flags = parsed
     if any(getattr(args, flag) for flag in INFORMATIONAL) or args.experimental_rerun:
-        return list(argv), None
+        return Prepared(list(argv), None, None)
     argv = list(args.overrides)
     check_group_overrides(argv)
     resume = None
@@ -254,11 +292,11 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     if args.multirun or args.config_name or args.config_path or args.config_dir:
         if args.multirun and not (args.config_name or args.config_path or args.config_dir):
             check_new_sweep(config_name, argv)
-        return flags + argv, None  # each job is checked when it builds
+        return Prepared(flags + argv, None, None)  # each job is checked as it starts
     check_new_keys(argv, config_name)
     cfg = precompose(config_name, argv)
     if cfg.hydra.mode == RunMode.MULTIRUN:  # set by a config (hparams_search=...), not by -m
-        return flags + argv, None
+        return Prepared(flags + argv, None, None)
     validate(cfg, checks)
     run_dir = str(cfg.hydra.run.dir)
     if resume is not None:
@@ -267,11 +305,13 @@ def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] =
     else:
         check_new_folder(run_dir, resumes)
     if not locks:
-        return flags + argv, None
+        return Prepared(flags + argv, None, cfg)
     lock = RunLock(run_dir).acquire()
     if not any(a.startswith("hydra.run.dir=") for a in argv):
         argv.append(override("hydra.run.dir", run_dir))  # the folder locked is the folder Hydra uses
-    return flags + argv, lock
+        with read_write(cfg.hydra):
+            cfg.hydra.run.dir = run_dir
+    return Prepared(flags + argv, lock, cfg)
 
 
 # What a run folder holds: a command that writes into a folder holding any of these would

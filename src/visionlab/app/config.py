@@ -87,11 +87,15 @@ def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
-            if "trainer" in cfg:
-                cfg.trainer.default_root_dir = str(output_dir)
+    return cfg if output_dir is None else at_folder(cfg, output_dir)
+
+
+def at_folder(cfg: DictConfig, output_dir: str | Path) -> DictConfig:
+    """`cfg` writing under `output_dir` (paths.output_dir and the Trainer's root), changed in place."""
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        if "trainer" in cfg:
+            cfg.trainer.default_root_dir = str(output_dir)
     return cfg
 
 

@@ -8,14 +8,22 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hydra._internal.callbacks import Callbacks
 from hydra._internal.utils import get_args_parser
 from hydra.core.utils import JobReturn
+from omegaconf import DictConfig
 
 
 def args_parser() -> argparse.ArgumentParser:
     """The argparse parser of a Hydra command line (its flags and the overrides), as
     `hydra.main` parses `sys.argv` with it."""
     return get_args_parser()
+
+
+def job_callbacks(cfg: DictConfig) -> Callbacks:
+    """The Hydra callbacks (`hydra.callbacks`) of a composed config, as `hydra.main` runs them
+    around a job (on_run_start, on_job_start, ...)."""
+    return Callbacks(cfg)
 
 
 def job_result(job: JobReturn) -> Any:

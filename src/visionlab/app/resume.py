@@ -162,7 +162,7 @@ def prepare(argv: Sequence[str]) -> tuple[list[str], Resume | None]:
     checkpoint = read_checkpoint(ckpt)
     if training_progress(checkpoint) is None:
         raise ConfigError(f"ckpt_path={ckpt}: holds weights only (no optimizer or loop state), so it cannot resume "
-                          "a run; resume from the run's checkpoints/last.ckpt, or evaluate this file with scripts/eval.py")
+                          "a run; resume from the run's checkpoints/last.ckpt, or evaluate this file with scripts/evaluate.py")
     rest = [a for a in argv if not a.startswith("ckpt_path=")]
     run_dir, saved = ckpt.parent.parent, ckpt.parent.parent / ".hydra" / "overrides.yaml"
     if ckpt.parent.name != "checkpoints" or not saved.is_file():
@@ -239,7 +239,7 @@ def _check_something_left(cfg: DictConfig, resume: Resume) -> None:
     if done:
         raise ConfigError(f"ckpt_path={resume.ckpt}: the run already trained {' and '.join(done)}, so a resume has "
                           f"nothing left to train; to train longer, resume with a larger trainer.max_epochs "
-                          f"(or max_steps); to test it again, run scripts/eval.py ckpt_path={resume.ckpt}")
+                          f"(or max_steps); to test it again, run scripts/evaluate.py ckpt_path={resume.ckpt}")
 
 
 def check_fits(cfg: DictConfig, resume: Resume) -> None:

@@ -158,3 +158,9 @@ def probabilities(model: LoadedModel, images: Tensor, batch_size: int, device: t
     """Class probabilities (N, classes) of uint8 images (N, C, H, W), on the CPU."""
     out = [logits.softmax(1) for logits in batch_logits(model, images, batch_size, device)]
     return torch.cat(out) if out else torch.empty(0, len(model.classes))
+
+
+def top_k(probs: Tensor, classes: tuple[str, ...], k: int) -> list[list[tuple[str, float]]]:
+    """Per row, the k most probable (class name, probability) pairs, best first."""
+    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
+    return [[(classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]

@@ -1,6 +1,6 @@
 """Evaluate entry point, the notes' `model.evaluate`: a split through a trained checkpoint,
 with accuracy, macro and per-class precision/recall/F1, AUROC and a confusion matrix.
-`python scripts/eval.py ckpt_path=PATH [split=val]` (see conf/evaluate.yaml)."""
+`python scripts/evaluate.py ckpt_path=PATH [split=val]` (see conf/evaluate.yaml)."""
 
 from __future__ import annotations
 

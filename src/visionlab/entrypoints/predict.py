@@ -18,19 +18,13 @@ from torch import Tensor
 
 from visionlab.app.cli import hydra_entry
 from visionlab.app.config import ConfigError
-from visionlab.app.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities
+from visionlab.app.runs import build_datamodule, check_data_fits, load_run, pick_device, probabilities, top_k
 from visionlab.data.formats.images import ImageError, background_of, list_images, read_image
 from visionlab.utils.checks import Check, integer, one_of, required
 from visionlab.utils.explain import explain
 from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
-
-
-def top_k(probs: Tensor, classes: tuple[str, ...], k: int) -> list[list[tuple[str, float]]]:
-    """Per row, the k most probable (class name, probability) pairs, best first."""
-    values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
-    return [[(classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
 
 
 def read_inputs(inputs: list[str], input_shape: tuple[int, ...], max_pixels: int,

@@ -9,7 +9,7 @@ import litserve as ls
 import numpy as np
 import torch
 
-from visionlab.entrypoints.predict import top_k
+from visionlab.app.runs import top_k
 from visionlab.serve import metrics
 from visionlab.serve.backends import Backend, BackendSource
 from visionlab.serve.uploads import Upload, png_base64

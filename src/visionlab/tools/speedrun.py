@@ -1,8 +1,8 @@
 """Time to accuracy: run a training recipe for several seeds, time each fit apart from its
-start-up and test, and turn the results into the leaderboard table (docs/leaderboard.md).
+start-up and test, and turn the results into the leaderboard table (docs/benchmarks/leaderboard.md).
 
     python scripts/speedrun.py run speedrun_cpu --seeds 3 --target 0.93 [trainer.max_epochs=8 ...]
-    python scripts/speedrun.py table docs/speedrun/*.json --out docs/leaderboard.md
+    python scripts/speedrun.py table docs/benchmarks/speedrun/*.json --out docs/benchmarks/leaderboard.md
 
 Each seed trains in this process through the train entry point (`visionlab.entrypoints.train`)
 with a `FitClock` callback added: training seconds run from Lightning's `on_train_start` to
@@ -67,14 +67,16 @@ def run_seed(recipe: str, seed: int, overrides: Sequence[str], folder: Path, tar
     """Train `recipe` (an experiment name, or `default`) once with `seed`; its row."""
     from omegaconf import OmegaConf
 
-    from visionlab.app.config import compose_config
-    from visionlab.entrypoints.train import train
+    from visionlab.app.assemble import CHECKS
+    from visionlab.app.config import compose_config, validate
+    from visionlab.app.fit import train
 
     started_wall = time.time()
     args = [*([] if recipe == "default" else [f"experiment={recipe}"]), f"seed={seed}", *overrides,
             "+callbacks.fit_clock._target_=visionlab.training.timing.FitClock", f"+callbacks.fit_clock.dirpath={folder}"]
     cfg = compose_config(args, output_dir=folder)
-    (folder / ".hydra").mkdir(parents=True, exist_ok=True)  # as a Hydra run leaves it: eval.py finds the data
+    validate(cfg, CHECKS)
+    (folder / ".hydra").mkdir(parents=True, exist_ok=True)  # as a Hydra run leaves it: evaluate.py finds the data
     OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
     metrics = train(cfg)
     ended_wall = time.time()

@@ -393,6 +393,12 @@ class ClassifierTask(LightningModule):
             # SGD (momentum 0) must not silently become momentum SGD
             defaults = optimizer.defaults
             schedule_kwargs["cycle_momentum"] = "betas" in defaults or defaults.get("momentum", 0) > 0
+        scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+        max_lr = getattr(factory, "keywords", {}).get("max_lr")
+        if "max_lr" in accepted and isinstance(max_lr, int | float) and any(scale != 1.0 for scale in scales):
+            # one-cycle sets every group's lr from max_lr: scale it per group, or a
+            # fine-tuned backbone would get the head's learning rate
+            schedule_kwargs["max_lr"] = [max_lr * scale for scale in scales]
         config = {"scheduler": factory(optimizer, **schedule_kwargs), "interval": self.schedule.interval}
         if self.schedule.monitor:
             config["monitor"] = self.schedule.monitor

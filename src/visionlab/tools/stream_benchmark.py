@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         make_jpegs(opts.root, opts.make, opts.image_size)
     opts.out.mkdir(parents=True, exist_ok=True)
     cache = opts.out / "cache"
-    child = subprocess.run([sys.executable, "-c", "import sys; from visionlab.entrypoints.stream_benchmark import "
+    child = subprocess.run([sys.executable, "-c", "import sys; from visionlab.tools.stream_benchmark import "
                             "convert; convert(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))",
                             str(opts.root), str(cache), str(opts.image_size), str(opts.convert_workers)],
                            capture_output=True, text=True, check=True)

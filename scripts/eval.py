@@ -1,6 +1,0 @@
-"""Evaluate a checkpoint: `python scripts/eval.py ckpt_path=PATH [split=val]` (see conf/evaluate.yaml)."""
-
-from visionlab.entrypoints.evaluate import main
-
-if __name__ == "__main__":
-    main()
