@@ -10,8 +10,10 @@ import optuna
 import pytest
 import torch
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback as HydraCallback
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from lightning.pytorch.loggers import Logger
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 from torch import nn
@@ -177,6 +179,24 @@ def test_a_policys_operations_and_their_application(policy):
 def test_hydras_parser_splits_flags_from_overrides():
     args = hydra_seams.args_parser().parse_args(["--multirun", "model=cnn", "-cn", "train"])
     assert args.overrides == ["model=cnn"] and args.multirun and args.config_name == "train"
+
+
+class HydraRecorder(HydraCallback):
+    calls: list[str] = []
+
+    def on_run_start(self, config, **kwargs) -> None:
+        HydraRecorder.calls.append(f"run_start {config.name}")
+
+    def on_run_end(self, config, **kwargs) -> None:
+        HydraRecorder.calls.append(f"run_end {kwargs['job_return']}")
+
+
+def test_job_callbacks_are_the_configs_hydra_callbacks_in_order():
+    cfg = OmegaConf.create({"name": "x", "hydra": {"callbacks": {"rec": {"_target_": "test_seams.HydraRecorder"}}}})
+    callbacks = hydra_seams.job_callbacks(cfg)
+    callbacks.on_run_start(config=cfg, config_name="train")
+    callbacks.on_run_end(config=cfg, config_name="train", job_return="done")
+    assert HydraRecorder.calls == ["run_start x", "run_end done"]
 
 
 @pytest.mark.parametrize(("status", "value"), [(JobStatus.COMPLETED, 0.5), (JobStatus.FAILED, ValueError("bad"))])
