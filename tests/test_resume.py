@@ -106,7 +106,7 @@ def test_a_checkpoint_saved_at_a_batch_end_resumes_with_the_next_batch(cfg_facto
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from visionlab.entrypoints.train import build
+    from visionlab.app.assemble import build
 
     class Seen(L.Callback):
         def __init__(self) -> None:
