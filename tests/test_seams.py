@@ -142,7 +142,7 @@ def test_default_map_location_brings_a_missing_devices_tensors_to_the_cpu():
 
 
 def test_lightnings_epoch_limit_rule_that_train_restates():
-    """visionlab.entrypoints.train.check_run_length says it aloud: max_epochs=null is 1000
+    """visionlab.app.assemble.check_run_length says it aloud: max_epochs=null is 1000
     epochs, or no epoch limit when max_time is set (Lightning's _parse_loop_limits)."""
     from lightning.pytorch.loops.utilities import _parse_loop_limits
 
