@@ -34,7 +34,7 @@ def run_train(args, log_dir: Path, wait: bool = True, **kw):
 
 
 def stall(epoch: int, step: int, marker: Path) -> list[str]:
-    return ["+callbacks.stall._target_=stall.StallAt", f"+callbacks.stall.epoch={epoch}",
+    return ["+callbacks.stall._target_=helpers.stall.StallAt", f"+callbacks.stall.epoch={epoch}",
             f"+callbacks.stall.step={step}", f"+callbacks.stall.marker={marker}"]
 
 
@@ -98,3 +98,34 @@ def test_signal_saves_a_mid_epoch_checkpoint_that_resumes_exactly(sig, reference
     resumed = run_train([f"ckpt_path={run}/checkpoints/last.ckpt", "~callbacks.stall"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same(reference, final_state(run))
+
+
+def test_a_checkpoint_saved_at_a_batch_end_resumes_with_the_next_batch(cfg_factory, tmp_path):
+    """ModelCheckpoint(every_n_train_steps) saves in on_train_batch_end, before Lightning
+    counts the batch completed (it does on restoring): the memory loader must not serve it again."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from visionlab.app.assemble import build
+
+    class Seen(L.Callback):
+        def __init__(self) -> None:
+            self.batches: list[list[int]] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.batches.append(batch[1].tolist())
+
+    def fit(*overrides: str, ckpt_path=None, callbacks=()) -> list[list[int]]:
+        datamodule, task, trainer = build(cfg_factory("model=mlp", "scheduler=none", "trainer.limit_train_batches=6",
+                                                      "trainer.limit_val_batches=0", "trainer.enable_checkpointing=true",
+                                                      *overrides))
+        seen = Seen()
+        trainer.callbacks.extend([seen, *callbacks])
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        return seen.batches
+
+    reference = fit()
+    first = fit("trainer.max_steps=3", callbacks=[ModelCheckpoint(tmp_path, every_n_train_steps=3, save_top_k=-1)])
+    (saved,) = tmp_path.glob("*step=3.ckpt")
+    resumed = fit(ckpt_path=saved)
+    assert first + resumed == reference

@@ -215,7 +215,7 @@ def test_ddp_ranks_stream_disjoint_shards_that_cover_the_splits(folder, tmp_path
     out = tmp_path / "out"
     out.mkdir()
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(TESTS / "stream_ranks.py"), str(folder), str(tmp_path / "cache"), str(out)],
+                          str(TESTS / "helpers" / "stream_ranks.py"), str(folder), str(tmp_path / "cache"), str(out)],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -107,3 +107,18 @@ def test_a_non_finite_loss_stops_training_naming_the_step_and_a_hint(cfg_factory
     with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step \d+ \(epoch 0\); .*lower the learning rate"):
         trainer.fit(task, datamodule=datamodule)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists(), "no checkpoint of non-finite weights"
+
+
+def test_the_task_tells_the_datamodule_its_position_in_the_epoch(cfg_factory):
+    """What a mid-epoch checkpoint saves of the memory loader: the batches done so far."""
+    datamodule, task, trainer = build(cfg_factory("model=mlp", "trainer.limit_train_batches=3",
+                                                  "trainer.max_epochs=2"))
+    saved = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            saved.append(datamodule.state_dict()["train_position"])
+
+    trainer.callbacks.append(Record())
+    trainer.fit(task, datamodule=datamodule)
+    assert saved == [{"epoch": epoch, "steps_done": done} for epoch in (0, 1) for done in range(3)]

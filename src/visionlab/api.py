@@ -34,6 +34,7 @@ from visionlab.data.formats.arrays import ImageLike, as_batch
 from visionlab.data.formats.images import background_of
 from visionlab.training.checkpoint import LoadedModel
 from visionlab.utils.io import atomic_write
+from visionlab.utils.quiet import quiet_known_noise
 
 MAX_PIXELS = 25_000_000  # as predict.max_pixels
 
@@ -73,6 +74,7 @@ def train(overrides: Sequence[str] = (), root: str | Path | None = None) -> dict
     $VISIONLAB_ROOT/data, else `data_cache()` (or `paths.data_dir=...`). Both are logged.
     `ckpt_path=...` resumes as on the command line. Sweeps (`-m`) need the command line.
     """
+    quiet_known_noise()
     if _is_multirun(overrides):
         raise ConfigError("visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ...")
     argv, lock, composed = prepare_run("train", _placed(overrides, root), CHECKS, resumes=True, locks=True)
@@ -177,5 +179,6 @@ def load_model(path: str | Path, overrides: Sequence[str] = (), root: str | Path
     `root` places what evaluate writes and reads, as in `train`. Loading writes nothing."""
     from visionlab.app.runs import load_run
 
+    quiet_known_noise()
     loaded, combined = load_run(_entry_config("predict", path, overrides, root))
     return Model(loaded, combined, root)

@@ -72,6 +72,7 @@ class VisionlabOptunaSweeper(Sweeper):
 
         from visionlab.app import search
         from visionlab.app.config import ConfigError
+        from visionlab.app.hydra_seams import job_result
 
         conf = self.conf
         assert self.config is not None and self.launcher is not None, "Hydra calls setup() first"
@@ -103,8 +104,8 @@ class VisionlabOptunaSweeper(Sweeper):
         def launch(batch: List[List[str]], first: int) -> List["search.Outcome"]:
             self.validate_batch_is_legal(batch)
             returns = launcher.launch(batch, initial_job_idx=first)
-            return [search.Outcome(value=r._return_value) if r.status == JobStatus.COMPLETED
-                    else search.Outcome(error=r._return_value) for r in returns]
+            return [search.Outcome(value=job_result(r)) if r.status == JobStatus.COMPLETED
+                    else search.Outcome(error=job_result(r)) for r in returns]
 
         search.run_search(study, space, n_trials, max(1, conf.n_jobs), arguments, launch)
         metric = OmegaConf.select(self.config, "optimized_metric", default="value")

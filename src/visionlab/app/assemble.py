@@ -32,6 +32,7 @@ from visionlab.training.resilience import PreemptionCheckpoint
 from visionlab.training.task import ClassifierTask, Schedule
 from visionlab.training.trainer_flags import TRAINER_CHECKS
 from visionlab.utils.checks import Check, integer, positive, required, under
+from visionlab.utils.torch_seams import cpu_has_native_bf16
 
 log = logging.getLogger("visionlab")
 
@@ -180,6 +181,6 @@ def warn_if_bf16_is_emulated(trainer: L.Trainer) -> None:
     """bfloat16 on a CPU without bfloat16 instructions is emulated: slower than float32, not faster."""
     if "bf16" not in str(trainer.precision) or not isinstance(trainer.accelerator, CPUAccelerator):
         return
-    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+    if not cpu_has_native_bf16():
         log.warning("trainer.precision=%s: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so it is "
                     "emulated and usually slower; trainer.precision=32-true is likely faster here", trainer.precision)

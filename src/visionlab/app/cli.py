@@ -18,8 +18,6 @@ from typing import Any, NamedTuple, NoReturn, cast
 import hydra
 import lightning
 from hydra import initialize_config_dir
-from hydra._internal.callbacks import Callbacks
-from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -31,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from visionlab.app.config import CONF_DIR, ConfigError, check_group_overrides, compose_config, override, validate
+from visionlab.app.hydra_seams import args_parser, job_callbacks
 from visionlab.app.resume import check_fits, check_unchanged
 from visionlab.app.resume import prepare as prepare_resume
 from visionlab.app.runlock import RunLock
@@ -38,6 +37,7 @@ from visionlab.app.safety import check_composed
 from visionlab.utils.checks import Check
 from visionlab.utils.errors import BUG_NOTE
 from visionlab.utils.io import atomic_write
+from visionlab.utils.quiet import quiet_known_noise
 
 log = logging.getLogger("visionlab")
 
@@ -149,6 +149,7 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
     """
 
     def task_function(cfg: DictConfig, checked: bool = False) -> Any:
+        quiet_known_noise()  # again: Hydra has configured logging for this job
         try:
             if not checked:  # a sweep's job, another primary config (-cn), a DDP child: not checked before
                 validate(cfg, checks)
@@ -176,6 +177,7 @@ def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Se
     wrapped = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task_function)
 
     def main() -> None:
+        quiet_known_noise()
         argv, lock, composed = sys.argv[1:], None, None
         try:
             if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP's child processes get the prepared argv
@@ -210,7 +212,7 @@ def run_composed(cfg: DictConfig, config_name: str, task_function: Callable[[Dic
             cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
     configure_log(cfg.hydra.hydra_logging, cfg.hydra.verbose)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=config_name):
-        callbacks = Callbacks(cfg)
+        callbacks = job_callbacks(cfg)
         callbacks.on_run_start(config=cfg, config_name=config_name)
         context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=callbacks)
         ret = run_job(task_function=task_function, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
@@ -235,7 +237,7 @@ def hydra_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]] | No
     """The command line as Hydra itself parses it: its flags (`--cfg job`, `-cn NAME`, ...)
     and, second, the tokens that are not overrides, in their order. None if Hydra would
     refuse it (Hydra then prints its usage)."""
-    parser = get_args_parser()
+    parser = args_parser()
     parser.error = _refuse  # type: ignore[method-assign]
     try:
         args = parser.parse_args(list(argv))

@@ -5,7 +5,6 @@ config's `_target_`s, and the entry point's checks of its top-level keys.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from visionlab.utils.checks import Check, Lookup, run_checks
 from visionlab.utils.errors import ConfigError
+from visionlab.utils.targets import COMPONENTS, TargetError, resolve_target
 
 # The wheel ships conf/ inside the package (setup.py); a checkout or editable install uses the repo's.
 _PACKAGED_CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -63,13 +63,12 @@ def _components(node: Any, path: str = "") -> Iterator[tuple[str, type]]:
     folder may name anything (visionlab.app.safety checks those before they are built)."""
     if isinstance(node, Mapping):
         target = node.get("_target_")
-        if path and isinstance(target, str) and target.startswith("visionlab."):
-            module, _, name = target.rpartition(".")
+        if path and target is not None:
             try:
-                component = getattr(importlib.import_module(module), name, None)
-            except ImportError:
-                component = None  # instantiate reports it, in its own words
-            if isinstance(component, type):
+                component: type | None = resolve_target(target, COMPONENTS)
+            except TargetError:
+                component = None  # not visionlab's, or instantiate reports it in its own words
+            if component is not None:
                 yield path, component
         children: Iterable[tuple[Any, Any]] = node.items()
     elif isinstance(node, list):

@@ -3,49 +3,38 @@
 A run folder (its `.hydra/config.yaml`, `overrides.yaml`, its checkpoints) may come from
 someone else, as a zip or on a shared disk. Hydra's `instantiate` calls whatever a
 `_target_` names, so a target from such a file is allowed only when it is a class of a
-short list of packages, checked before anything is imported from it. The check is made on
-what will be built: values resolved, with resolvers limited to pure ones (no oc.create,
-oc.decode or oc.env from a file) and no escaped interpolation left to come alive later;
-the object is then built from those checked plain values, never from the file's text.
+short list of packages (visionlab.utils.targets.RUN_FOLDER), checked before anything is
+imported from it. The check is made on what will be built: values resolved, with resolvers
+limited to pure ones (no oc.create, oc.decode or oc.env from a file) and no escaped
+interpolation left to come alive later; the object is then built from those checked plain
+values, never from the file's text.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from visionlab.utils import targets
 from visionlab.utils.errors import ConfigError
-
-# Classes under these prefixes build models, data, optimizers, schedulers, callbacks,
-# loggers and transforms; none of them runs code named by its arguments.
-ALLOWED_PREFIXES = (
-    "visionlab.",
-    "torch.optim.",
-    "lightning.pytorch.callbacks.",
-    "lightning.pytorch.loggers.",
-    "lightning.Trainer",
-    "torchvision.transforms.",
-    "torchvision.models.",
-)
 
 
 def resolve_target(target: str, where: str, base: type | None = None) -> type:
-    """The class `target` names, if it is on the allowlist (and a subclass of `base`)."""
-    if not isinstance(target, str) or not target.startswith(ALLOWED_PREFIXES) or ".." in target:
-        raise ConfigError(f"{where}={target!r} is not allowed from a run folder or checkpoint; "
-                          f"allowed: classes of {', '.join(p.rstrip('.') for p in ALLOWED_PREFIXES)}")
-    module_name, _, name = target.rpartition(".")
+    """The class `target` names, if visionlab.utils.targets.RUN_FOLDER allows it (and a
+    subclass of `base`)."""
     try:
-        obj = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError):
-        raise ConfigError(f"{where}={target!r} names no class") from None
-    if not isinstance(obj, type) or (base is not None and not issubclass(obj, base)):
+        return targets.resolve_target(target, replace(targets.RUN_FOLDER, base=base))
+    except targets.TargetError as err:
+        if err.problem == targets.NO_CLASS:
+            raise ConfigError(f"{where}={target!r} names no class") from None
+        refused = f"{where}={target!r} is not allowed from a run folder or checkpoint"
+        if err.problem == targets.NOT_ALLOWED:
+            raise ConfigError(f"{refused}; allowed: classes of {targets.RUN_FOLDER}") from None
         kind = f"a subclass of {base.__name__}" if base is not None else "a class"
-        raise ConfigError(f"{where}={target!r} is not allowed from a run folder or checkpoint; expected {kind}")
-    return obj
+        raise ConfigError(f"{refused}; expected {kind}") from None
 
 
 def check_targets(node: Any, where: str, base: type | None = None) -> None:

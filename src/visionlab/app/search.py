@@ -28,6 +28,13 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from visionlab.app.cli import one_line
 from visionlab.app.config import CONF_DIR, ConfigError
+from visionlab.app.optuna_seams import (
+    mark_failed,
+    pruned_trial,
+    set_stored_user_attr,
+    stored_user_attrs,
+    trial_of_number,
+)
 from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
@@ -200,9 +207,9 @@ def recover_interrupted(study: optuna.Study, sweep_dir: Path) -> int:
     for trial in stale:
         reason = "interrupted: the search stopped while this trial ran; " + (
             "its parameters are tried again" if trial.params else "it had no parameters yet")
-        study._storage.set_trial_user_attr(trial._trial_id, REASON, reason)
-        study._storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        set_stored_user_attr(study, trial, REASON, reason)
+        set_stored_user_attr(study, trial, INTERRUPTED, True)
+        mark_failed(study, trial)
         if trial.params:
             study.enqueue_trial(trial.params, skip_if_exists=False)
         if (sweep_dir / str(trial.number)).is_dir():
@@ -223,8 +230,7 @@ def current_trial(hydra_cfg: Any) -> optuna.Trial | None:
         return None
     pruner = make_pruner(sweeper.pruner.name, sweeper.pruner.options)  # the study file does not keep it
     study = optuna.load_study(study_name=sweeper.study_name, storage=storage_url(sweeper.storage), pruner=pruner)
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, hydra_cfg.job.num)
-    return optuna.Trial(study, trial_id)
+    return trial_of_number(study, hydra_cfg.job.num)
 
 
 class OptunaPruning(Callback):
@@ -256,7 +262,7 @@ class OptunaPruning(Callback):
         try:
             self.inner.on_validation_end(trainer, pl_module)
         except optuna.TrialPruned:
-            self.inner._trial.set_user_attr(PRUNED_AT, pl_module.current_epoch)
+            pruned_trial(self.inner).set_user_attr(PRUNED_AT, pl_module.current_epoch)
             trainer.should_stop = True
             log.info("search: trial pruned at epoch %d", pl_module.current_epoch)
 
@@ -277,7 +283,7 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
         reason = f"{type(outcome.error).__name__}: {one_line(outcome.error)}"
     elif not isinstance(outcome.value, (int, float)) or not math.isfinite(outcome.value):
         reason = f"the trial's metric is {outcome.value!r}, not a finite number (NaN loss?)"
-    elif PRUNED_AT in study._storage.get_trial_user_attrs(trial._trial_id):  # set by the job, maybe elsewhere
+    elif PRUNED_AT in stored_user_attrs(study, trial):  # set by the job, maybe elsewhere
         study.tell(trial, state=TrialState.PRUNED)
         return
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -30,6 +30,10 @@ log = logging.getLogger("visionlab")
 LOADERS = ("memory", "dataloader")
 STATS_CHUNK_PIXELS = 1 << 24  # pixels per step of the normalisation statistics (128 MiB as int64)
 Split = tuple[Tensor, Tensor]
+
+
+def _none_done() -> int:
+    return 0
 
 
 def available_cores() -> int:
@@ -94,6 +98,7 @@ class InMemoryImageDataModule(LightningDataModule):
         self.loader, self.num_workers, self.seed = loader, num_workers, seed
         self.splits: dict[str, Split] = {}
         self._train_position: dict[str, int] | None = None  # a resumed run's, until its loader is built
+        self._batches_done: Callable[[], int] = _none_done
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
 
@@ -187,13 +192,19 @@ class InMemoryImageDataModule(LightningDataModule):
         n = len(self.splits["train"][1])
         return BatchTransform(self.mean, self.std, self.augment, self.seed, n, self.num_classes)
 
+    def follow_position(self, batches_done: Callable[[], int]) -> None:
+        """Be told where the training pass stands: `batches_done()` is the number of training
+        batches whose step has run in the current epoch. The task says it (from
+        Lightning's loop, visionlab.training.trainer_state); a mid-epoch checkpoint saves it so
+        the resumed run starts at the next batch. Not followed, every pass counts from 0."""
+        self._batches_done = batches_done
+
     def _env(self) -> LoaderEnv:
         trainer = self.trainer
         if trainer is None:
             return LoaderEnv()
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         return LoaderEnv(trainer.strategy.root_device, trainer.current_epoch, trainer.global_rank,
-                         trainer.world_size, done)
+                         trainer.world_size, self._batches_done())
 
     def _loader(self, split: str) -> MemoryLoader | DataLoader:
         if not self.splits:

@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 from visionlab.utils.checks import Check, between, fraction, integer, is_int, non_negative, run_checks
 from visionlab.utils.errors import ConfigError
 from visionlab.utils.seeding import derive_seed
+from visionlab.utils.torchvision_seams import apply_operation, augmentation_space
 
 NORMALIZATIONS = ("scale", "standardize")
 
@@ -238,12 +239,12 @@ class BatchTransform:
 
     def apply_policy(self, images: Tensor, index: Tensor, epoch: int) -> Tensor:
         """RandAugment / TrivialAugmentWide per image (uint8 in, uint8 out), from the
-        (seed, epoch) policy table: each image's result depends on its index only. Uses the
-        policy's `_AUGMENTATION_SPACE` and `_apply_image_or_video_transform`, private in
-        torchvision (pinned at 0.29.1): tests/test_augment.py notices if they change."""
+        (seed, epoch) policy table: each image's result depends on its index only. The policy's
+        operations and their application are private in torchvision:
+        visionlab.utils.torchvision_seams."""
         policy = self.policy
         assert policy is not None, "apply_policy needs data.augment.randaugment or trivialaugment"
-        space = policy._AUGMENTATION_SPACE
+        space = augmentation_space(policy)
         names = list(space)
         bins = policy.num_magnitude_bins
         u = self.policy_draws(epoch)[index.cpu()]
@@ -263,8 +264,7 @@ class BatchTransform:
                 magnitude = 0.0 if magnitudes is None else float(magnitudes[(value // 2) % bins])
                 if signed and value % 2:
                     magnitude = -magnitude
-                out[rows] = policy._apply_image_or_video_transform(
-                    images[rows], name, magnitude, interpolation=policy.interpolation, fill=policy._fill)
+                out[rows] = apply_operation(policy, images[rows], name, magnitude)
             images = out
         return images
 

@@ -13,6 +13,7 @@ import math
 from torch import Tensor, nn
 
 from visionlab.utils.errors import ConfigError
+from visionlab.utils.torch_seams import fan_in_and_out
 
 # name -> (scale, fan mode, distribution), Keras' VarianceScaling arguments
 SCHEMES: dict[str, tuple[float, str, str]] = {
@@ -28,7 +29,7 @@ _TRUNCATED_STD = 0.87962566103423978
 
 def variance_scaling_(weight: Tensor, scale: float, mode: str, distribution: str) -> None:
     """Keras' VarianceScaling: variance scale / n, n the fan in or the mean of fan in and out."""
-    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+    fan_in, fan_out = fan_in_and_out(weight)
     n = fan_in if mode == "fan_in" else (fan_in + fan_out) / 2
     if distribution == "uniform":
         limit = math.sqrt(3.0 * scale / n)

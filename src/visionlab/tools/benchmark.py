@@ -37,6 +37,7 @@ from visionlab.tools.benchmark_clock import CLOCKS, device_name, matmul_gflops, 
 from visionlab.tools.benchmark_data import autocast_dtype, training_device
 from visionlab.tools.benchmark_paths import run_lightning, run_plain, run_visionlab
 from visionlab.utils.io import atomic_write
+from visionlab.utils.quiet import quiet_known_noise
 
 # Each case: the Hydra overrides that make it, on top of the default config.
 CASES: dict[str, tuple[str, ...]] = {
@@ -139,6 +140,7 @@ def spread(values: Sequence[float]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    quiet_known_noise()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 256])

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, WeightAveraging
@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelSummary as _ModelSummary
 from torch import Tensor
 
 from visionlab.training.hook_cost import CachedStateKey
-from visionlab.training.trainer_state import callbacks_of
+from visionlab.training.trainer_state import averaged_module, callbacks_of
 from visionlab.utils.errors import ConfigError
 from visionlab.utils.io import atomic_path, atomic_write
 from visionlab.utils.summary import model_summary
@@ -89,10 +89,7 @@ def averaged_model(trainer: L.Trainer) -> L.LightningModule | None:
     averaging = next((cb for cb in callbacks_of(trainer) if isinstance(cb, WeightAveraging)), None)
     if averaging is None:
         return None
-    # Lightning's AveragedModel, which it offers no public accessor for: the one read of that
-    # private name, loud (AttributeError) if a Lightning version renames it; tests/test_speedrun.py
-    average = averaging._average_model
-    return cast(L.LightningModule, average.module) if average is not None else None
+    return averaged_module(averaging)
 
 
 def restored_best_weights(trainer: L.Trainer) -> bool:

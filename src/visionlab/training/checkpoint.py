@@ -10,7 +10,6 @@ only from classes in `visionlab.models`, so loading a file never runs code it na
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from collections.abc import Mapping
@@ -24,9 +23,9 @@ from torch import Tensor, nn
 from visionlab.data.transforms import BatchTransform
 from visionlab.models.tta import TTA_MODES
 from visionlab.utils.errors import ConfigError
+from visionlab.utils.targets import MODELS, NOT_ALLOWED, TargetError, resolve_target
 
 METADATA_KEY = "visionlab"
-MODELS_PACKAGE = "visionlab.models"
 
 
 class CheckpointError(ConfigError):
@@ -139,12 +138,11 @@ def build_net(model_config: Mapping[str, Any], input_shape: tuple[int, ...], num
     classes from visionlab.models: the config may come from a file someone sent."""
     config = dict(model_config)
     target = str(config.pop("_target_", ""))
-    module_name, _, class_name = target.rpartition(".")
-    if not module_name.startswith(MODELS_PACKAGE):
-        raise CheckpointError(f"model._target_={target!r} is not allowed; expected a class in {MODELS_PACKAGE}")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise CheckpointError(f"model._target_={target!r} is not a model class in {MODELS_PACKAGE}")
+    try:
+        cls = resolve_target(target, MODELS)
+    except TargetError as err:
+        what = "is not allowed; expected a class in" if err.problem == NOT_ALLOWED else "is not a model class in"
+        raise CheckpointError(f"model._target_={target!r} {what} {MODELS}") from None
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     return cls(input_shape=list(input_shape), num_classes=num_classes, **config)
 

@@ -20,13 +20,14 @@ import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
-from lightning.pytorch.core.saving import _default_map_location, load_hparams_from_tags_csv, load_hparams_from_yaml
+from lightning.pytorch.core.saving import load_hparams_from_tags_csv, load_hparams_from_yaml
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
@@ -41,7 +42,12 @@ from torchmetrics.classification import (
 from visionlab.models.tta import TTA_MODES, tta_scores
 from visionlab.training.callbacks import averaged_model
 from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, build_net, checkpoint_metadata, read_checkpoint
-from visionlab.training.trainer_state import datamodule_of, fast_dev_run, log_every_n_steps
+from visionlab.training.trainer_state import (
+    batches_done,
+    datamodule_of,
+    default_map_location,
+    loggers_write_this_step,
+)
 from visionlab.utils.checks import Check, Lookup, fraction, non_negative, one_of, positive, run_checks
 from visionlab.utils.errors import ConfigError
 from visionlab.utils.seeding import derive_seed
@@ -263,14 +269,11 @@ class ClassifierTask(LightningModule):
         )
 
     def _loggers_write_this_step(self) -> bool:
-        """Lightning's rule for writing step metrics to the loggers: every log_every_n_steps
-        optimizer steps, when stopping, and every step of a fast_dev_run. `self.log` costs
-        about as much as a small model's whole step on a CPU, so the step loss is logged only
-        when it will be written (and callback_metrics holds the latest written value in
-        between)."""
-        trainer = self.trainer
-        n = log_every_n_steps(trainer)
-        return fast_dev_run(trainer) or (n > 0 and ((self.global_step + 1) % n == 0 or trainer.should_stop))
+        """Whether Lightning writes this step's metrics to its loggers (its own rule, through
+        visionlab.training.trainer_state). `self.log` costs about as much as a small model's
+        whole step on a CPU, so the step loss is logged only when it will be written (and
+        callback_metrics holds the latest written value in between)."""
+        return loggers_write_this_step(self.trainer)
 
     def running_train_metrics(self) -> dict[str, float]:
         """The epoch's training loss and accuracy so far, on this rank (one copy to the
@@ -355,7 +358,7 @@ class ClassifierTask(LightningModule):
         `weights_only` (default True: visionlab loads weights only). `kwargs` (optimizer,
         scheduler, loss, ...) go to the constructor and win over the file's.
         """
-        checkpoint = read_checkpoint(checkpoint_path, map_location=map_location or _default_map_location,
+        checkpoint = read_checkpoint(checkpoint_path, map_location=map_location or default_map_location,
                                      weights_only=True if weights_only is None else weights_only)
         meta = checkpoint[METADATA_KEY]
         if not meta.get("model") or not meta.get("classes"):
@@ -409,8 +412,13 @@ class ClassifierTask(LightningModule):
         return groups() if callable(groups) else self.parameters()
 
     def setup(self, stage: str) -> None:
-        """Nets that adapt their own input (pretrained backbones) learn the data's normalisation."""
+        """An in-memory DataModule is told where the training pass stands (what its
+        checkpointed state saves); nets that adapt their own input (pretrained backbones)
+        learn the data's normalisation."""
         datamodule = datamodule_of(self.trainer)
+        follow = getattr(datamodule, "follow_position", None)
+        if callable(follow):  # the in-memory DataModules save the loader's position in the epoch
+            follow(partial(batches_done, self.trainer))
         adapt = getattr(self.net, "set_input_normalization", None)
         if callable(adapt) and getattr(datamodule, "mean", None):
             adapt(datamodule.mean, datamodule.std)

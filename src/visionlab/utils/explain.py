@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from visionlab.utils.errors import ConfigError
 from visionlab.utils.figures import DPI, save_png
+from visionlab.utils.probe import forward_probe
 
 METHODS = ("gradcam", "saliency")
 log = logging.getLogger("visionlab")
@@ -31,18 +32,10 @@ def conv_output_sizes(net: nn.Module, x: Tensor) -> dict[str, tuple[int, ...]]:
     sizes: dict[str, tuple[int, ...]] = {}
     names = {module: name for name, module in net.named_modules()}
 
-    def record(module: nn.Module, _: object, out: Tensor) -> None:
+    def record(module: nn.Module, out: Tensor) -> None:
         sizes.setdefault(names[module], tuple(out.shape[1:]))
 
-    hooks = [m.register_forward_hook(record) for m in names if isinstance(m, nn.Conv2d)]
-    was_training = net.training
-    try:
-        with torch.no_grad():
-            net.eval()(x[:1])
-    finally:
-        net.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    forward_probe(net, x[:1], [m for m in names if isinstance(m, nn.Conv2d)], record)
     return sizes
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from visionlab.utils.errors import ConfigError
+from visionlab.utils.probe import forward_probe, leaf_modules
 
 # Training keeps each layer's output for backward and a gradient of the same size, and the
 # optimizer and temporaries take more: about three float32 copies of the activations.
@@ -42,23 +43,13 @@ def activation_bytes_per_image(net: nn.Module, input_shape: Sequence[int]) -> in
     """float32 bytes of every layer's output for one image, measured on a batch of two."""
     total = 0
 
-    def count(module: nn.Module, args: object, out: object) -> None:
+    def count(module: nn.Module, out: object) -> None:
         nonlocal total
         if isinstance(out, torch.Tensor):
             total += out.numel()
 
-    leaves = [m for m in net.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(count) for m in leaves]
-    was_training = net.training
-    try:
-        with torch.no_grad():
-            net.eval()
-            device = next((p.device for p in net.parameters()), torch.device("cpu"))
-            net(torch.zeros(2, *input_shape, device=device))
-    finally:
-        net.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
+    forward_probe(net, torch.zeros(2, *input_shape, device=device), [m for _, m in leaf_modules(net)], count)
     return total * 4 // 2
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from visionlab.utils.probe import forward_probe, leaf_modules
+
 
 def _own_counts(module: nn.Module) -> tuple[int, int]:
     """(trainable, non-trainable) values held by `module` itself. Float buffers such as
@@ -21,28 +23,18 @@ def model_summary(net: nn.Module, input_shape: Sequence[int], width: int = 72) -
     """The table, made by running one dummy image through `net` in eval mode (so BatchNorm
     statistics are untouched); the batch dimension is shown as None, as in Keras."""
     rows: list[tuple[str, str, int]] = []
-    hooks = []
-    for name, module in net.named_modules():
-        if next(module.children(), None) is not None:
-            continue  # containers: their leaves are listed
+    leaves = leaf_modules(net)
+    names = {module: name for name, module in leaves}
 
-        def record(mod: nn.Module, _inp: object, out: object, name: str = name) -> None:
-            shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else ()
-            rows.append((f"{name} ({type(mod).__name__})", str((None, *shape)), sum(_own_counts(mod))))
+    def record(mod: nn.Module, out: object) -> None:
+        shape = tuple(out.shape[1:]) if isinstance(out, Tensor) else ()
+        rows.append((f"{names[mod]} ({type(mod).__name__})", str((None, *shape)), sum(_own_counts(mod))))
 
-        hooks.append(module.register_forward_hook(record))
-    was_training = net.training
-    try:
-        param = next(net.parameters(), None)
-        # the parameters' dtype: a net in float64 (trainer.precision=64-true) takes float64 inputs
-        dtype = param.dtype if param is not None and param.is_floating_point() else None
-        probe = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu", dtype=dtype)
-        with torch.no_grad():
-            net.eval()(probe)
-    finally:
-        net.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    param = next(net.parameters(), None)
+    # the parameters' dtype: a net in float64 (trainer.precision=64-true) takes float64 inputs
+    dtype = param.dtype if param is not None and param.is_floating_point() else None
+    probe = torch.zeros(1, *input_shape, device=param.device if param is not None else "cpu", dtype=dtype)
+    forward_probe(net, probe, [module for _, module in leaves], record)
     counts = [_own_counts(m) for m in net.modules()]
     trainable, frozen = sum(c[0] for c in counts), sum(c[1] for c in counts)
     line = lambda a, b, c: f"{a:<34}{b:<24}{c:>{width - 58}}"  # noqa: E731

@@ -1,0 +1,1 @@
+"""Scripts and classes the tests run in subprocesses (not tests themselves)."""
