@@ -14,7 +14,7 @@ from conftest import REPO
 # console command -> script; the measuring tools (benchmark, speedrun, ...) have scripts only
 SCRIPTS = {"train": "train", "evaluate": "evaluate", "predict": "predict", "export": "export", "report": "report",
            "serve": "serve", "lr-find": "lr_find", "scratch": "scratch"}
-TOOLS = {"benchmark", "stream_benchmark", "augment_cost", "speedrun", "loadtest", "gpu_check"}
+TOOLS = {"benchmark", "stream_benchmark", "augment_cost", "speedrun", "loadtest", "gpu_check", "docs_check", "docs_tables"}
 
 
 def test_each_console_command_runs_the_main_of_its_script():

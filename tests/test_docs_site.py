@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from visionlab.tools import docs_check
+
 ROOT = Path(__file__).resolve().parents[1]
-DOCS_CHECK = runpy.run_path(str(ROOT / "scripts" / "docs_check.py"), run_name="docs_check")
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +89,12 @@ def test_the_sites_validation_settings_fail_the_build(tmp_path, markdown, compla
     assert complaint in caplog.text
 
 
-@pytest.mark.skipif(DOCS_CHECK["chromium"]() is None, reason="needs Debian's chromium and chromium-driver "
+@pytest.mark.skipif(docs_check.chromium() is None, reason="needs Debian's chromium and chromium-driver "
                                                              "(apt-get install chromium chromium-driver; `make test` tries)")
 def test_the_home_page_and_a_tutorial_page_render_in_a_browser(site, tmp_path):
-    seen = DOCS_CHECK["screenshots"](site, tmp_path)
+    seen = docs_check.screenshots(site, tmp_path)
     assert seen["home"] == ("visionlab", "visionlab")
-    source = DOCS_CHECK["pages"](site)["tutorial"].strip("/") or "index"
+    source = docs_check.pages(site)["tutorial"].strip("/") or "index"
     source = "tutorial/index" if source == "tutorial" else source
     for name, suffix in (("tutorial", ".md"), ("tutorial-pt", ".pt.md")):
         markdown = ROOT / "docs" / f"{source}{suffix}"

@@ -384,7 +384,7 @@ class ClassifierTask(LightningModule):
         if self.schedule is None or self.schedule.factory is None:
             return optimizer
         factory = self.schedule.factory
-        schedule_kwargs = {}
+        schedule_kwargs: dict[str, Any] = {}
         accepted = inspect.signature(factory).parameters
         if "total_steps" in accepted:
             schedule_kwargs["total_steps"] = self.total_optimizer_steps()
