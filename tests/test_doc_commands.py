@@ -35,7 +35,8 @@ NOT_RUN = re.compile(r"^<!--\s*not-run:(.*?)-->$")
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*(\S*)")
 # Names a command had before #30's rename: the docs use the new ones, the scripts may not yet.
 OLD_NAMES = {"evaluate": "eval"}
-# Limits of the test's own where debug=fast cannot reach: Hydra's sweeper and launcher.
+# Limits of the test's own where debug=fast cannot reach, Hydra's sweeper and launcher: with
+# the first override of a command, the second is set (replacing the command's own value).
 SHORTER = {"hparams_search=": "hydra.sweeper.n_trials=2", "launcher=joblib": "hydra.launcher.n_jobs=1"}
 # DDP starts its other ranks by running the script again: such a command runs as a process.
 OWN_PROCESS = re.compile(r"^(trainer=ddp|trainer\.strategy=ddp)")
@@ -101,11 +102,13 @@ def joined(body: list[tuple[int, str]]) -> Iterator[tuple[int, str]]:
 
 
 def all_commands() -> list[Command]:
-    """Each distinct command once, at its first page and line."""
+    """Each distinct command once, at its first page and line; run if any page shows it unmarked."""
     seen: dict[tuple[str, ...], Command] = {}
     for path in pages():
         for command in commands_of(path):
-            seen.setdefault(command.words, command)
+            first = seen.get(command.words)
+            if first is None or (first.not_run is not None and command.not_run is None):
+                seen[command.words] = command
     return list(seen.values())
 
 
@@ -185,8 +188,9 @@ def with_debug_fast(argv: list[str]) -> list[str]:
     flags = list(argv)
     for token in overrides:
         flags.remove(token)
-    overrides += [extra for key, extra in SHORTER.items() if any(a.startswith(key) for a in overrides)
-                  and not any(a.startswith(extra.split("=")[0] + "=") for a in overrides)]
+    for key, limit in SHORTER.items():
+        if any(a.startswith(key) for a in overrides):
+            overrides = [a for a in overrides if a.split("=")[0] != limit.split("=")[0]] + [limit]
     return [*flags, *overrides, "debug=fast"]
 
 
@@ -234,7 +238,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         mp.setenv("VISIONLAB_ROOT", str(folder))
-        run = folder / "outputs" / "runs" / "shared" / "run"
+        run = folder / "shared_run"  # not under outputs/runs: `ckpt_path=last` finds the docs' own runs
         code, output = run_main(script_module("train") or "", ["debug=fast", f"hydra.run.dir={run}"])
         assert code == 0, output[-3000:]
         yield Workspace(folder, {"CKPT": str(run / "checkpoints" / "last.ckpt"), "RUN": str(run)})
