@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import import_module
@@ -213,6 +215,13 @@ def split_env(words: list[str]) -> tuple[dict[str, str], list[str]]:
 class Workspace:
     folder: Path
     places: dict[str, str]
+    last_start: float = 0.0
+
+    def next_second(self) -> None:
+        """Wait for the clock's next second: a run's folder is named by the second it started
+        (outputs/runs/DATE/TIME), and a quick command must not find the last one's there."""
+        time.sleep(max(0.0, math.floor(self.last_start) + 1 - time.time()))
+        self.last_start = time.time()
 
 
 def checkout(folder: Path) -> None:
@@ -279,6 +288,7 @@ def run_command(command: Command, workspace: Workspace, mp: pytest.MonkeyPatch) 
 @pytest.mark.parametrize("command", TO_RUN, ids=[f"{c.page}:{c.line}" for c in TO_RUN])
 def test_command_runs(command: Command, workspace: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(workspace.folder)
+    workspace.next_second()
     run_command(command, workspace, monkeypatch)
 
 
