@@ -1,20 +1,29 @@
 # Two commands from a fresh clone: `make train` and `make test`.
-# Each creates .venv when missing, installs visionlab with its pinned torch, makes sure
+# Each creates .venv when missing, installs visionlab with its pinned torch (`make train`: what
+# training needs; `make test`: every extra and the test tools, on top), makes sure
 # Fashion-MNIST is on the machine, then trains or tests. ARGS passes Hydra overrides.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+DEV_STAMP := $(VENV)/.installed-dev-stamp
 FMNIST_SYSTEM := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data browser train test lint gpu-check docs docs-serve docs-check
+.PHONY: install install-dev data browser train test lint gpu-check docs docs-serve docs-check
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e .
 	touch $(STAMP)
+
+# the extras and the test tools, added to the training install
+install-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(DEV_STAMP)
 
 # Debian's package is the offline source of the official files; elsewhere the first run
 # downloads them (see docs/how-to/data.md).
@@ -36,12 +45,12 @@ browser:
 train: install data
 	$(PY) scripts/train.py $(ARGS)
 
-test: install data browser
+test: install-dev data browser
 	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 # Style and types (configured in pyproject.toml): ruff (lint and import order) on the whole
 # tree, mypy on src/ and scripts/.
-lint: install
+lint: install-dev
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
@@ -49,10 +58,10 @@ lint: install
 # link, a page missing from the nav or a bad reference fails; docs-check then opens the home
 # page and a tutorial page in headless Chromium and saves screenshots in outputs/docs-check/.
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs
-docs: install
+docs: install-dev
 	$(MKDOCS) build --strict --site-dir site
 
-docs-serve: install
+docs-serve: install-dev
 	$(MKDOCS) serve
 
 docs-check: docs browser

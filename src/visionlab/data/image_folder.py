@@ -16,20 +16,24 @@ import os
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from litdata import StreamingDataLoader
 from PIL import Image
 
 from visionlab.data.datamodule import LOADERS, InMemoryImageDataModule, Split
 from visionlab.data.loaders import MemoryLoader
-from visionlab.data.streaming import FolderStream, default_folder
 from visionlab.data.transforms import BatchTransform
 from visionlab.utils.checks import Check, integer, is_number, one_of
 from visionlab.utils.errors import ConfigError
+from visionlab.utils.extras import need, needs
 from visionlab.utils.limits import available_bytes, check_decoded_fits, gib
+
+if TYPE_CHECKING:  # the stream path needs the stream extra (litdata): imported when chosen
+    from litdata import StreamingDataLoader
+
+    from visionlab.data.streaming import FolderStream
 
 log = logging.getLogger("visionlab")
 
@@ -110,7 +114,7 @@ class ImageFolderDataModule(InMemoryImageDataModule):
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
         *InMemoryImageDataModule.CHECKS, integer("image_size", 1), one_of("color", COLORS),
-        one_of("loader", loaders),
+        one_of("loader", loaders), needs("loader", "stream", ("litdata",), lambda v: v == "stream", "data."),
         Check("stream_above", lambda v: is_number(v) and 0 < v <= 1, "a share of available memory in (0, 1]"),
     )
 
@@ -180,6 +184,9 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             self._open_stream()
 
     def _open_stream(self) -> FolderStream:
+        need("litdata", "stream", "data.loader=stream")
+        from visionlab.data.streaming import FolderStream, default_folder
+
         source = {"root": str(self.root.resolve()), "classes": list(self.classes), "image_size": self.image_size,
                   "color": self.color, "split": None if "all" not in self.files else list(self.split_fractions),
                   "split_seed": self.split_seed}

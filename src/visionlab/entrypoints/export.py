@@ -23,6 +23,7 @@ from visionlab.app.config import ConfigError
 from visionlab.app.runs import load_run
 from visionlab.training.checkpoint import METADATA_KEY, LoadedModel, build_net
 from visionlab.utils.checks import Check, integer
+from visionlab.utils.extras import needs
 from visionlab.utils.io import atomic_path, atomic_write
 
 log = logging.getLogger("visionlab")
@@ -137,7 +138,7 @@ def is_file_name(value: Any) -> bool:
 
 
 # export.yaml's own; the checkpoint's data and model check theirs
-CHECKS = (integer("seed", 0),
+CHECKS = (integer("seed", 0), needs("format", "export", ("onnx", "onnxscript", "onnxruntime"), lambda v: v == "onnx"),
           Check("name", is_file_name, "a file name without a folder (letters, digits, -, _), e.g. name=fmnist_cnn"))
 main = hydra_entry("export", export, checks=CHECKS)
 

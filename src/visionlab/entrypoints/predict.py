@@ -22,6 +22,7 @@ from visionlab.app.runs import build_datamodule, check_data_fits, load_run, pick
 from visionlab.data.formats.images import ImageError, background_of, list_images, read_image
 from visionlab.utils.checks import Check, integer, one_of, required
 from visionlab.utils.explain import explain
+from visionlab.utils.extras import needs
 from visionlab.utils.io import atomic_write
 
 log = logging.getLogger("visionlab")
@@ -92,6 +93,7 @@ CHECKS = (
     *required(integer("predict.from_test", 0, "an integer >= 0 (0: predict the inputs)"), integer("predict.top_k", 1),
               integer("predict.batch_size", 1), integer("predict.max_pixels", 1)),
     one_of("explain", ("gradcam", "saliency"), "gradcam or saliency, or null"),
+    needs("explain", "explain", ("captum",)),
     Check("explain_layer", lambda v: isinstance(v, str) and v != "", "a layer name such as features.4, or null"),
 )
 main = hydra_entry("predict", predict, checks=CHECKS)

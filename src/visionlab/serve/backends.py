@@ -16,6 +16,7 @@ from torch import Tensor
 
 from visionlab.app.config import ConfigError
 from visionlab.data.transforms import BatchTransform
+from visionlab.utils.extras import need
 
 BACKENDS = ("pytorch", "onnx")
 
@@ -57,7 +58,7 @@ class OnnxBackend:
     kind = "onnx"
 
     def __init__(self, path: str | Path, name: str | None = None) -> None:
-        import onnxruntime as ort
+        ort = need("onnxruntime", "export", "model_path=X.onnx (ONNX Runtime)")
 
         path = Path(path)
         info = read_sidecar(path)

@@ -20,6 +20,7 @@ from visionlab.app.cli import hydra_entry
 from visionlab.app.config import validate
 from visionlab.serve.backends import Backend, BackendSource
 from visionlab.utils.checks import Check, integer, is_int, is_number, non_negative, one_of, required
+from visionlab.utils.extras import need
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # LitServe's choices; 127.0.0.1 (this machine only) by default
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -108,6 +109,7 @@ def _in_fork() -> None:
 def serve(cfg: DictConfig) -> None:
     """Check the options, load the model once (bad paths fail here, in one line), serve."""
     check_options(cfg)
+    need("litserve", "serve", "scripts/serve.py")
     source = BackendSource.from_config(cfg)
     backend = source.load("cpu")
     folder = metrics_folder()

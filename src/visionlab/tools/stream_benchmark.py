@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 from PIL import Image
 
 from visionlab.app.config import CONF_DIR
+from visionlab.utils.extras import MissingExtra, need
 
 TRAIN = CONF_DIR.parent / "scripts" / "train.py"
 
@@ -45,7 +45,8 @@ class TreeMemory:
     """Samples the summed RSS and PSS of a process and its descendants; keeps the peaks."""
 
     def __init__(self, pid: int, interval: float = 0.25) -> None:
-        self.root, self.interval = psutil.Process(pid), interval
+        self.psutil = need("psutil", "stream", "scripts/stream_benchmark.py")
+        self.root, self.interval = self.psutil.Process(pid), interval
         self.peak_rss = self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -56,12 +57,12 @@ class TreeMemory:
             rss = pss = 0
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
-            except psutil.Error:
+            except self.psutil.Error:
                 break
             for proc in procs:
                 try:
                     info = proc.memory_full_info()
-                except psutil.Error:
+                except self.psutil.Error:
                     continue
                 rss, pss = rss + info.rss, pss + info.pss
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
@@ -130,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--convert-workers", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true", help="skip the memory path's run")
     opts = parser.parse_args(argv)
+    try:
+        for module in ("psutil", "litdata"):
+            need(module, "stream", "scripts/stream_benchmark.py")
+    except MissingExtra as err:
+        sys.exit(f"error: {err}")
     if not opts.root.exists():
         make_jpegs(opts.root, opts.make, opts.image_size)
     opts.out.mkdir(parents=True, exist_ok=True)

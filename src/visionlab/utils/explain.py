@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from captum.attr import LayerGradCam, Saliency
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from visionlab.utils.errors import ConfigError
+from visionlab.utils.extras import need
 from visionlab.utils.figures import DPI, save_png
 from visionlab.utils.probe import forward_probe
 
@@ -65,13 +65,14 @@ def heat_maps(net: nn.Module, x: Tensor, targets: Tensor, layer: nn.Module | Non
     """(N, H, W) non-negative maps in [0, 1] of how much each pixel of `x` (the net's
     normalised input, N x C x H x W) supports class `targets`: Grad-CAM on `layer`, upsampled
     to the input's size, or the saliency map when `layer` is None."""
+    attr = need("captum.attr", "explain", "explain=gradcam|saliency")
     net = net.eval()
     x = x.detach().clone().requires_grad_(True)  # a graph even when every weight is frozen
     targets = targets.to(x.device)
     if layer is None:
-        maps = Saliency(net).attribute(x, target=targets, abs=True).amax(1)
+        maps = attr.Saliency(net).attribute(x, target=targets, abs=True).amax(1)
     else:
-        cam = LayerGradCam(net, layer).attribute(x, target=targets, relu_attributions=True)
+        cam = attr.LayerGradCam(net, layer).attribute(x, target=targets, relu_attributions=True)
         if cam.ndim != 4:
             raise ConfigError(f"explain_layer: {type(layer).__name__} gives no spatial map "
                               f"(output {tuple(cam.shape)}); choose a conv layer")
