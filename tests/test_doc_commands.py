@@ -13,8 +13,9 @@ test's own: an Optuna search runs 2 trials and the joblib launcher 1 job at a ti
 from __future__ import annotations
 
 import contextlib
+import datetime
+import glob
 import io
-import math
 import os
 import re
 import shlex
@@ -27,9 +28,12 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
+import numpy as np
 import pytest
-from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+
+from visionlab.app.hydra_seams import args_parser
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_NOT_RUN = 15
@@ -186,7 +190,7 @@ def run_process(name: str, argv: list[str]) -> tuple[int, str]:
 def with_debug_fast(argv: list[str]) -> list[str]:
     """Hydra's flags, then the overrides with the test's limits and `debug=fast` last (Hydra's
     parser takes the overrides in one run: `model=mlp --cfg job debug=fast` would be refused)."""
-    overrides = list(get_args_parser().parse_args(argv).overrides)
+    overrides = list(args_parser().parse_args(argv).overrides)
     flags = list(argv)
     for token in overrides:
         flags.remove(token)
@@ -196,8 +200,14 @@ def with_debug_fast(argv: list[str]) -> list[str]:
     return [*flags, *overrides, "debug=fast"]
 
 
+def globbed(words: list[str]) -> list[str]:
+    """The words as the shell gives them: a pattern that matches files becomes those files."""
+    return [m for w in words for m in (sorted(glob.glob(w)) if glob.has_magic(w) and glob.glob(w) else [w])]
+
+
 def substituted(words: tuple[str, ...], places: dict[str, str]) -> list[str]:
-    """The words with the placeholders CKPT and RUN replaced by the shared run's files."""
+    """The words with the placeholders CKPT, RUN and PATH replaced by the shared run's files
+    and a small image folder."""
     pattern = re.compile(r"\b(" + "|".join(places) + r")\b")
     return [pattern.sub(lambda m: places[m.group(1)], w) for w in words]
 
@@ -215,13 +225,17 @@ def split_env(words: list[str]) -> tuple[dict[str, str], list[str]]:
 class Workspace:
     folder: Path
     places: dict[str, str]
-    last_start: float = 0.0
 
     def next_second(self) -> None:
-        """Wait for the clock's next second: a run's folder is named by the second it started
-        (outputs/runs/DATE/TIME), and a quick command must not find the last one's there."""
-        time.sleep(max(0.0, math.floor(self.last_start) + 1 - time.time()))
-        self.last_start = time.time()
+        """Wait while a folder of this second exists: a run's folder is named by the second it
+        started (outputs/runs/DATE/TIME, outputs/predict/DATE/TIME, ...), and a quick command must not find
+        an earlier one's there. The earlier commands have all ended, so no later second is taken."""
+        while True:
+            now = datetime.datetime.now()
+            stamp = f"{now:%Y-%m-%d}/{now:%H-%M-%S}"
+            if not any((self.folder / "outputs").glob(f"*/{stamp}")):
+                return
+            time.sleep(1.0 - now.microsecond / 1e6)
 
 
 def checkout(folder: Path) -> None:
@@ -238,6 +252,23 @@ def checkout(folder: Path) -> None:
             shutil.copy2(entry, folder / entry.name)
 
 
+def user_images(folder: Path) -> None:
+    """The user's own images the pages name: shoe.png and photos/ beside the checkout, and PATH
+    (images/), a folder of one sub-folder per class as data=image_folder reads it."""
+    rng = np.random.default_rng(0)
+
+    def image(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(path)
+
+    image(folder / "shoe.png")
+    for i in range(2):
+        image(folder / "photos" / f"{i}.png")
+    for label in ("boot", "shirt", "bag"):
+        for i in range(12):
+            image(folder / "images" / label / f"{i}.png")
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     """The user's checkout (the cwd and VISIONLAB_ROOT of every command), with one short run
@@ -247,14 +278,16 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         mp.setenv("VISIONLAB_ROOT", str(folder))
+        user_images(folder)
         run = folder / "shared_run"  # not under outputs/runs: `ckpt_path=last` finds the docs' own runs
         code, output = run_main(script_module("train") or "", ["debug=fast", f"hydra.run.dir={run}"])
         assert code == 0, output[-3000:]
-        yield Workspace(folder, {"CKPT": str(run / "checkpoints" / "last.ckpt"), "RUN": str(run)})
+        places = {"CKPT": str(run / "checkpoints" / "last.ckpt"), "RUN": str(run), "PATH": str(folder / "images")}
+        yield Workspace(folder, places)
 
 
 def run_command(command: Command, workspace: Workspace, mp: pytest.MonkeyPatch) -> None:
-    env, words = split_env(substituted(command.words, workspace.places))
+    env, words = split_env(globbed(substituted(command.words, workspace.places)))
     for key, value in env.items():
         mp.setenv(key, value)
     if words[:2] == ["make", "train"]:  # `make train ARGS="..."`: the script with those overrides
@@ -266,6 +299,8 @@ def run_command(command: Command, workspace: Workspace, mp: pytest.MonkeyPatch) 
         argv = words[2:] if words[0].startswith("python") else words[1:]
         if is_hydra(name):
             argv = with_debug_fast(argv)
+        elif name == "speedrun" and argv[:1] == ["run"]:  # the runner passes overrides on to train
+            argv = [*argv, "debug=fast"]
         own_process = any(OWN_PROCESS.match(a) for a in argv)
         code, output = run_process(name, argv) if own_process else run_main(module, argv)
         if code != 0:
