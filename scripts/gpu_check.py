@@ -52,8 +52,14 @@ class Check:
     deadline: float
     steps: list[Step] = field(default_factory=list)
 
-    def run(self, name: str, args: list[str], limit: float, needs: tuple[str, ...] = (),
-            figures: Callable[[], str] | None = None) -> Step:
+    def run(
+        self,
+        name: str,
+        args: list[str],
+        limit: float,
+        needs: tuple[str, ...] = (),
+        figures: Callable[[], str] | None = None,
+    ) -> Step:
         """Run `args` (a visionlab script or module) under `limit` seconds and what is left of the budget."""
         step = Step(name)
         self.steps.append(step)
@@ -64,8 +70,9 @@ class Check:
             return step
         start = time.monotonic()
         try:
-            done = subprocess.run([PY, *args], cwd=REPO, env=environment(), capture_output=True, text=True,
-                                  timeout=min(limit, left))
+            done = subprocess.run(
+                [PY, *args], cwd=REPO, env=environment(), capture_output=True, text=True, timeout=min(limit, left)
+            )
             step.status = "ok" if done.returncode == 0 else f"failed ({done.returncode})"
             step.output = (done.stdout + done.stderr)[-3000:]
         except subprocess.TimeoutExpired as err:
@@ -88,12 +95,16 @@ def environment() -> dict[str, str]:
 
 def run_figures(folder: Path) -> Callable[[], str]:
     """Test accuracy and the median epoch seconds of a training run folder."""
+
     def read() -> str:
         metrics = json.loads((folder / "metrics.json").read_text())
         with (folder / "history.csv").open() as f:
             seconds = sorted(float(r["epoch_seconds"]) for r in csv.DictReader(f))
-        return (f"test/acc {metrics.get('test/acc', float('nan')):.4f}, epoch seconds "
-                f"{', '.join(f'{s:.1f}' for s in seconds)}")
+        return (
+            f"test/acc {metrics.get('test/acc', float('nan')):.4f}, epoch seconds "
+            f"{', '.join(f'{s:.1f}' for s in seconds)}"
+        )
+
     return read
 
 
@@ -120,9 +131,22 @@ def serve_request(check: Check, ckpt: str) -> None:
         step.figures = "needs litserve, not installed here"
         return
     port, start = free_port(), time.monotonic()
-    server = subprocess.Popen([PY, "scripts/serve.py", f"ckpt_path={ckpt}", "device=cuda", f"serve.port={port}",
-                               f"hydra.run.dir={check.out / 'serve'}"], cwd=REPO, env=environment(),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            PY,
+            "scripts/serve.py",
+            f"ckpt_path={ckpt}",
+            "device=cuda",
+            f"serve.port={port}",
+            f"hydra.run.dir={check.out / 'serve'}",
+        ],
+        cwd=REPO,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until = min(time.monotonic() + 90, check.deadline)
@@ -174,8 +198,7 @@ print(model.evaluate("test", ["device=cuda", "hydra.run.dir=" + sys.argv[2]]))
 
 
 def summary(check: Check, header: list[str], tables: list[Path]) -> str:
-    lines = ["# visionlab GPU check", "", *header, "",
-             "| step | status | seconds | figures |", "|---|---|---|---|"]
+    lines = ["# visionlab GPU check", "", *header, "", "| step | status | seconds | figures |", "|---|---|---|---|"]
     lines += [f"| {s.name} | {s.status} | {s.seconds:.0f} | {s.figures} |" for s in check.steps]
     for table in tables:
         if table.exists():
@@ -201,41 +224,97 @@ def main() -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     check = Check(out, time.monotonic() + args.budget)
-    header = [f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
-              f"{torch.cuda.get_device_name(0)}, host {platform.processor() or platform.machine()}, "
-              f"torch {torch.__version__} (CUDA {torch.version.cuda}), lightning {lightning.__version__}, "
-              f"Python {platform.python_version()}"]
-    check.run("pytest -m gpu", ["-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py"],
-              150, needs=("pytest",), figures=lambda: check.steps[0].output.strip().splitlines()[-1])
+    header = [
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
+        f"{torch.cuda.get_device_name(0)}, host {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}), lightning {lightning.__version__}, "
+        f"Python {platform.python_version()}"
+    ]
+    check.run(
+        "pytest -m gpu",
+        ["-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py"],
+        150,
+        needs=("pytest",),
+        figures=lambda: check.steps[0].output.strip().splitlines()[-1],
+    )
     default = out / "default"
-    check.run("train: default config, 2 epochs", ["scripts/train.py", "trainer=gpu", "trainer.max_epochs=2",
-                                                  f"hydra.run.dir={default}"], 90, figures=run_figures(default))
+    check.run(
+        "train: default config, 2 epochs",
+        ["scripts/train.py", "trainer=gpu", "trainer.max_epochs=2", f"hydra.run.dir={default}"],
+        90,
+        figures=run_figures(default),
+    )
     ckpt = best_checkpoint(default)
-    check.run("evaluate device=cuda", ["scripts/evaluate.py", f"ckpt_path={ckpt}", "device=cuda",
-                                       f"hydra.run.dir={out / 'evaluate'}"], 40)
-    check.run("predict device=cuda explain=gradcam", ["scripts/predict.py", f"ckpt_path={ckpt}", "device=cuda",
-              "predict.from_test=8", "explain=gradcam", f"hydra.run.dir={out / 'predict'}"], 40, needs=("captum",))
-    check.run("export format=onnx", ["scripts/export.py", f"ckpt_path={ckpt}", "format=onnx",
-                                     f"hydra.run.dir={out / 'export'}"], 40, needs=("onnxscript", "onnxruntime"))
-    check.run("lr_find trainer=gpu", ["scripts/lr_find.py", "trainer=gpu", "tune.num_training=40",
-                                      f"hydra.run.dir={out / 'lr_find'}"], 40)
+    check.run(
+        "evaluate device=cuda",
+        ["scripts/evaluate.py", f"ckpt_path={ckpt}", "device=cuda", f"hydra.run.dir={out / 'evaluate'}"],
+        40,
+    )
+    check.run(
+        "predict device=cuda explain=gradcam",
+        [
+            "scripts/predict.py",
+            f"ckpt_path={ckpt}",
+            "device=cuda",
+            "predict.from_test=8",
+            "explain=gradcam",
+            f"hydra.run.dir={out / 'predict'}",
+        ],
+        40,
+        needs=("captum",),
+    )
+    check.run(
+        "export format=onnx",
+        ["scripts/export.py", f"ckpt_path={ckpt}", "format=onnx", f"hydra.run.dir={out / 'export'}"],
+        40,
+        needs=("onnxscript", "onnxruntime"),
+    )
+    check.run(
+        "lr_find trainer=gpu",
+        ["scripts/lr_find.py", "trainer=gpu", "tune.num_training=40", f"hydra.run.dir={out / 'lr_find'}"],
+        40,
+    )
     check.run("report", ["scripts/report.py", str(out)], 20)
     check.run("Python API on cuda", ["-c", API, ckpt, str(out / "api_evaluate")], 40)
     serve_request(check, ckpt)
     fast = out / "fast_93"
-    check.run("train: experiment=fast_93, 3 epochs", ["scripts/train.py", "experiment=fast_93", "trainer=gpu",
-              "trainer.max_epochs=3", f"hydra.run.dir={fast}"], 60, figures=run_figures(fast))
+    check.run(
+        "train: experiment=fast_93, 3 epochs",
+        ["scripts/train.py", "experiment=fast_93", "trainer=gpu", "trainer.max_epochs=3", f"hydra.run.dir={fast}"],
+        60,
+        figures=run_figures(fast),
+    )
     tables = [out / "benchmark_mlp.md", out / "benchmark_cnn.md"]
     for table in tables:
         table.unlink(missing_ok=True)
-    for name, case, sizes, table in (("benchmark: notes_mlp at 32", "notes_mlp", ["32"], tables[0]),
-                                     ("benchmark: default_cnn at 64 and 512", "default_cnn", ["64", "512"], tables[1])):
-        check.run(name, ["scripts/benchmark.py", "--cases", case, "--batch-sizes", *sizes, "--epochs", "3",
-                         "--json", str(table.with_suffix(".json")), "--markdown", str(table), "trainer=gpu"], 120)
+    for name, case, sizes, table in (
+        ("benchmark: notes_mlp at 32", "notes_mlp", ["32"], tables[0]),
+        ("benchmark: default_cnn at 64 and 512", "default_cnn", ["64", "512"], tables[1]),
+    ):
+        check.run(
+            name,
+            [
+                "scripts/benchmark.py",
+                "--cases",
+                case,
+                "--batch-sizes",
+                *sizes,
+                "--epochs",
+                "3",
+                "--json",
+                str(table.with_suffix(".json")),
+                "--markdown",
+                str(table),
+                "trainer=gpu",
+            ],
+            120,
+        )
     (out / "summary.md").write_text(summary(check, header, tables))
     failed = [s.name for s in check.steps if s.status not in ("ok", "skipped")]
-    print(f"gpu-check: {len(check.steps) - len(failed)} of {len(check.steps)} steps passed or skipped; "
-          f"summary in {out / 'summary.md'}")
+    print(
+        f"gpu-check: {len(check.steps) - len(failed)} of {len(check.steps)} steps passed or skipped; "
+        f"summary in {out / 'summary.md'}"
+    )
     return 1 if failed else 0
 
 

@@ -71,8 +71,12 @@ def composite(background: int) -> np.ndarray:
 IMAGE_FILES: list[tuple[str, Callable[[], bytes], int, np.ndarray | str]] = [
     ("8-bit PNG", lambda: saved(OBJECT, "PNG"), 0, OBJECT),
     ("16-bit PNG, 8-bit x257 (was 34% at 255)", lambda: saved(OBJECT.astype(np.uint16) * 257, "PNG"), 0, OBJECT),
-    ("16-bit PNG, any 16-bit values", lambda: saved(np.full((28, 28), 32896, np.uint16), "PNG"), 0,
-     np.full((28, 28), 128, np.uint8)),
+    (
+        "16-bit PNG, any 16-bit values",
+        lambda: saved(np.full((28, 28), 32896, np.uint16), "PNG"),
+        0,
+        np.full((28, 28), 128, np.uint8),
+    ),
     ("EXIF orientation 6", exif_rotated, 0, OBJECT),
     ("float TIFF 0-1", lambda: saved(OBJECT.astype(np.float32) / 255, "TIFF"), 0, OBJECT),
     ("float TIFF 0-255", lambda: saved(OBJECT.astype(np.float32), "TIFF"), 0, OBJECT),
@@ -82,14 +86,30 @@ IMAGE_FILES: list[tuple[str, Callable[[], bytes], int, np.ndarray | str]] = [
     ("white on transparent LA, dark data", lambda: white_on_transparent("LA"), 0, composite(0)),
     ("white on transparent RGBA, light data", lambda: white_on_transparent("RGBA"), 255, composite(255)),
     ("palette GIF: white on a transparent red index", palette_gif, 0, np.where(OBJECT > 0, 255, 0).astype(np.uint8)),
-    ("float TIFF with NaN", lambda: saved(np.full((28, 28), np.nan, np.float32), "TIFF"), 0,
-     "float pixels include NaN or infinity; expected values in 0-1"),
-    ("float TIFF -1 to 1", lambda: saved(np.linspace(-1, 1, 784, dtype=np.float32).reshape(28, 28), "TIFF"), 0,
-     "float pixels from -1 to 1; expected 0-1 (or uint8 0-255)"),
-    ("int32 TIFF with negatives", lambda: saved(OBJECT.astype(np.int32) - 1000, "TIFF"), 0,
-     "integer pixels from -1000 to -745; expected 0-255 (8-bit) or 0-65535 (16-bit)"),
-    ("int32 TIFF over 16 bits", lambda: saved(OBJECT.astype(np.int32) * 1000, "TIFF"), 0,
-     "integer pixels from 0 to 255000; expected 0-255 (8-bit) or 0-65535 (16-bit)"),
+    (
+        "float TIFF with NaN",
+        lambda: saved(np.full((28, 28), np.nan, np.float32), "TIFF"),
+        0,
+        "float pixels include NaN or infinity; expected values in 0-1",
+    ),
+    (
+        "float TIFF -1 to 1",
+        lambda: saved(np.linspace(-1, 1, 784, dtype=np.float32).reshape(28, 28), "TIFF"),
+        0,
+        "float pixels from -1 to 1; expected 0-1 (or uint8 0-255)",
+    ),
+    (
+        "int32 TIFF with negatives",
+        lambda: saved(OBJECT.astype(np.int32) - 1000, "TIFF"),
+        0,
+        "integer pixels from -1000 to -745; expected 0-255 (8-bit) or 0-65535 (16-bit)",
+    ),
+    (
+        "int32 TIFF over 16 bits",
+        lambda: saved(OBJECT.astype(np.int32) * 1000, "TIFF"),
+        0,
+        "integer pixels from 0 to 255000; expected 0-255 (8-bit) or 0-65535 (16-bit)",
+    ),
 ]
 
 
@@ -127,6 +147,7 @@ def test_the_background_follows_the_training_data():
 
 # --- serve: requests that must get a 4xx and never a traceback -------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def upload_app() -> TestClient:
     app = FastAPI()
@@ -142,12 +163,24 @@ def upload_app() -> TestClient:
 DEEP = 200_000
 REQUESTS = [
     ("200,000-deep JSON list", {"content": b"[" * DEEP + b"]" * DEEP}, 400, "malformed JSON: nested too deeply"),
-    ("200,000-deep JSON object", {"content": b'{"a":' * DEEP + b"1" + b"}" * DEEP}, 400,
-     "malformed JSON: nested too deeply"),
+    (
+        "200,000-deep JSON object",
+        {"content": b'{"a":' * DEEP + b"1" + b"}" * DEEP},
+        400,
+        "malformed JSON: nested too deeply",
+    ),
     ("JSON image: a list", {"content": json.dumps({"image": [1, 2]}).encode()}, 400, "must be an object"),
     ("JSON null", {"content": b"null"}, 400, "must be an object"),
-    ("16-bit PNG as base64", {"content": json.dumps(
-        {"image": base64.b64encode(saved(OBJECT.astype(np.uint16) * 257, "PNG")).decode()}).encode()}, 200, ""),
+    (
+        "16-bit PNG as base64",
+        {
+            "content": json.dumps(
+                {"image": base64.b64encode(saved(OBJECT.astype(np.uint16) * 257, "PNG")).decode()}
+            ).encode()
+        },
+        200,
+        "",
+    ),
 ]
 
 
@@ -190,12 +223,15 @@ def test_a_client_that_disconnects_is_counted_499_without_a_traceback():
 
 # --- predict's options: one line naming the value, before anything is read -------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     net = model(SHAPE)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.net.state_dict().items()},
-                "visionlab": net.loaded.describe()}, path)
+    torch.save(
+        {"state_dict": {f"net.{k}": v for k, v in net.net.state_dict().items()}, "visionlab": net.loaded.describe()},
+        path,
+    )
     return path
 
 
@@ -230,8 +266,10 @@ def test_the_api_refuses_a_bad_top_k_in_one_line():
 
 # --- report: finished runs are ranked, the others come last; odd metrics are named ----------------------------
 
-def make_run(root: Path, name: str, final: dict | str | None = None, val_acc: list[float] = (),
-             error: str | None = None) -> None:
+
+def make_run(
+    root: Path, name: str, final: dict | str | None = None, val_acc: list[float] = (), error: str | None = None
+) -> None:
     run = root / name
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
@@ -260,8 +298,14 @@ def test_report_ranks_finished_runs_first_and_names_odd_metrics(tmp_path, capsys
     assert "Traceback" not in out.err
     lines = (tmp_path / "report.csv").read_text().splitlines()[1:]
     ranked = [(line.split(",")[0], line.split(",")[1]) for line in lines]
-    assert ranked == [("job4", "ok"), ("job1", "ok"), ("job5", "ok"),
-                      ("job0", "failed"), ("job2", "ok"), ("job3", "unreadable")]
+    assert ranked == [
+        ("job4", "ok"),
+        ("job1", "ok"),
+        ("job5", "ok"),
+        ("job0", "failed"),
+        ("job2", "ok"),
+        ("job3", "unreadable"),
+    ]
     assert "metrics.json: test/acc='abc' is not a number" in lines[-1]
     main([str(tmp_path), "--sort", "test_acc"])
     order = [line.split(",")[0] for line in (tmp_path / "report.csv").read_text().splitlines()[1:]]

@@ -20,10 +20,22 @@ from visionlab.entrypoints import evaluate, export, predict
 from visionlab.entrypoints.train import main as train_main
 
 # scheduler=none: a run that can be continued past its length (one-cycle cannot)
-TINY = ["data=synthetic", "data.train_size=64", "data.val_size=32", "data.test_size=32", "data.batch_size=16",
-        "model=mlp", "model.hidden=[8]", "scheduler=none", "trainer.max_epochs=1", "trainer.accelerator=cpu",
-        "logger=csv", "callbacks.progress_bar=null", "trainer.enable_model_summary=false",
-        "callbacks.history.plot=false"]
+TINY = [
+    "data=synthetic",
+    "data.train_size=64",
+    "data.val_size=32",
+    "data.test_size=32",
+    "data.batch_size=16",
+    "model=mlp",
+    "model.hidden=[8]",
+    "scheduler=none",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "callbacks.progress_bar=null",
+    "trainer.enable_model_summary=false",
+    "callbacks.history.plot=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +48,10 @@ def finished(tmp_path_factory) -> Path:
 
 @dataclass
 class World:
-    run: Path       # a private copy of the finished run, to tamper with
+    run: Path  # a private copy of the finished run, to tamper with
     tmp: Path
-    marker: Path    # created only if a payload ran
-    payload: Path   # a pickle whose loading creates `marker`
+    marker: Path  # created only if a payload ran
+    payload: Path  # a pickle whose loading creates `marker`
 
 
 @pytest.fixture
@@ -94,33 +106,62 @@ def out(w: World) -> str:
 
 CODE_EXECUTION = [
     # 1. a resolver in the run's config turns into a live _target_ when the data is built
-    *[Case(f"config-{where}-{cmd}", lambda w, where=where, v=value: edit_config(w, where, v), cmd,
-           lambda w, cmd=cmd: [ckpt(w), *(["predict.from_test=2"] if cmd == "predict" else []), out(w)],
-           "which is not allowed from a run folder or checkpoint")
-      for where, value in [("data.extra", CREATE), ("model.extra", CREATE),
-                           ("data.extra", "\\" + CREATE),
-                           ("data.extra", "${{oc.decode:'{{_target_: torch.load, f: {payload}}}'}}"),
-                           ("data.data_dir", "${{oc.env:HOME}}")]
-      for cmd in ("eval", "predict")],
+    *[
+        Case(
+            f"config-{where}-{cmd}",
+            lambda w, where=where, v=value: edit_config(w, where, v),
+            cmd,
+            lambda w, cmd=cmd: [ckpt(w), *(["predict.from_test=2"] if cmd == "predict" else []), out(w)],
+            "which is not allowed from a run folder or checkpoint",
+        )
+        for where, value in [
+            ("data.extra", CREATE),
+            ("model.extra", CREATE),
+            ("data.extra", "\\" + CREATE),
+            ("data.extra", "${{oc.decode:'{{_target_: torch.load, f: {payload}}}'}}"),
+            ("data.data_dir", "${{oc.env:HOME}}"),
+        ]
+        for cmd in ("eval", "predict")
+    ],
     # 2. a replayed override read one way by PyYAML and another by Hydra's grammar
-    *[Case(f"override-{i}", lambda w, line=line: add_overrides(w, line), "train",
-           lambda w: [ckpt(w), "trainer.max_epochs=2"], refusal)
-      for i, (line, refusal) in enumerate([
-          ("+callbacks.evil={{_target_:torch.load,_args_:[{payload}],weights_only:false}}",
-           "callbacks.evil._target_='torch.load' is not allowed from a run folder"),
-          ("+callbacks.evil={{_target_: torch.load, _args_: [{payload}], weights_only: false}}",
-           "callbacks.evil._target_='torch.load' is not allowed from a run folder"),
-          ("callbacks.history._target_=torch.load", "callbacks.history._target_='torch.load' is not allowed"),
-          ("+callbacks.evil='${{oc.env:HOME}}'", "calls oc.env, which is not allowed"),
-          ("+callbacks.evil='\\${{oc.env:HOME}}'", "hides an interpolation behind an escape"),
-          ("+callbacks@hydra.callbacks=default", "is not replayed by a resume"),
-          ("hydra.callbacks.evil._target_=torch.load", "is not replayed by a resume"),
-          ("model.hidden=[8],[16]", "is not replayed by a resume"),
-      ])],
+    *[
+        Case(
+            f"override-{i}",
+            lambda w, line=line: add_overrides(w, line),
+            "train",
+            lambda w: [ckpt(w), "trainer.max_epochs=2"],
+            refusal,
+        )
+        for i, (line, refusal) in enumerate(
+            [
+                (
+                    "+callbacks.evil={{_target_:torch.load,_args_:[{payload}],weights_only:false}}",
+                    "callbacks.evil._target_='torch.load' is not allowed from a run folder",
+                ),
+                (
+                    "+callbacks.evil={{_target_: torch.load, _args_: [{payload}], weights_only: false}}",
+                    "callbacks.evil._target_='torch.load' is not allowed from a run folder",
+                ),
+                ("callbacks.history._target_=torch.load", "callbacks.history._target_='torch.load' is not allowed"),
+                ("+callbacks.evil='${{oc.env:HOME}}'", "calls oc.env, which is not allowed"),
+                ("+callbacks.evil='\\${{oc.env:HOME}}'", "hides an interpolation behind an escape"),
+                ("+callbacks@hydra.callbacks=default", "is not replayed by a resume"),
+                ("hydra.callbacks.evil._target_=torch.load", "is not replayed by a resume"),
+                ("model.hidden=[8],[16]", "is not replayed by a resume"),
+            ]
+        )
+    ],
     # 3. Hydra flags in the overrides file would compose another config
-    *[Case(f"flag-{i}", lambda w, lines=lines: add_overrides(w, *lines), "train",
-           lambda w: [ckpt(w), "trainer.max_epochs=2"], "is not a config override (Hydra flags are never replayed)")
-      for i, lines in enumerate([("--config-dir=/tmp/c", "--config-name=evil"), ("-cn=evil",), ("-m",)])],
+    *[
+        Case(
+            f"flag-{i}",
+            lambda w, lines=lines: add_overrides(w, *lines),
+            "train",
+            lambda w: [ckpt(w), "trainer.max_epochs=2"],
+            "is not a config override (Hydra flags are never replayed)",
+        )
+        for i, lines in enumerate([("--config-dir=/tmp/c", "--config-name=evil"), ("-cn=evil",), ("-m",)])
+    ],
 ]
 
 
@@ -137,23 +178,55 @@ def nothing(w: World) -> None:
 
 DATA_LOSS = [
     # 4. a resume writes into the folder: a link there would carry the writes outside
-    Case("symlink-resume", link_csv, "train", lambda w: [ckpt(w), "trainer.max_epochs=2"],
-         "is a symbolic link; a resume writes into run"),
+    Case(
+        "symlink-resume",
+        link_csv,
+        "train",
+        lambda w: [ckpt(w), "trainer.max_epochs=2"],
+        "is a symbolic link; a resume writes into run",
+    ),
     # 5. a command pointed at an existing run folder
-    *[Case(f"run-dir-{cmd}", nothing, cmd,
-           lambda w, cmd=cmd: [ckpt(w), *(["predict.from_test=2"] if cmd == "predict" else []), f"hydra.run.dir={w.run}"],
-           "already holds a run (.hydra, checkpoints, metrics.json, run_info.json); choose a new folder")
-      for cmd in ("eval", "predict", "export")],
-    Case("run-dir-train", nothing, "train", lambda w: [*TINY, f"hydra.run.dir={w.run}"],
-         "to continue that run, resume it: ckpt_path=<run>/checkpoints/last.ckpt"),
+    *[
+        Case(
+            f"run-dir-{cmd}",
+            nothing,
+            cmd,
+            lambda w, cmd=cmd: [
+                ckpt(w),
+                *(["predict.from_test=2"] if cmd == "predict" else []),
+                f"hydra.run.dir={w.run}",
+            ],
+            "already holds a run (.hydra, checkpoints, metrics.json, run_info.json); choose a new folder",
+        )
+        for cmd in ("eval", "predict", "export")
+    ],
+    Case(
+        "run-dir-train",
+        nothing,
+        "train",
+        lambda w: [*TINY, f"hydra.run.dir={w.run}"],
+        "to continue that run, resume it: ckpt_path=<run>/checkpoints/last.ckpt",
+    ),
     # 6. export names are file names
-    *[Case(f"export-name-{i}", nothing, "export", lambda w, name=name: [ckpt(w), f"name={name}", out(w)],
-           "is not allowed; expected a file name without a folder")
-      for i, name in enumerate(["/tmp/R2/metrics", "../metrics", "a/b", ".hidden", ".."])],
+    *[
+        Case(
+            f"export-name-{i}",
+            nothing,
+            "export",
+            lambda w, name=name: [ckpt(w), f"name={name}", out(w)],
+            "is not allowed; expected a file name without a folder",
+        )
+        for i, name in enumerate(["/tmp/R2/metrics", "../metrics", "a/b", ".hidden", ".."])
+    ],
     # 7. resuming a finished run, or from a weights-only file
     Case("finished-resume", nothing, "train", lambda w: [ckpt(w)], "so a resume has nothing left to train"),
-    Case("restored-best-resume", nothing, "train", lambda w: [ckpt(w, "restored_best.ckpt"), "trainer.max_epochs=2"],
-         "holds weights only (no optimizer or loop state), so it cannot resume a run"),
+    Case(
+        "restored-best-resume",
+        nothing,
+        "train",
+        lambda w: [ckpt(w, "restored_best.ckpt"), "trainer.max_epochs=2"],
+        "holds weights only (no optimizer or loop state), so it cannot resume a run",
+    ),
 ]
 
 
@@ -204,9 +277,16 @@ def test_a_moved_checkpoint_callback_keeps_its_best_score_and_forgets_files_that
     old, new = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
     new.mkdir(parents=True)
     (new / "epoch003.ckpt").write_bytes(b"x")
-    state = {"dirpath": str(old), "best_model_path": str(old / "epoch003.ckpt"), "best_model_score": 0.9,
-             "kth_best_model_path": str(old / "epoch001.ckpt"), "kth_value": 0.8, "last_model_path": "",
-             "best_k_models": {str(old / "epoch003.ckpt"): 0.9, str(old / "epoch001.ckpt"): 0.8}, "monitor": "val/acc"}
+    state = {
+        "dirpath": str(old),
+        "best_model_path": str(old / "epoch003.ckpt"),
+        "best_model_score": 0.9,
+        "kth_best_model_path": str(old / "epoch001.ckpt"),
+        "kth_value": 0.8,
+        "last_model_path": "",
+        "best_k_models": {str(old / "epoch003.ckpt"): 0.9, str(old / "epoch001.ckpt"): 0.8},
+        "monitor": "val/acc",
+    }
     callback = ModelCheckpoint(dirpath=str(new), monitor="val/acc", mode="max")
     callback.load_state_dict(state)
     assert callback.best_model_path == str(new / "epoch003.ckpt")

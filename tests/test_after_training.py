@@ -18,9 +18,20 @@ from conftest import run_main, tree_hash
 from visionlab.entrypoints import evaluate, export, predict
 from visionlab.entrypoints.train import main as train_main
 
-TINY = ["data=synthetic", "data.train_size=120", "data.val_size=40", "data.test_size=40", "data.batch_size=20",
-        "data.eval_batch_size=16", "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.accelerator=cpu",
-        "logger=csv", "callbacks.progress_bar.refresh_rate=0", "trainer.enable_model_summary=false"]
+TINY = [
+    "data=synthetic",
+    "data.train_size=120",
+    "data.val_size=40",
+    "data.test_size=40",
+    "data.batch_size=20",
+    "data.eval_batch_size=16",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "callbacks.progress_bar.refresh_rate=0",
+    "trainer.enable_model_summary=false",
+]
 SMALL_CNN = ["model.channels=[4,8]", "model.dense=[16]"]
 # One run per config group overridden (and the default), as users start them.
 MATRIX = {
@@ -30,8 +41,11 @@ MATRIX = {
     "scheduler": [*SMALL_CNN, "scheduler=step"],
     "data": [*SMALL_CNN, "data.input_shape=[3,16,16]", "data.normalization=scale", "data.loader=dataloader"],
     "task": [*SMALL_CNN, "task.l2=1e-4", "task.label_smoothing=0.1"],
-    "callbacks": [*SMALL_CNN, "callbacks.model_checkpoint.save_best_only=false",
-                  "callbacks.early_stopping.restore_best_weights=false"],
+    "callbacks": [
+        *SMALL_CNN,
+        "callbacks.model_checkpoint.save_best_only=false",
+        "callbacks.early_stopping.restore_best_weights=false",
+    ],
     "trainer": [*SMALL_CNN, "trainer=cpu"],
     "experiment": ["experiment=notes_mlp", "model.hidden=[32]", "data.val_size=40", "data.batch_size=20"],
 }
@@ -82,20 +96,24 @@ def test_evaluate_predict_export_work_on_a_run_of_each_group_and_leave_it_untouc
     final = json.loads((run / "metrics.json").read_text())
     # eval reproduces training's own test of the checkpoint it tested, exactly
     tested = Path(final["test/ckpt_path"])
-    assert evaluated(run, tested, "test", tmp_path / "e0") == {k[5:]: v for k, v in final.items()
-                                                              if k.startswith("test/") and k != "test/ckpt_path"}
+    assert evaluated(run, tested, "test", tmp_path / "e0") == {
+        k[5:]: v for k, v in final.items() if k.startswith("test/") and k != "test/ckpt_path"
+    }
     # the best and last checkpoints give the val metrics logged at their epochs
     for i, ckpt in enumerate([*sorted((run / "checkpoints").glob("epoch*.ckpt")), run / "checkpoints" / "last.ckpt"]):
         epoch = torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]
         assert evaluated(run, ckpt, "val", tmp_path / f"e{i + 1}") == logged_val(run, epoch)
-    code, err = run_main(predict.main, [f"ckpt_path={run}/checkpoints/last.ckpt", "predict.from_test=4",
-                                        f"hydra.run.dir={tmp_path / 'p'}"])
+    code, err = run_main(
+        predict.main,
+        [f"ckpt_path={run}/checkpoints/last.ckpt", "predict.from_test=4", f"hydra.run.dir={tmp_path / 'p'}"],
+    )
     assert code == 0, err
     with open(tmp_path / "p" / "predictions.csv") as f:
         assert all(r["top1"].startswith("class_") and r["true"].startswith("class_") for r in csv.DictReader(f))
     if group in EXPORTED:
-        code, err = run_main(export.main, [f"ckpt_path={run}/checkpoints/last.ckpt", "format=onnx",
-                                           f"hydra.run.dir={tmp_path / 'x'}"])
+        code, err = run_main(
+            export.main, [f"ckpt_path={run}/checkpoints/last.ckpt", "format=onnx", f"hydra.run.dir={tmp_path / 'x'}"]
+        )
         assert code == 0, err
         import visionlab
 
@@ -109,8 +127,14 @@ def test_evaluate_predict_export_work_on_a_run_of_each_group_and_leave_it_untouc
 
 @pytest.mark.parametrize("scheduler", ["none", "step"])
 def test_a_finished_run_continued_ends_like_a_run_trained_that_long_from_the_start(scheduler, tmp_path):
-    common = [*TINY, *SMALL_CNN, f"scheduler={scheduler}", "trainer.deterministic=true", "test=false",
-              *(["scheduler.factory.step_size=1"] if scheduler == "step" else [])]
+    common = [
+        *TINY,
+        *SMALL_CNN,
+        f"scheduler={scheduler}",
+        "trainer.deterministic=true",
+        "test=false",
+        *(["scheduler.factory.step_size=1"] if scheduler == "step" else []),
+    ]
     short, long = tmp_path / "short", tmp_path / "long"
     assert run_main(train_main, [*common, "trainer.max_epochs=1", f"hydra.run.dir={short}"])[0] == 0
     code, err = run_main(train_main, [f"ckpt_path={short}/checkpoints/last.ckpt", "trainer.max_epochs=3"])
@@ -134,15 +158,20 @@ def test_the_python_api_trains_predicts_and_evaluates_in_process(runs, tmp_path,
     import visionlab
 
     monkeypatch.setenv("VISIONLAB_ROOT", str(tmp_path))  # outputs/ of the API's evaluate
-    metrics = visionlab.train([*TINY, *SMALL_CNN, "trainer.max_epochs=1", "test=false",
-                               f"hydra.run.dir={tmp_path / 'api'}"])
+    metrics = visionlab.train(
+        [*TINY, *SMALL_CNN, "trainer.max_epochs=1", "test=false", f"hydra.run.dir={tmp_path / 'api'}"]
+    )
     assert 0 <= metrics["val/acc"] <= 1 and math.isfinite(metrics["train/loss"])
     assert (tmp_path / "api" / ".hydra" / "config.yaml").is_file() and (tmp_path / "api" / "train.log").is_file()
     model = visionlab.load_model(runs("data") / "checkpoints" / "last.ckpt")  # RGB 16x16
     rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "x.png")
-    answers = [model.predict(tmp_path / "x.png"), model.predict(rgb), model.predict(Image.open(tmp_path / "x.png")),
-               model.predict(torch.from_numpy(rgb).permute(2, 0, 1))]
+    answers = [
+        model.predict(tmp_path / "x.png"),
+        model.predict(rgb),
+        model.predict(Image.open(tmp_path / "x.png")),
+        model.predict(torch.from_numpy(rgb).permute(2, 0, 1)),
+    ]
     assert all(a == answers[0] for a in answers)
     assert answers[0][0]["class"] in model.classes and len(answers[0][0]["top"]) == 3
     assert len(model.predict([rgb, rgb, tmp_path / "x.png"])) == 3
@@ -153,13 +182,23 @@ def test_the_python_api_trains_predicts_and_evaluates_in_process(runs, tmp_path,
     assert visionlab.ClassifierTask.__name__ == "ClassifierTask"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["+trainer.reload_dataloaders_every_n_epochs=-1"],  # Lightning's own check
-     "error: `reload_dataloaders_every_n_epochs` should be an int >= 0, got -1."),
-    (["+trainer.gradient_clip_val=1", "+trainer.gradient_clip_algorithm=bogus"],  # visionlab's, before Hydra starts
-     "error: trainer.gradient_clip_algorithm='bogus' is not allowed; expected one of norm, value"),
-    (["trainer.nope=1"], "error: Could not override 'trainer.nope'."),  # Hydra's own check
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["+trainer.reload_dataloaders_every_n_epochs=-1"],  # Lightning's own check
+            "error: `reload_dataloaders_every_n_epochs` should be an int >= 0, got -1.",
+        ),
+        (
+            [
+                "+trainer.gradient_clip_val=1",
+                "+trainer.gradient_clip_algorithm=bogus",
+            ],  # visionlab's, before Hydra starts
+            "error: trainer.gradient_clip_algorithm='bogus' is not allowed; expected one of norm, value",
+        ),
+        (["trainer.nope=1"], "error: Could not override 'trainer.nope'."),  # Hydra's own check
+    ],
+)
 def test_lightning_and_hydra_errors_on_bad_flags_come_as_one_line(args, message, tmp_path):
     code, err = run_main(train_main, [*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}"])
     lines = [line for line in err.splitlines() if line.strip()]

@@ -17,8 +17,15 @@ from conftest import FAST, run_main
 from visionlab.entrypoints.train import main as train_main
 
 # the finder needs enough steps for a suggestion: the whole synthetic train split, one epoch
-FIND = ("model=mlp", "model.hidden=[16]", "trainer.limit_train_batches=null", "tune.lr_find=true",
-        "tune.num_training=15", "tune.min_lr=1e-4", "tune.max_lr=0.5")
+FIND = (
+    "model=mlp",
+    "model.hidden=[16]",
+    "trainer.limit_train_batches=null",
+    "tune.lr_find=true",
+    "tune.num_training=15",
+    "tune.min_lr=1e-4",
+    "tune.max_lr=0.5",
+)
 
 
 @pytest.fixture
@@ -34,15 +41,18 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
         return wrapper
 
-    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration",
-                        counting("compositions", ConfigLoaderImpl.load_configuration))
+    monkeypatch.setattr(
+        ConfigLoaderImpl, "load_configuration", counting("compositions", ConfigLoaderImpl.load_configuration)
+    )
     monkeypatch.setattr(fit, "build", counting("builds", fit.build))
     return counts
 
 
 def _tuned(run: Path) -> None:
     info = json.loads((run / "run_info.json").read_text())
-    assert info["lr_find"]["optimizer.lr"] == float(f"{json.loads((run / 'lr_find.json').read_text())['suggestion']:.3g}")
+    assert info["lr_find"]["optimizer.lr"] == float(
+        f"{json.loads((run / 'lr_find.json').read_text())['suggestion']:.3g}"
+    )
 
 
 def test_the_command_line_composes_a_run_once_and_builds_it_once(tmp_path: Path, counted: dict[str, int]) -> None:

@@ -24,9 +24,27 @@ NAMED = ("resnet18", "vgg11_bn", "mobilenet_v3_small")  # the conf/model files o
 # One small member of each torchvision family (vgg: vgg11_bn in NAMED; wide_resnet, regnet_x,
 # resnext101, larger variants left out for time): a new family in torchvision fails the
 # coverage check below until it is added here.
-FAMILIES = ("alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet",
-            "inception_v3", "maxvit_t", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_y_400mf",
-            "resnet18", "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t", "swin_v2_t", "vit_b_32")
+FAMILIES = (
+    "alexnet",
+    "convnext_tiny",
+    "densenet121",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "googlenet",
+    "inception_v3",
+    "maxvit_t",
+    "mnasnet0_5",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "regnet_y_400mf",
+    "resnet18",
+    "resnext50_32x4d",
+    "shufflenet_v2_x0_5",
+    "squeezenet1_1",
+    "swin_t",
+    "swin_v2_t",
+    "vit_b_32",
+)
 
 
 def family(name):
@@ -61,8 +79,11 @@ def test_an_unknown_name_is_one_line_with_close_matches():
 
 
 def test_an_unknown_weights_name_lists_the_models_weights():
-    with pytest.raises(ValueError, match=r"model.weights='IMAGENET9K' is not a weight of resnet50; "
-                                         r"allowed: DEFAULT, IMAGENET1K_V1, IMAGENET1K_V2"):
+    with pytest.raises(
+        ValueError,
+        match=r"model.weights='IMAGENET9K' is not a weight of resnet50; "
+        r"allowed: DEFAULT, IMAGENET1K_V1, IMAGENET1K_V2",
+    ):
         Backbone((3, 32, 32), 10, name="resnet50", weights="IMAGENET9K")
 
 
@@ -115,15 +136,25 @@ class Recorder(L.Callback):
 
 def test_unfreeze_happens_at_the_set_epoch_with_the_lower_lr(tmp_path):
     torch.manual_seed(0)
-    dm = SyntheticDataModule(input_shape=(1, 28, 28), num_classes=3, train_size=20, test_size=4, val_size=4,
-                             batch_size=8, eval_batch_size=8)
-    net = Backbone(dm.input_shape, dm.num_classes, name="mobilenet_v3_small", freeze_backbone=True,
-                   backbone_lr_scale=0.1)
+    dm = SyntheticDataModule(
+        input_shape=(1, 28, 28), num_classes=3, train_size=20, test_size=4, val_size=4, batch_size=8, eval_batch_size=8
+    )
+    net = Backbone(
+        dm.input_shape, dm.num_classes, name="mobilenet_v3_small", freeze_backbone=True, backbone_lr_scale=0.1
+    )
     task = ClassifierTask(net, lambda params: torch.optim.Adam(params, lr=0.01))
     recorder = Recorder()
-    trainer = L.Trainer(max_epochs=3, callbacks=[BackboneUnfreeze(unfreeze_at_epoch=2), recorder], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=3,
+        callbacks=[BackboneUnfreeze(unfreeze_at_epoch=2), recorder],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(task, datamodule=dm)
     assert recorder.frozen == [True, True, False]
     w0, w1, w2 = recorder.weights
@@ -155,7 +186,9 @@ def test_pretrained_offline_without_a_file_says_how_to_supply_one(monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(ValueError, match=r"cannot get the resnet18 ImageNet weights .* model\.weights_path=FILE"):
         Backbone((3, 32, 32), 10, name="resnet18", pretrained=True)
-    with pytest.raises(ValueError, match=r"^model.weights=IMAGENET1K_V2: cannot get the efficientnet_b1 ImageNet weights"):
+    with pytest.raises(
+        ValueError, match=r"^model.weights=IMAGENET1K_V2: cannot get the efficientnet_b1 ImageNet weights"
+    ):
         Backbone((3, 32, 32), 10, name="efficientnet_b1", weights="DEFAULT")
 
 
@@ -165,8 +198,9 @@ def test_pretrained_input_is_renormalised_to_imagenet_statistics(tmp_path):
     net.set_input_normalization((0.3,), (0.2,))
     pixels = torch.rand(2, 1, 40, 40)  # in [0, 1]
     out = net.adapt((pixels - 0.3) / 0.2)
-    expected = (pixels.expand(-1, 3, -1, -1) - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) \
-        / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (pixels.expand(-1, 3, -1, -1) - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD
+    ).view(1, 3, 1, 1)
     assert out.shape == (2, 3, 40, 40) and torch.allclose(out, expected, atol=1e-5)
 
 
@@ -179,6 +213,7 @@ def test_inception_weights_load_without_their_auxiliary_head(tmp_path):
 
 
 # --- timm (optional extra) -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["resnet10t", "mobilenetv3_small_050", "vit_tiny_patch16_224"])
 def test_timm_models_build_and_run(name):
@@ -197,8 +232,9 @@ def test_timm_unknown_name_weights_file_and_freezing(tmp_path):
         TimmBackbone((1, 28, 28), 10, name="resnet10t", weights="DEFAULT")
     reference = timm.create_model("resnet10t", pretrained=False)  # with its 1000-class head, as published
     torch.save(reference.state_dict(), tmp_path / "r10t.pth")
-    net = TimmBackbone((1, 28, 28), 3, name="resnet10t", weights_path=str(tmp_path / "r10t.pth"),
-                       freeze_backbone=True).train()
+    net = TimmBackbone(
+        (1, 28, 28), 3, name="resnet10t", weights_path=str(tmp_path / "r10t.pth"), freeze_backbone=True
+    ).train()
     assert torch.equal(net.backbone.conv1[0].weight, reference.conv1[0].weight) and net.adapt.imagenet
     torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 28, 28)), torch.tensor([0, 1, 2, 0])).backward()
     assert all(p.grad is None for p in net.backbone.parameters()) and not net.backbone.training
@@ -208,14 +244,22 @@ def test_timm_unknown_name_weights_file_and_freezing(tmp_path):
 
 def test_one_cycle_keeps_the_backbones_lower_learning_rate(tmp_path):
     """OneCycleLR sets each group's lr from max_lr: the backbone's group gets max_lr times its scale."""
-    dm = SyntheticDataModule(input_shape=(1, 28, 28), num_classes=3, train_size=16, test_size=4, val_size=4,
-                             batch_size=8, eval_batch_size=8)
+    dm = SyntheticDataModule(
+        input_shape=(1, 28, 28), num_classes=3, train_size=16, test_size=4, val_size=4, batch_size=8, eval_batch_size=8
+    )
     net = Backbone(dm.input_shape, dm.num_classes, name="mobilenet_v3_small", backbone_lr_scale=0.1)
     schedule = Schedule(factory=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.02), interval="step")
     task = ClassifierTask(net, partial(torch.optim.Adam, lr=0.01), scheduler=schedule)
-    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(task, datamodule=dm)
     head, backbone = trainer.optimizers[0].param_groups
     assert (head["max_lr"], backbone["max_lr"]) == pytest.approx((0.02, 0.002))

@@ -9,8 +9,17 @@ import pytest
 
 from visionlab.tools.benchmark import main
 
-TINY = ("--batch-sizes", "32", "--epochs", "1", "data=synthetic", "data.train_size=160", "data.val_size=64",
-        "data.test_size=64", "model.hidden=[32]")
+TINY = (
+    "--batch-sizes",
+    "32",
+    "--epochs",
+    "1",
+    "data=synthetic",
+    "data.train_size=160",
+    "data.val_size=64",
+    "data.test_size=64",
+    "model.hidden=[32]",
+)
 N_TRAIN = 160 - 64
 
 
@@ -46,8 +55,9 @@ def test_benchmark_speed_flags_apply_to_both_paths(tmp_path: Path) -> None:
     # the MLP: bfloat16 is emulated (slow) on CPUs without AVX512-BF16, and only the wiring is tested
     rows, _ = run(tmp_path, "--cases", "notes_mlp", "--channels-last", "--precision", "bf16-mixed", "--clock", "cpu")
     assert len(rows) == 3
-    assert all("trainer.precision=bf16-mixed" in r["overrides"] and "channels_last=true" in r["overrides"]
-               for r in rows)
+    assert all(
+        "trainer.precision=bf16-mixed" in r["overrides"] and "channels_last=true" in r["overrides"] for r in rows
+    )
     assert all(0.0 <= r["test_acc"] <= 1.0 for r in rows)
 
 

@@ -48,10 +48,17 @@ class Scripted(L.LightningModule):
 
 def fit(callbacks, tmp_path) -> Scripted:
     module = Scripted()
-    trainer = L.Trainer(max_epochs=len(SCORES), callbacks=callbacks, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
-                        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
-                        accelerator="cpu")
+    trainer = L.Trainer(
+        max_epochs=len(SCORES),
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        accelerator="cpu",
+    )
     trainer.fit(module)
     return module
 
@@ -68,8 +75,9 @@ def test_early_stopping_restores_the_best_weights_when_asked(restore, tmp_path):
 
 @pytest.mark.parametrize("best_only,files", [(True, 1), (False, len(SCORES))])
 def test_model_checkpoint_save_best_only_and_best_path_printed(best_only, files, tmp_path, caplog):
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", mode="min", save_best_only=best_only,
-                                 save_weights_only=True)
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="val/loss", mode="min", save_best_only=best_only, save_weights_only=True
+    )
     with caplog.at_level(logging.INFO, logger="visionlab"):
         fit([checkpoint], tmp_path)
     assert len(list((tmp_path / "ckpt").glob("*.ckpt"))) == files

@@ -25,9 +25,19 @@ from visionlab.training.checkpoint import CheckpointError, read_checkpoint
 from visionlab.training.task import ClassifierTask
 from visionlab.utils.errors import BUG_NOTE, ConfigError
 
-FAST = ("data=synthetic", "model=mlp", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
-        "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "callbacks=none", "logger=none", "test=false")
+FAST = (
+    "data=synthetic",
+    "model=mlp",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=1",
+    "trainer.limit_val_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks=none",
+    "logger=none",
+    "test=false",
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +88,10 @@ def test_load_from_checkpoint_takes_an_hparams_file_and_kwargs_win(trained, tmp_
     yaml_file.write_text("loss: hinge\nlabel_smoothing: 0.0\nl2: 0.01\nbatch_size: 64\n")  # batch_size: not the task's
     loaded = ClassifierTask.load_from_checkpoint(path, hparams_file=yaml_file)
     assert loaded.loss_name == "hinge" and loaded.l2 == 0.01
-    assert ClassifierTask.load_from_checkpoint(path, hparams_file=yaml_file, loss="cross_entropy").loss_name == \
-        "cross_entropy"
+    assert (
+        ClassifierTask.load_from_checkpoint(path, hparams_file=yaml_file, loss="cross_entropy").loss_name
+        == "cross_entropy"
+    )
     csv_file = tmp_path / "hparams.csv"
     csv_file.write_text("key,value\nloss,hinge\n")
     assert ClassifierTask.load_from_checkpoint(path, hparams_file=csv_file).loss_name == "hinge"
@@ -120,8 +132,10 @@ def test_a_file_that_would_run_code_is_named_as_such(trained, tmp_path):
     marker = tmp_path / "ran"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": RunsCode(marker)}, evil)
-    expected = (f"ckpt_path={evil}: refused: the file holds posix.system, which would run code when loaded; "
-                "visionlab loads weights only")
+    expected = (
+        f"ckpt_path={evil}: refused: the file holds posix.system, which would run code when loaded; "
+        "visionlab loads weights only"
+    )
     with pytest.raises(CheckpointError) as err:
         read_checkpoint(evil)
     assert str(err.value) == expected
@@ -149,13 +163,16 @@ def _entry(raises: Callable[[DictConfig], object]) -> Callable[[], None]:
     return hydra_entry("evaluate", raises)
 
 
-@pytest.mark.parametrize(("target", "user"), [
-    ({"_target_": "visionlab.models.MLP", "input_shape": [1, 2, 2], "num_classes": 2, "hidden": []}, True),
-    ({"_target_": "visionlab.models.MLP", "input_shape": [1, 2, 2], "num_classes": 2, "bogus": 1}, True),
-    ({"_target_": "visionlab.models.NoSuchNet"}, True),
-    ({"_target_": "lightning.Trainer", "precision": "bogus"}, True),  # Lightning's ValueError for the user's flag
-    ({"_target_": "fractions.Fraction", "numerator": "not a number"}, False),  # a ValueError in code: a bug
-])
+@pytest.mark.parametrize(
+    ("target", "user"),
+    [
+        ({"_target_": "visionlab.models.MLP", "input_shape": [1, 2, 2], "num_classes": 2, "hidden": []}, True),
+        ({"_target_": "visionlab.models.MLP", "input_shape": [1, 2, 2], "num_classes": 2, "bogus": 1}, True),
+        ({"_target_": "visionlab.models.NoSuchNet"}, True),
+        ({"_target_": "lightning.Trainer", "precision": "bogus"}, True),  # Lightning's ValueError for the user's flag
+        ({"_target_": "fractions.Fraction", "numerator": "not a number"}, False),  # a ValueError in code: a bug
+    ],
+)
 def test_instantiation_errors_are_the_users_or_a_bug(target, user, tmp_path, capsys):
     code, err = run_main(_entry(lambda cfg: instantiate(target)), [f"hydra.run.dir={tmp_path}"])
     if user:
@@ -181,6 +198,7 @@ def test_a_bug_shows_its_traceback_and_asks_to_report_it(tmp_path):
 
 def test_ckpt_path_last_is_the_newest_runs_last_checkpoint(tmp_path):
     """Not the most recently written last.ckpt: resuming an older run rewrites its file."""
+
     def run(name: str, with_last: bool = True) -> Path:
         ckpt = tmp_path / "runs" / name / "checkpoints" / "last.ckpt"
         ckpt.parent.mkdir(parents=True)
@@ -200,8 +218,10 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run of the train command that trained its one epoch, with the default callbacks (last.ckpt)."""
     log_dir = tmp_path_factory.mktemp("outputs")
     run = log_dir / "runs" / "2026-01-01" / "00-00-00"
-    code, err = run_main(train_main, [*FAST[:-3], "scheduler=none", "logger=none", "test=false",
-                                      f"paths.log_dir={log_dir}", f"hydra.run.dir={run}"])
+    code, err = run_main(
+        train_main,
+        [*FAST[:-3], "scheduler=none", "logger=none", "test=false", f"paths.log_dir={log_dir}", f"hydra.run.dir={run}"],
+    )
     assert code == 0, err
     return run
 
@@ -210,10 +230,15 @@ def test_a_resume_with_nothing_left_to_train_says_so(finished_run, tmp_path):
     """It used to fit nothing and test the checkpoint again, silently."""
     last = finished_run / "checkpoints" / "last.ckpt"
     log_dir = finished_run.parents[2]
-    for args, reached in ((["ckpt_path=last", f"paths.log_dir={log_dir}"], "trainer.max_epochs=1"),
-                          ([f"ckpt_path={last}", "trainer.max_steps=1"], "trainer.max_steps=1")):
-        with pytest.raises(ConfigError, match=rf"^ckpt_path={last}: the run already trained .*{reached} .*"
-                                              "so a resume has nothing left to train; to train longer"):
+    for args, reached in (
+        (["ckpt_path=last", f"paths.log_dir={log_dir}"], "trainer.max_epochs=1"),
+        ([f"ckpt_path={last}", "trainer.max_steps=1"], "trainer.max_steps=1"),
+    ):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^ckpt_path={last}: the run already trained .*{reached} .*"
+            "so a resume has nothing left to train; to train longer",
+        ):
             prepare_run("train", args, TRAIN_CHECKS, resumes=True)
     before = tree_hash(finished_run)
     code, err = run_main(train_main, [f"ckpt_path={last}"])

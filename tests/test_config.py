@@ -93,9 +93,17 @@ def test_bad_override_fails_fast_in_one_line(override, expected, tmp_path):
 
 def test_the_train_script_itself_reports_bad_input_in_one_line(tmp_path):
     run = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train.py"), "model.dropout=1.5", f"paths.log_dir={tmp_path}",
-         f"paths.data_dir={tmp_path}/data"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train.py"),
+            "model.dropout=1.5",
+            f"paths.log_dir={tmp_path}",
+            f"paths.data_dir={tmp_path}/data",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("error: model.dropout=1.5 is not allowed")
@@ -103,35 +111,66 @@ def test_the_train_script_itself_reports_bad_input_in_one_line(tmp_path):
 
 # Each key is checked by the component that defines it (its CHECKS, found through the
 # config's _target_), or by the entry point for train.yaml's own keys: same one-line errors.
-@pytest.mark.parametrize("overrides,message", [
-    (["optimizer.weight_decay=-1"], "optimizer.weight_decay=-1 is not allowed; expected a finite number >= 0"),
-    (["optimizer=momentum", "optimizer.momentum=1"], "optimizer.momentum=1 is not allowed; expected a number in [0, 1)"),
-    (["model.kernel_size=0"], "model.kernel_size=0 is not allowed; expected an integer >= 1"),
-    (["model.channels=[]"], "model.channels=[] is not allowed; expected a non-empty list of positive integers"),
-    (["model.dense=[0]"], "model.dense=[0] is not allowed; expected a list of positive integers"),
-    (["model=resnet18", "model.backbone_lr_scale=0"], "model.backbone_lr_scale=0 is not allowed; expected a finite number > 0"),
-    (["model=resnet18", "model.image_size=0"], "model.image_size=0 is not allowed; expected an integer >= 1, or null"),
-    (["model=timm", "model.dropout=1"], "model.dropout=1 is not allowed; expected a number in [0, 1)"),  # inherited
-    (["data.eval_batch_size=0"], "data.eval_batch_size=0 is not allowed; expected an integer >= 1"),
-    (["data.val_size=1.0"], "data.val_size=1.0 is not allowed; expected a whole count >= 0 (5000) or a fraction"),
-    (["data.num_workers=-1"], "data.num_workers=-1 is not allowed; expected an integer in 0.."),
-    (["data.augment.randaugment_magnitude=31"], "data.augment.randaugment_magnitude=31 is not allowed; expected an integer in 0..30"),
-    (["data=image_folder", "data.color=sepia"], "data.color='sepia' is not allowed; expected one of rgb, grayscale"),
-    (["data=image_folder", "data.image_size=0"], "data.image_size=0 is not allowed; expected an integer >= 1"),
-    (["data=image_folder", "data.loader=disk"],
-     "data.loader='disk' is not allowed; expected one of memory, dataloader, stream, auto"),
-    (["data=image_folder", "data.stream_above=0"],
-     "data.stream_above=0 is not allowed; expected a share of available memory in (0, 1]"),
-    (["task.label_smoothing=1"], "task.label_smoothing=1 is not allowed; expected a number in [0, 1)"),
-    (["task.l1=-1"], "task.l1=-1 is not allowed; expected a finite number >= 0"),
-    (["scheduler.interval=batch"], "scheduler.interval='batch' is not allowed; expected step or epoch"),
-    (["scheduler=plateau", "scheduler.monitor=val/accuracy"], "scheduler.monitor='val/accuracy' is never logged; expected one of train/loss"),
-    (["callbacks.early_stopping.monitor=val/nope"], "callbacks.early_stopping.monitor='val/nope' is never logged"),
-    (["seed=-1"], "seed=-1 is not allowed; expected an integer >= 0"),
-    (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed; expected an integer >= 1, -1 (no limit) or null"),
-    (["tune.num_training=2"], "tune.num_training=2 is not allowed; expected an integer >= 3"),
-    (["finetune.unfreeze_at_epoch=-1"], "finetune.unfreeze_at_epoch=-1 is not allowed; expected an integer >= 0, or null"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["optimizer.weight_decay=-1"], "optimizer.weight_decay=-1 is not allowed; expected a finite number >= 0"),
+        (
+            ["optimizer=momentum", "optimizer.momentum=1"],
+            "optimizer.momentum=1 is not allowed; expected a number in [0, 1)",
+        ),
+        (["model.kernel_size=0"], "model.kernel_size=0 is not allowed; expected an integer >= 1"),
+        (["model.channels=[]"], "model.channels=[] is not allowed; expected a non-empty list of positive integers"),
+        (["model.dense=[0]"], "model.dense=[0] is not allowed; expected a list of positive integers"),
+        (
+            ["model=resnet18", "model.backbone_lr_scale=0"],
+            "model.backbone_lr_scale=0 is not allowed; expected a finite number > 0",
+        ),
+        (
+            ["model=resnet18", "model.image_size=0"],
+            "model.image_size=0 is not allowed; expected an integer >= 1, or null",
+        ),
+        (["model=timm", "model.dropout=1"], "model.dropout=1 is not allowed; expected a number in [0, 1)"),  # inherited
+        (["data.eval_batch_size=0"], "data.eval_batch_size=0 is not allowed; expected an integer >= 1"),
+        (["data.val_size=1.0"], "data.val_size=1.0 is not allowed; expected a whole count >= 0 (5000) or a fraction"),
+        (["data.num_workers=-1"], "data.num_workers=-1 is not allowed; expected an integer in 0.."),
+        (
+            ["data.augment.randaugment_magnitude=31"],
+            "data.augment.randaugment_magnitude=31 is not allowed; expected an integer in 0..30",
+        ),
+        (
+            ["data=image_folder", "data.color=sepia"],
+            "data.color='sepia' is not allowed; expected one of rgb, grayscale",
+        ),
+        (["data=image_folder", "data.image_size=0"], "data.image_size=0 is not allowed; expected an integer >= 1"),
+        (
+            ["data=image_folder", "data.loader=disk"],
+            "data.loader='disk' is not allowed; expected one of memory, dataloader, stream, auto",
+        ),
+        (
+            ["data=image_folder", "data.stream_above=0"],
+            "data.stream_above=0 is not allowed; expected a share of available memory in (0, 1]",
+        ),
+        (["task.label_smoothing=1"], "task.label_smoothing=1 is not allowed; expected a number in [0, 1)"),
+        (["task.l1=-1"], "task.l1=-1 is not allowed; expected a finite number >= 0"),
+        (["scheduler.interval=batch"], "scheduler.interval='batch' is not allowed; expected step or epoch"),
+        (
+            ["scheduler=plateau", "scheduler.monitor=val/accuracy"],
+            "scheduler.monitor='val/accuracy' is never logged; expected one of train/loss",
+        ),
+        (["callbacks.early_stopping.monitor=val/nope"], "callbacks.early_stopping.monitor='val/nope' is never logged"),
+        (["seed=-1"], "seed=-1 is not allowed; expected an integer >= 0"),
+        (
+            ["trainer.max_epochs=0"],
+            "trainer.max_epochs=0 is not allowed; expected an integer >= 1, -1 (no limit) or null",
+        ),
+        (["tune.num_training=2"], "tune.num_training=2 is not allowed; expected an integer >= 3"),
+        (
+            ["finetune.unfreeze_at_epoch=-1"],
+            "finetune.unfreeze_at_epoch=-1 is not allowed; expected an integer >= 0, or null",
+        ),
+    ],
+)
 def test_each_component_checks_its_own_keys(overrides, message, tmp_path):
     from visionlab.app.assemble import CHECKS
 
@@ -144,5 +183,9 @@ def test_each_component_checks_its_own_keys(overrides, message, tmp_path):
 def test_null_means_the_components_default_and_passes(tmp_path):
     from visionlab.app.assemble import CHECKS
 
-    validate(compose_config(["model=resnet18", "model.image_size=null", "finetune.unfreeze_at_epoch=null"],
-                            output_dir=tmp_path), CHECKS)
+    validate(
+        compose_config(
+            ["model=resnet18", "model.image_size=null", "finetune.unfreeze_at_epoch=null"], output_dir=tmp_path
+        ),
+        CHECKS,
+    )

@@ -12,9 +12,26 @@ import tomllib
 from conftest import REPO
 
 # console command -> script; the measuring tools (benchmark, speedrun, ...) have scripts only
-SCRIPTS = {"train": "train", "evaluate": "evaluate", "predict": "predict", "export": "export", "report": "report",
-           "serve": "serve", "lr-find": "lr_find", "scratch": "scratch"}
-TOOLS = {"benchmark", "stream_benchmark", "augment_cost", "speedrun", "loadtest", "gpu_check", "docs_check", "docs_tables"}
+SCRIPTS = {
+    "train": "train",
+    "evaluate": "evaluate",
+    "predict": "predict",
+    "export": "export",
+    "report": "report",
+    "serve": "serve",
+    "lr-find": "lr_find",
+    "scratch": "scratch",
+}
+TOOLS = {
+    "benchmark",
+    "stream_benchmark",
+    "augment_cost",
+    "speedrun",
+    "loadtest",
+    "gpu_check",
+    "docs_check",
+    "docs_tables",
+}
 
 
 def test_each_console_command_runs_the_main_of_its_script():
@@ -22,7 +39,9 @@ def test_each_console_command_runs_the_main_of_its_script():
     assert set(commands) == {f"visionlab-{name}" for name in SCRIPTS}
     for name, script in SCRIPTS.items():
         module, function = commands[f"visionlab-{name}"].split(":")
-        imported = re.search(r"^from (visionlab\.[\w.]+) import main$", (REPO / "scripts" / f"{script}.py").read_text(), re.M)
+        imported = re.search(
+            r"^from (visionlab\.[\w.]+) import main$", (REPO / "scripts" / f"{script}.py").read_text(), re.M
+        )
         assert imported and imported.group(1) == module
         assert callable(getattr(importlib.import_module(module), function))
 

@@ -19,7 +19,7 @@ def section(title: str) -> str:
     text = GUIDE.read_text()
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start: end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def recipe_files(title: str) -> dict[str, str]:
@@ -40,10 +40,22 @@ def test_the_model_recipe_adds_a_model_that_trains_and_checks_its_arguments(tmp_
 
     def train(*overrides: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, str(tree / "scripts" / "train.py"), "model=tiny", *FAST, "trainer.fast_dev_run=true",
-             f"paths.log_dir={tmp_path / 'outputs'}", f"hydra.run.dir={tmp_path / 'run'}", *overrides],
-            capture_output=True, text=True, timeout=300, cwd=tmp_path, env={"PYTHONPATH": str(tree / "src"),
-                                                                            "OMP_NUM_THREADS": "1"})
+            [
+                sys.executable,
+                str(tree / "scripts" / "train.py"),
+                "model=tiny",
+                *FAST,
+                "trainer.fast_dev_run=true",
+                f"paths.log_dir={tmp_path / 'outputs'}",
+                f"hydra.run.dir={tmp_path / 'run'}",
+                *overrides,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+            env={"PYTHONPATH": str(tree / "src"), "OMP_NUM_THREADS": "1"},
+        )
 
     bad = train("model.width=0")
     assert bad.returncode == 2, bad.stderr[-2000:]
@@ -61,6 +73,7 @@ def test_every_path_the_guide_names_is_in_the_tree():
     named = set(re.findall(r"`((?:src|conf|tests|scripts)/[\w./-]+)`", GUIDE.read_text()))
     recipes = set(recipe_files("Add a model"))
     assert len(named) > 15
-    missing = sorted(p for p in named - recipes
-                     if not (REPO / p).exists() and not (NEW.search(p) and (REPO / p).parent.is_dir()))
+    missing = sorted(
+        p for p in named - recipes if not (REPO / p).exists() and not (NEW.search(p) and (REPO / p).parent.is_dir())
+    )
     assert not missing

@@ -63,8 +63,15 @@ def test_split_sizes_on_synthetic_data_and_normalisation_stats():
 def memory_loader(n=103, batch=10, epoch=0, rank=0, world=1, seed=0, augment=None):
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
     transform = BatchTransform((0.0,), (1 / 255,), augment, seed, n)  # identity: float of the uint8 value
-    return MemoryLoader(images, torch.arange(n), batch, transform, shuffle=True, seed=seed,
-                        env=lambda: LoaderEnv(epoch=epoch, rank=rank, world_size=world))
+    return MemoryLoader(
+        images,
+        torch.arange(n),
+        batch,
+        transform,
+        shuffle=True,
+        seed=seed,
+        env=lambda: LoaderEnv(epoch=epoch, rank=rank, world_size=world),
+    )
 
 
 def labels_of(loader):
@@ -150,4 +157,6 @@ def test_real_fashion_mnist_sizes_stats_and_first_test_labels(tmp_path):
     assert dm.splits["test"][1][:5].tolist() == [9, 2, 1, 1, 6]
     assert [dm.classes[i] for i in (9, 2, 1, 1, 6)] == ["Ankle boot", "Pullover", "Trouser", "Trouser", "Shirt"]
     assert dm.mean[0] == pytest.approx(0.2860, abs=1e-4) and dm.std[0] == pytest.approx(0.3530, abs=1e-4)
-    assert sorted(p.name for p in (tmp_path / "fm").iterdir() if p.name != COPIES_RECORD) == sorted(p.name for p in FMNIST_SYSTEM.glob("*.gz"))
+    assert sorted(p.name for p in (tmp_path / "fm").iterdir() if p.name != COPIES_RECORD) == sorted(
+        p.name for p in FMNIST_SYSTEM.glob("*.gz")
+    )

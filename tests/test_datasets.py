@@ -34,9 +34,18 @@ def md5(path: Path) -> str:
 
 def run_train(tmp_path: Path, *overrides: str) -> dict[str, float]:
     """One tiny fit + test through the real config and entry code."""
-    cfg = compose_config(["logger=csv", "~callbacks.model_summary", "trainer.max_epochs=1", "~callbacks.progress_bar",
-                          "trainer.enable_progress_bar=false", "trainer.num_sanity_val_steps=0", *overrides],
-                         output_dir=tmp_path / "run")
+    cfg = compose_config(
+        [
+            "logger=csv",
+            "~callbacks.model_summary",
+            "trainer.max_epochs=1",
+            "~callbacks.progress_bar",
+            "trainer.enable_progress_bar=false",
+            "trainer.num_sanity_val_steps=0",
+            *overrides,
+        ],
+        output_dir=tmp_path / "run",
+    )
     return train(cfg)
 
 
@@ -62,8 +71,14 @@ def test_mnist_from_env_dir_then_trains(tmp_path, monkeypatch):
     assert dm.classes == tuple("0123456789") and dm.num_classes == 10 and dm.input_shape == (1, 28, 28)
     assert [len(dm.splits[s][1]) for s in ("train", "val", "test")] == [50, 10, 20]
     assert dm.splits["test"][0].dtype == torch.uint8 and dm.splits["test"][1][:3].tolist() == [0, 1, 2]
-    metrics = run_train(tmp_path, "data=mnist", f"data.data_dir={tmp_path / 'mnist'}", "data.verify=false",
-                        "data.val_size=10", "model=mlp")
+    metrics = run_train(
+        tmp_path,
+        "data=mnist",
+        f"data.data_dir={tmp_path / 'mnist'}",
+        "data.verify=false",
+        "data.val_size=10",
+        "model=mlp",
+    )
     assert 0 <= metrics["test/acc"] <= 1
 
 
@@ -101,8 +116,12 @@ def make_cifar_archive(folder: Path, per_batch: int = 10) -> Path:
     planes = np.array([[lab, 100 + lab, 200 + lab] for lab in labels], dtype=np.uint8)
     data = np.repeat(planes, 1024, axis=1)  # (N, 3072): 1024 R values, then G, then B
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                 b"filenames": [f"{i}.png".encode() for i in range(per_batch)]}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [f"{i}.png".encode() for i in range(per_batch)],
+        }
         (inner / name).write_bytes(pickle.dumps(batch, protocol=2))
     meta = {b"label_names": [n.encode() for n in NAMES], b"num_cases_per_batch": per_batch, b"num_vis": 3072}
     (inner / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
@@ -151,8 +170,14 @@ def test_cifar10_reads_batches_and_meta_then_trains(tmp_path, monkeypatch):
     assert images.shape == (10, 3, 32, 32) and labels.tolist() == list(range(10))
     assert images[3, :, 5, 7].tolist() == [3, 103, 203]  # channel planes land in the right place
     assert len(dm.splits["train"][1]) == 40 and len(dm.mean) == 3
-    metrics = run_train(tmp_path, "data=cifar10", f"data.data_dir={tmp_path / 'cifar10'}", "data.verify=false",
-                        "data.val_size=10", "model=cnn")
+    metrics = run_train(
+        tmp_path,
+        "data=cifar10",
+        f"data.data_dir={tmp_path / 'cifar10'}",
+        "data.verify=false",
+        "data.val_size=10",
+        "model=cnn",
+    )
     assert 0 <= metrics["test/acc"] <= 1
 
 
@@ -175,7 +200,7 @@ def test_crop_padding_is_a_whole_pixel_shift_with_zero_fill():
     x = torch.rand(64, 3, 8, 8)
     out = Augment(crop_padding=2)(x, torch.rand(64, Augment.NUM_PARAMS, generator=torch.Generator().manual_seed(0)))
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    crops = {(r, c): padded[:, :, r: r + 8, c: c + 8] for r in range(5) for c in range(5)}
+    crops = {(r, c): padded[:, :, r : r + 8, c : c + 8] for r in range(5) for c in range(5)}
     found = [[k for k, crop in crops.items() if torch.equal(out[i], crop[i])] for i in range(64)]
     assert all(len(f) == 1 for f in found)  # every output is exactly one of the 25 padded crops
     assert len({f[0] for f in found}) > 10  # and images get different ones
@@ -238,10 +263,13 @@ def test_image_folder_grayscale_and_presplit_layout(tmp_path):
     assert [len(dm.splits[s][1]) for s in ("val", "test")] == [7, 7]
 
 
-@pytest.mark.parametrize("layout, message", [
-    ({}, "has no class sub-folders"),
-    ({"a": 3, "b": 0}, "class folder.* b hold no files"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ({}, "has no class sub-folders"),
+        ({"a": 3, "b": 0}, "class folder.* b hold no files"),
+    ],
+)
 def test_image_folder_listing_errors_come_before_training(tmp_path, layout, message):
     for cls, n in layout.items():
         (tmp_path / cls).mkdir()
@@ -265,6 +293,13 @@ def test_image_folder_class_with_only_unreadable_files_is_an_error(tmp_path):
 @pytest.mark.parametrize("loader", ["memory", "dataloader"])
 def test_image_folder_trains_the_notes_cnn_on_64x64x3(tmp_path, loader):
     root = make_folder(tmp_path / "pics", per_class=10)
-    metrics = run_train(tmp_path, "data=image_folder", f"data.root={root}", f"data.loader={loader}",
-                        "model=cnn", "data.augment.crop_padding=4", "data.augment.horizontal_flip=true")
+    metrics = run_train(
+        tmp_path,
+        "data=image_folder",
+        f"data.root={root}",
+        f"data.loader={loader}",
+        "model=cnn",
+        "data.augment.crop_padding=4",
+        "data.augment.horizontal_flip=true",
+    )
     assert 0 <= metrics["test/acc"] <= 1 and "val/acc" in metrics

@@ -124,6 +124,7 @@ TO_RUN = [c for c in COMMANDS if c.not_run is None]
 
 # --- how a command runs ---------------------------------------------------------------------
 
+
 def script_module(name: str) -> str | None:
     """The module whose main() scripts/NAME.py runs (the old name while #30's rename is pending)."""
     for candidate in (name, OLD_NAMES.get(name)):
@@ -179,11 +180,20 @@ def run_main(module: str, argv: list[str]) -> tuple[int, str]:
 
 def run_process(name: str, argv: list[str]) -> tuple[int, str]:
     """scripts/NAME.py (the old name while the rename is pending) as its own process."""
-    script = next(REPO / "scripts" / f"{n}.py" for n in (name, OLD_NAMES.get(name)) if n and
-                  (REPO / "scripts" / f"{n}.py").is_file())
+    script = next(
+        REPO / "scripts" / f"{n}.py"
+        for n in (name, OLD_NAMES.get(name))
+        if n and (REPO / "scripts" / f"{n}.py").is_file()
+    )
     path = os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH", "")) if p)
-    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": path}, cwd=os.getcwd())
+    done = subprocess.run(
+        [sys.executable, str(script), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": path},
+        cwd=os.getcwd(),
+    )
     return done.returncode, done.stdout + done.stderr
 
 
@@ -312,12 +322,16 @@ def run_command(command: Command, workspace: Workspace, mp: pytest.MonkeyPatch) 
         checked = [*words[: 2 if tuple(words[:2]) in SERVERS else 1], "--help"]
         checked[0] = str(Path(sys.executable).parent / checked[0])
     else:
-        pytest.fail(f"{command.where}: not a command this test can run; put `<!-- not-run: REASON -->` on the "
-                    "line before its ```bash block", pytrace=False)
+        pytest.fail(
+            f"{command.where}: not a command this test can run; put `<!-- not-run: REASON -->` on the "
+            "line before its ```bash block",
+            pytrace=False,
+        )
     done = subprocess.run(checked, capture_output=True, text=True, timeout=120, cwd=workspace.folder)
     if done.returncode != 0:
-        pytest.fail(f"{command.where}: `{shlex.join(checked)}` exited {done.returncode}:\n{done.stderr[-3000:]}",
-                    pytrace=False)
+        pytest.fail(
+            f"{command.where}: `{shlex.join(checked)}` exited {done.returncode}:\n{done.stderr[-3000:]}", pytrace=False
+        )
 
 
 @pytest.mark.parametrize("command", TO_RUN, ids=[f"{c.page}:{c.line}" for c in TO_RUN])

@@ -21,8 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT / "src")}
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return out
 
@@ -32,8 +38,20 @@ def page(site: Path, path: str) -> str:
 
 
 def test_the_site_builds_with_every_section_and_both_languages(site):
-    for path in ("", "getting-started", "tutorial", "how-to/data", "reference/config", "reference/commands",
-                 "reference/api", "benchmarks", "benchmarks/leaderboard", "contributing", "pt", "pt/tutorial"):
+    for path in (
+        "",
+        "getting-started",
+        "tutorial",
+        "how-to/data",
+        "reference/config",
+        "reference/commands",
+        "reference/api",
+        "benchmarks",
+        "benchmarks/leaderboard",
+        "contributing",
+        "pt",
+        "pt/tutorial",
+    ):
         assert (site / path / "index.html").is_file(), path
     assert 'lang="pt"' in page(site, "pt/tutorial")
 
@@ -58,16 +76,22 @@ def test_the_commands_reference_is_their_help(site):
     for help_file in (ROOT / "conf" / "hydra" / "help").glob("*.yaml"):
         about = yaml.safe_load(help_file.read_text())["about"].replace("$$", "$")
         assert about.splitlines()[0] in commands, help_file.name
-    assert "usage: report.py [-h]" in commands  # an argparse command's own --help, as python scripts/report.py prints it
+    assert (
+        "usage: report.py [-h]" in commands
+    )  # an argparse command's own --help, as python scripts/report.py prints it
     api = page(site, "reference/api")
     assert "load_model" in api and "ClassifierTask" in api  # mkdocstrings found the docstrings
 
 
-@pytest.mark.parametrize("markdown, complaint", [
-    ("[gone](missing.md)", "missing.md"),
-    ("[no such heading](other.md#nowhere)", "nowhere"),
-    ("Fine.", "not included in the \"nav\""),
-], ids=["broken link", "broken anchor", "page left out of the nav"])
+@pytest.mark.parametrize(
+    "markdown, complaint",
+    [
+        ("[gone](missing.md)", "missing.md"),
+        ("[no such heading](other.md#nowhere)", "nowhere"),
+        ("Fine.", 'not included in the "nav"'),
+    ],
+    ids=["broken link", "broken anchor", "page left out of the nav"],
+)
 def test_the_sites_validation_settings_fail_the_build(tmp_path, markdown, complaint, caplog):
     """Our mkdocs.yml's strict and validation settings, on a two-page site with one fault."""
     from mkdocs.commands.build import build
@@ -81,16 +105,24 @@ def test_the_sites_validation_settings_fail_the_build(tmp_path, markdown, compla
     (docs / "other.md").write_text("# Other\n\n## Somewhere\n")
     (docs / "left_out.md").write_text("# Left out\n")
     nav = ["index.md", "other.md"] + (["left_out.md"] if "nav" not in complaint else [])
-    config = {"site_name": "t", "docs_dir": str(docs), "site_dir": str(tmp_path / "site"), "nav": nav,
-              "strict": ours["strict"] == "true", "validation": ours["validation"]}
+    config = {
+        "site_name": "t",
+        "docs_dir": str(docs),
+        "site_dir": str(tmp_path / "site"),
+        "nav": nav,
+        "strict": ours["strict"] == "true",
+        "validation": ours["validation"],
+    }
     (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config))
     with pytest.raises(Abort):
         build(load_config(str(tmp_path / "mkdocs.yml")))
     assert complaint in caplog.text
 
 
-@pytest.mark.skipif(docs_check.chromium() is None, reason="needs Debian's chromium and chromium-driver "
-                                                             "(apt-get install chromium chromium-driver; `make test` tries)")
+@pytest.mark.skipif(
+    docs_check.chromium() is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; `make test` tries)",
+)
 def test_the_home_page_and_a_tutorial_page_render_in_a_browser(site, tmp_path):
     seen = docs_check.screenshots(site, tmp_path)
     assert seen["home"] == ("visionlab", "visionlab")
@@ -116,4 +148,5 @@ def test_the_leaderboard_is_the_table_of_its_result_files():
     assert results
     table = leaderboard([json.loads(p.read_text()) for p in results])
     assert (ROOT / "docs" / "benchmarks" / "leaderboard.md").read_text().endswith(table), (
-        "rewrite it: python scripts/speedrun.py table docs/benchmarks/speedrun/*.json --out docs/benchmarks/leaderboard.md")
+        "rewrite it: python scripts/speedrun.py table docs/benchmarks/speedrun/*.json --out docs/benchmarks/leaderboard.md"
+    )

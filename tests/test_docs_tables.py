@@ -41,15 +41,20 @@ def test_replace_block_keeps_the_rest() -> None:
     assert replace_block(f"a\n{START}\nold\n{END}\nb\n", "new\n") == f"a\n{START}\nnew\n{END}\nb\n"
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(180.4, "3 min 0 s"), (260, "4 min 20 s"), (59.6, "1 min 0 s"), (7, "7 s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(180.4, "3 min 0 s"), (260, "4 min 20 s"), (59.6, "1 min 0 s"), (7, "7 s")]
+)
 def test_duration(seconds: float, text: str) -> None:
     assert duration(seconds) == text
 
 
-@pytest.mark.parametrize(("line", "found"), [
-    ("810 passed, 12 skipped, 3 warnings in 260.12s (0:04:20)", ("810", "12", "260.12")),
-    ("5 passed in 1.50s", ("5", None, "1.50")),
-])
+@pytest.mark.parametrize(
+    ("line", "found"),
+    [
+        ("810 passed, 12 skipped, 3 warnings in 260.12s (0:04:20)", ("810", "12", "260.12")),
+        ("5 passed in 1.50s", ("5", None, "1.50")),
+    ],
+)
 def test_pytest_summary(line: str, found: tuple[str | None, ...]) -> None:
     match = PYTEST_SUMMARY.search(line)
     assert match is not None and match.groups() == found

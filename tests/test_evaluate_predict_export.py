@@ -20,10 +20,22 @@ from visionlab.app.config import compose_config
 from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint
 
 TEST_SIZE = 60
-TINY = ("data=synthetic", "data.train_size=160", "data.val_size=32", f"data.test_size={TEST_SIZE}",
-        "data.batch_size=32", "model.channels=[4,8]", "model.dense=[16]",
-        "trainer.max_epochs=2", "trainer.accelerator=cpu", "logger=none", "~callbacks.lr_monitor", "test=false",
-        "callbacks.progress_bar.refresh_rate=0", "callbacks.model_checkpoint.save_weights_only=true")
+TINY = (
+    "data=synthetic",
+    "data.train_size=160",
+    "data.val_size=32",
+    f"data.test_size={TEST_SIZE}",
+    "data.batch_size=32",
+    "model.channels=[4,8]",
+    "model.dense=[16]",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "logger=none",
+    "~callbacks.lr_monitor",
+    "test=false",
+    "callbacks.progress_bar.refresh_rate=0",
+    "callbacks.model_checkpoint.save_weights_only=true",
+)
 
 
 def make_cfg(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
@@ -68,8 +80,9 @@ def test_evaluate_writes_metrics_per_class_and_confusion_matrix(run_dir, tmp_pat
     from visionlab.entrypoints.evaluate import evaluate
 
     overall = evaluate(make_cfg("evaluate", [f"ckpt_path={best_ckpt(run_dir)}"], tmp_path))
-    confusion = np.loadtxt(tmp_path / "confusion_matrix.csv", delimiter=",", skiprows=1,
-                           usecols=range(1, 11), dtype=np.int64)
+    confusion = np.loadtxt(
+        tmp_path / "confusion_matrix.csv", delimiter=",", skiprows=1, usecols=range(1, 11), dtype=np.int64
+    )
     assert confusion.sum() == TEST_SIZE
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["size"] == TEST_SIZE and metrics["split"] == "test"
@@ -80,7 +93,9 @@ def test_evaluate_writes_metrics_per_class_and_confusion_matrix(run_dir, tmp_pat
     assert [int(r["support"]) for r in rows] == confusion.sum(1).tolist()
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
     assert 0 <= metrics["ece"] <= 1
-    assert all((tmp_path / f).read_bytes()[:4] == b"\x89PNG" for f in ("mistakes.png", "per_class.png", "reliability.png"))
+    assert all(
+        (tmp_path / f).read_bytes()[:4] == b"\x89PNG" for f in ("mistakes.png", "per_class.png", "reliability.png")
+    )
     assert "class_9" in capsys.readouterr().out
 
 
@@ -94,8 +109,11 @@ def test_predict_files_converts_images_and_skips_bad_ones(run_dir, tmp_path, cap
     (folder / "notes.png").write_text("not an image")
     big = tmp_path / "big.png"
     Image.fromarray(np.zeros((200, 200), dtype=np.uint8)).save(big)
-    cfg = make_cfg("predict", [f"ckpt_path={best_ckpt(run_dir)}", f"inputs=[{folder},{big}]",
-                               "predict.top_k=2", "predict.max_pixels=10000"], tmp_path)
+    cfg = make_cfg(
+        "predict",
+        [f"ckpt_path={best_ckpt(run_dir)}", f"inputs=[{folder},{big}]", "predict.top_k=2", "predict.max_pixels=10000"],
+        tmp_path,
+    )
     rows = predict(cfg)
     assert [Path(r["input"]).name for r in rows] == ["gray.jpg", "rgb.png"]
     assert all(r["p1"] >= r["p2"] and r["top1"].startswith("class_") for r in rows)
@@ -153,7 +171,9 @@ def test_bad_checkpoints_get_one_line_errors(run_dir, tmp_path):
         read_checkpoint(text)
     code = tmp_path / "code.ckpt"
     torch.save({"state_dict": {}, "path": PurePosixPath("/")}, code)  # unpickling it would need code
-    with pytest.raises(CheckpointError, match=r"refused: the file holds pathlib.PurePosixPath, which would run code when loaded"):
+    with pytest.raises(
+        CheckpointError, match=r"refused: the file holds pathlib.PurePosixPath, which would run code when loaded"
+    ):
         read_checkpoint(code)
     from visionlab.app.runs import load_run
 
@@ -221,8 +241,11 @@ def test_evaluate_on_val_refuses_a_val_split_the_run_trained_on(run_dir, tmp_pat
     from visionlab.entrypoints.evaluate import evaluate
 
     ckpt = f"ckpt_path={best_ckpt(run_dir)}"
-    with pytest.raises(ConfigError, match=r"^split=val with data.val_size=100: the run held out its val split with "
-                                          r"data.val_size=32, so this one would hold images it trained on"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^split=val with data.val_size=100: the run held out its val split with "
+        r"data.val_size=32, so this one would hold images it trained on",
+    ):
         evaluate(make_cfg("evaluate", [ckpt, "split=val", "+data.val_size=100"], tmp_path / "bad"))
     assert not (tmp_path / "bad").exists()
     assert evaluate(make_cfg("evaluate", [ckpt, "split=val", "+data.eval_batch_size=8"], tmp_path / "ok"))["acc"] >= 0

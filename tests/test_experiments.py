@@ -42,24 +42,34 @@ def test_every_job_of_every_experiment_composes(experiment, tmp_path):
 
 def test_experiments_set_what_the_notes_say(tmp_path):
     mlp = compose_config(["experiment=notes_mlp"], output_dir=tmp_path)
-    assert (list(mlp.model.hidden), mlp.optimizer._target_, mlp.data.batch_size, mlp.data.val_size,
-            mlp.trainer.max_epochs, mlp.model.init) == ([300, 100], "torch.optim.SGD", 32, 1000, 30, "glorot_uniform")
+    assert (
+        list(mlp.model.hidden),
+        mlp.optimizer._target_,
+        mlp.data.batch_size,
+        mlp.data.val_size,
+        mlp.trainer.max_epochs,
+        mlp.model.init,
+    ) == ([300, 100], "torch.optim.SGD", 32, 1000, 30, "glorot_uniform")
     cnn = compose_config(["experiment=notes_cnn"], output_dir=tmp_path)
     assert cnn.model.batch_norm and cnn.model.dropout == 0.5 and cnn.optimizer._target_ == "torch.optim.Adam"
     assert cnn.model.init == "glorot_uniform"
     assert cnn.scheduler.monitor == "val/loss" and cnn.callbacks.early_stopping.patience == 10
     assert cnn.data.augment.rotation == 20 and cnn.data.augment.horizontal_flip
-    large = compose_config(["experiment=optimizers", "+experiment/variants/optimizers=sgd_large_batch"],
-                           output_dir=tmp_path)
+    large = compose_config(
+        ["experiment=optimizers", "+experiment/variants/optimizers=sgd_large_batch"], output_dir=tmp_path
+    )
     assert large.data.batch_size == 1024 and large.optimizer._target_ == "torch.optim.SGD"
 
 
-@pytest.mark.parametrize("overrides,sweeper,launcher", [
-    (["hparams_search=optuna"], "OptunaSweeper", "BasicLauncher"),
-    (["hparams_search=optuna_mlp"], "OptunaSweeper", "BasicLauncher"),
-    (["launcher=joblib"], "BasicSweeper", "JoblibLauncher"),
-    (["launcher=slurm"], "BasicSweeper", "SlurmLauncher"),
-])
+@pytest.mark.parametrize(
+    "overrides,sweeper,launcher",
+    [
+        (["hparams_search=optuna"], "OptunaSweeper", "BasicLauncher"),
+        (["hparams_search=optuna_mlp"], "OptunaSweeper", "BasicLauncher"),
+        (["launcher=joblib"], "BasicSweeper", "JoblibLauncher"),
+        (["launcher=slurm"], "BasicSweeper", "SlurmLauncher"),
+    ],
+)
 def test_search_and_launcher_options_compose(overrides, sweeper, launcher, tmp_path):
     for plugin in ("visionlab_optuna_sweeper", "hydra_joblib_launcher", "hydra_submitit_launcher"):
         pytest.importorskip(f"hydra_plugins.{plugin}", reason=f"{plugin} not installed (pip install -e .[sweep])")
@@ -75,10 +85,17 @@ def test_notes_mlp_first_epoch_matches_the_notes_keras_log(tmp_path):
 
     With PyTorch's own start (model.init=torch) the same epoch gave train accuracy 0.640.
     """
-    quiet = ["callbacks=none", "logger=none", "trainer.enable_checkpointing=false", "trainer.enable_progress_bar=false",
-             "trainer.enable_model_summary=false", "test=false"]
-    cfg = compose_config(["experiment=notes_mlp", "trainer.max_epochs=1", f"data.data_dir={tmp_path}/fm", *quiet],
-                         output_dir=tmp_path)
+    quiet = [
+        "callbacks=none",
+        "logger=none",
+        "trainer.enable_checkpointing=false",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "test=false",
+    ]
+    cfg = compose_config(
+        ["experiment=notes_mlp", "trainer.max_epochs=1", f"data.data_dir={tmp_path}/fm", *quiet], output_dir=tmp_path
+    )
     metrics = train(cfg)
     assert abs(metrics["train/acc"] - 0.7687) < 0.02
     assert abs(metrics["val/acc"] - 0.8340) < 0.025

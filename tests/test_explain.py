@@ -65,8 +65,11 @@ def test_the_layer_is_the_last_spatial_conv_or_the_one_named():
     x = torch.zeros(2, 1, 28, 28)
     assert find_layer(cnn, x)[0] == "features.4"
     assert find_layer(cnn, x, "features.0")[0] == "features.0"
-    with pytest.raises(ConfigError, match=r"^explain_layer='features.9' is not a layer of CNN; "
-                                          r"its conv layers: features.0, features.4$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^explain_layer='features.9' is not a layer of CNN; "
+        r"its conv layers: features.0, features.4$",
+    ):
         find_layer(cnn, x, "features.9")
     resnet = Backbone((1, 28, 28), 3, name="resnet18")  # 32x32 inside: its last convs are 1x1
     name, _ = find_layer(resnet, x)
@@ -78,8 +81,16 @@ def test_the_layer_is_the_last_spatial_conv_or_the_one_named():
 def test_explain_writes_one_overlay_per_input(tmp_path):
     cnn = CNN((3, 20, 20), 4, channels=[4], dense=[])
     images = torch.randint(0, 256, (3, 3, 20, 20), dtype=torch.uint8)
-    paths = explain(cnn, images, images.float() / 255, ["a/cat.png", "b/dog.jpg", "test[7]"],
-                    torch.tensor([0, 1, 2]), ("w", "x", "y", "z"), tmp_path, true=torch.tensor([3, 1, 0]))
+    paths = explain(
+        cnn,
+        images,
+        images.float() / 255,
+        ["a/cat.png", "b/dog.jpg", "test[7]"],
+        torch.tensor([0, 1, 2]),
+        ("w", "x", "y", "z"),
+        tmp_path,
+        true=torch.tensor([3, 1, 0]),
+    )
     assert [p.name for p in paths] == ["0000_cat.png", "0001_dog.png", "0002_test_7.png"]
     with Image.open(paths[0]) as image:
         assert image.size == (660, 250)  # three panels: input, predicted, true
@@ -99,11 +110,22 @@ def test_predict_explain_gradcam_on_a_trained_checkpoint(run_dir, tmp_path):  # 
 def test_an_unknown_layer_is_refused_in_one_line(run_dir, tmp_path, monkeypatch, capsys):  # noqa: F811 - the fixture
     from visionlab.entrypoints.predict import main
 
-    monkeypatch.setattr(sys, "argv", ["predict.py", f"ckpt_path={best_ckpt(run_dir)}", "predict.from_test=1",
-                                      "explain=gradcam", "explain_layer=features.9", f"hydra.run.dir={tmp_path}"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "predict.py",
+            f"ckpt_path={best_ckpt(run_dir)}",
+            "predict.from_test=1",
+            "explain=gradcam",
+            "explain_layer=features.9",
+            f"hydra.run.dir={tmp_path}",
+        ],
+    )
     GlobalHydra.instance().clear()
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: explain_layer='features.9' is not a layer of CNN; its conv layers: features.0, features.4")
+        "error: explain_layer='features.9' is not a layer of CNN; its conv layers: features.0, features.4"
+    )

@@ -19,8 +19,11 @@ EXTRA_ONLY = ("onnx", "onnxscript", "onnxruntime", "captum", "litdata", "optuna"
 
 def test_need_names_the_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "captum", None)
-    with pytest.raises(MissingExtra, match=r"^explain=gradcam needs captum, which is not installed: "
-                                           r"pip install -e '\.\[explain\]'"):
+    with pytest.raises(
+        MissingExtra,
+        match=r"^explain=gradcam needs captum, which is not installed: "
+        r"pip install -e '\.\[explain\]'",
+    ):
         need("captum.attr", "explain", "explain=gradcam")
 
 
@@ -33,13 +36,17 @@ def test_need_shows_a_broken_package_as_it_is(tmp_path: Path, monkeypatch: pytes
         need("broken_extra", "export", "format=onnx")
 
 
-@pytest.mark.parametrize("entry,args,hidden,extra", [
-    ("export", ["format=onnx"], "onnxscript", "export"),
-    ("predict", ["predict.from_test=2", "explain=gradcam"], "captum", "explain"),
-    ("train", ["data=image_folder", "data.loader=stream"], "litdata", "stream"),
-])
-def test_a_missing_extra_stops_the_command_in_one_line(entry: str, args: list[str], hidden: str, extra: str,
-                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "entry,args,hidden,extra",
+    [
+        ("export", ["format=onnx"], "onnxscript", "export"),
+        ("predict", ["predict.from_test=2", "explain=gradcam"], "captum", "explain"),
+        ("train", ["data=image_folder", "data.loader=stream"], "litdata", "stream"),
+    ],
+)
+def test_a_missing_extra_stops_the_command_in_one_line(
+    entry: str, args: list[str], hidden: str, extra: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from importlib import import_module
 
     main = import_module(f"visionlab.entrypoints.{entry}").main
@@ -48,17 +55,21 @@ def test_a_missing_extra_stops_the_command_in_one_line(entry: str, args: list[st
     place = [f"ckpt_path={tmp_path / 'model.ckpt'}"] if entry != "train" else [f"data.root={tmp_path}"]
     code, err = run_main(main, [*place, *args, f"hydra.run.dir={run_dir}"])
     assert code == 2
-    assert err.strip().splitlines() == [f"error: {args[-1]} needs {hidden}, which is not installed: "
-                                        f"pip install -e '.[{extra}]' (from PyPI: pip install 'visionlab[{extra}]')"]
+    assert err.strip().splitlines() == [
+        f"error: {args[-1]} needs {hidden}, which is not installed: "
+        f"pip install -e '.[{extra}]' (from PyPI: pip install 'visionlab[{extra}]')"
+    ]
     assert not run_dir.exists(), "the command wrote before it stopped"
 
 
 def test_the_commands_of_a_training_install_import_without_the_extras() -> None:
     """What `pip install -e .` gives: every command's module imports with the extras' packages absent."""
-    code = ("import sys\n"
-            f"for name in {EXTRA_ONLY!r}: sys.modules[name] = None\n"
-            "import visionlab.entrypoints.train, visionlab.entrypoints.evaluate, visionlab.entrypoints.predict\n"
-            "import visionlab.entrypoints.export, visionlab.entrypoints.lr_find, visionlab.entrypoints.report\n"
-            "import visionlab.entrypoints.scratch_train, visionlab.serve.server, visionlab.data\n")
+    code = (
+        "import sys\n"
+        f"for name in {EXTRA_ONLY!r}: sys.modules[name] = None\n"
+        "import visionlab.entrypoints.train, visionlab.entrypoints.evaluate, visionlab.entrypoints.predict\n"
+        "import visionlab.entrypoints.export, visionlab.entrypoints.lr_find, visionlab.entrypoints.report\n"
+        "import visionlab.entrypoints.scratch_train, visionlab.serve.server, visionlab.data\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -42,7 +42,9 @@ def test_early_stopping_keeps_the_best_weights_when_lightning_moves_the_best_sco
     callback.on_validation_end(SimpleNamespace(current_epoch=3, sanity_checking=False, callbacks=[]), module)
     assert callback.best_epoch == 3 and callback.best_weights is not None
     assert {v.device.type for v in callback.best_weights.values()} == {"cpu"}  # a defined device: the host
-    callback.on_validation_end(SimpleNamespace(current_epoch=4, sanity_checking=False, callbacks=[]), module)  # no improvement
+    callback.on_validation_end(
+        SimpleNamespace(current_epoch=4, sanity_checking=False, callbacks=[]), module
+    )  # no improvement
     assert callback.best_epoch == 3
 
 
@@ -69,26 +71,35 @@ def test_the_benchmark_reference_paths_evaluate_on_the_data_device_after_lightni
     assert next(data.net.parameters()).device == META
 
 
-@pytest.mark.parametrize("optimizer, device, expected", [
-    (torch.optim.Adam, "cuda", {"fused": True}),
-    (torch.optim.AdamW, "cuda", {"fused": True}),
-    (torch.optim.SGD, "cuda", {"fused": True}),
-    (functools.partial(torch.optim.Adam, lr=0.1), "cuda", {"fused": True}),
-    (functools.partial(torch.optim.Adam, foreach=False), "cuda", {}),  # the config chose
-    (torch.optim.RMSprop, "cuda", {}),  # no fused kernels: torch's default (foreach) on CUDA
-    (torch.optim.Adam, "cpu", {}),
-])
+@pytest.mark.parametrize(
+    "optimizer, device, expected",
+    [
+        (torch.optim.Adam, "cuda", {"fused": True}),
+        (torch.optim.AdamW, "cuda", {"fused": True}),
+        (torch.optim.SGD, "cuda", {"fused": True}),
+        (functools.partial(torch.optim.Adam, lr=0.1), "cuda", {"fused": True}),
+        (functools.partial(torch.optim.Adam, foreach=False), "cuda", {}),  # the config chose
+        (torch.optim.RMSprop, "cuda", {}),  # no fused kernels: torch's default (foreach) on CUDA
+        (torch.optim.Adam, "cpu", {}),
+    ],
+)
 def test_optimizers_use_fused_kernels_on_cuda_where_torch_has_them(optimizer, device, expected):
     assert fused_kernels(optimizer, torch.device(device)) == expected
 
 
 def test_a_nan_loss_between_logging_steps_stops_before_validation_naming_its_step(cfg_factory, tmp_path, monkeypatch):
-    cfg = cfg_factory("model=mlp", "trainer.limit_train_batches=8", "trainer.log_every_n_steps=1000",
-                      "callbacks=default", "trainer.enable_checkpointing=true")
+    cfg = cfg_factory(
+        "model=mlp",
+        "trainer.limit_train_batches=8",
+        "trainer.log_every_n_steps=1000",
+        "callbacks=default",
+        "trainer.enable_checkpointing=true",
+    )
     datamodule, task, trainer = build(cfg)
     loss = task.criterion.forward
-    monkeypatch.setattr(task.criterion, "forward",
-                        lambda logits, y: loss(logits, y) * (float("nan") if task.global_step == 5 else 1.0))
+    monkeypatch.setattr(
+        task.criterion, "forward", lambda logits, y: loss(logits, y) * (float("nan") if task.global_step == 5 else 1.0)
+    )
     with pytest.raises(FloatingPointError, match=r"^loss is nan at step 5 \(epoch 0\); training stopped"):
         trainer.fit(task, datamodule=datamodule)
     assert trainer.fit_loop.epoch_loop.batch_progress.current.completed == 8, "checked once, at the epoch's end"
@@ -109,8 +120,13 @@ def test_the_threads_key_sets_torchs_cpu_threads_and_says_so():
 def test_importing_visionlab_makes_openmp_threads_wait_passively_unless_the_user_chose(user, expected):
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env.update({"OMP_WAIT_POLICY": user} if user else {})
-    out = subprocess.run([sys.executable, "-c", "import os, visionlab; print(os.environ['OMP_WAIT_POLICY'])"],
-                         capture_output=True, text=True, env=env, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", "import os, visionlab; print(os.environ['OMP_WAIT_POLICY'])"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     assert out.strip() == expected
 
 

@@ -53,9 +53,9 @@ def _run(main: Callable[[], None], args: list[str], capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
-def test_every_informational_flag_answers_and_writes_nothing(name: str, quiet_folder: Path,
-                                                             capsys: pytest.CaptureFixture[str],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_informational_flag_answers_and_writes_nothing(
+    name: str, quiet_folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     main, about = ENTRIES[name]
     for flag in ("--help", "-h"):
         out = _run(main, [flag], capsys)
@@ -81,12 +81,17 @@ def test_every_informational_flag_answers_and_writes_nothing(name: str, quiet_fo
     assert not list(quiet_folder.iterdir()), "an informational flag wrote files"
 
 
-def test_config_name_path_and_dir_choose_another_primary_config(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_name_path_and_dir_choose_another_primary_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "mine.yaml").write_text("defaults:\n  - train\n  - _self_\nseed: 5\n")
-    assert _run(train_entry.main, ["-cn", "lr_find", "--cfg", "all", "-p", "hydra.job.name"], capsys).strip() == "lr_find"
-    assert _run(train_entry.main, ["--config-name=lr_find", "--cfg", "all", "-p", "hydra.job.name"],
-                capsys).strip() == "lr_find"
+    assert (
+        _run(train_entry.main, ["-cn", "lr_find", "--cfg", "all", "-p", "hydra.job.name"], capsys).strip() == "lr_find"
+    )
+    assert (
+        _run(train_entry.main, ["--config-name=lr_find", "--cfg", "all", "-p", "hydra.job.name"], capsys).strip()
+        == "lr_find"
+    )
     for flag in ("-cd", "--config-dir"):  # a folder searched besides conf/
         job = yaml.safe_load(_run(train_entry.main, [flag, str(tmp_path), "-cn", "mine", "--cfg", "job"], capsys))
         assert job["seed"] == 5 and job["model"]["_target_"] == "visionlab.models.CNN"
@@ -97,11 +102,19 @@ def test_config_name_path_and_dir_choose_another_primary_config(tmp_path: Path,
 
 def test_the_checks_read_the_overrides_and_pass_the_flags_through(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    informational = [["--help", "model=nope"], ["--cfg", "job", "--package", "trainer", "seed=-1"],
-                     ["--info", "config"], ["-sc", "install=bash"], ["--hydra-help"]]
+    informational = [
+        ["--help", "model=nope"],
+        ["--cfg", "job", "--package", "trainer", "seed=-1"],
+        ["--info", "config"],
+        ["-sc", "install=bash"],
+        ["--hydra-help"],
+    ]
     for argv in informational:  # not checked, not locked, nothing written
-        assert prepare_run("train", [*argv, f"hydra.run.dir={run}"], locks=True, resumes=True) == \
-            ([*argv, f"hydra.run.dir={run}"], None, None)
+        assert prepare_run("train", [*argv, f"hydra.run.dir={run}"], locks=True, resumes=True) == (
+            [*argv, f"hydra.run.dir={run}"],
+            None,
+            None,
+        )
     assert not run.exists()
     # another primary config, or a sweep: each job is checked as it builds; the flags are kept
     assert prepare_run("train", ["-m", "seed=1,2"])[0] == ["-m", "seed=1,2"]

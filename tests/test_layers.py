@@ -39,8 +39,10 @@ def imports(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            found += [(node.lineno, f"visionlab.{alias.name}" if node.module == "visionlab" else node.module)
-                      for alias in node.names]
+            found += [
+                (node.lineno, f"visionlab.{alias.name}" if node.module == "visionlab" else node.module)
+                for alias in node.names
+            ]
     return found
 
 
@@ -59,26 +61,35 @@ def test_the_scan_sees_imports_at_the_top_and_inside_functions():
 def test_each_layer_imports_only_the_layers_below_it(layer):
     assert files(layer), f"no modules in {layer}/"
     allowed = MAY_IMPORT[layer] | {layer}
-    wrong = [f"{path.relative_to(PACKAGE)}:{line} imports {module}"
-             for path in files(layer) for line, module in imports(path)
-             if layer_of(module) is not None and layer_of(module) not in allowed]
+    wrong = [
+        f"{path.relative_to(PACKAGE)}:{line} imports {module}"
+        for path in files(layer)
+        for line, module in imports(path)
+        if layer_of(module) is not None and layer_of(module) not in allowed
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.parametrize("layer", KNOWS_NOT_HYDRA)
 def test_only_the_top_layers_know_hydra(layer):
-    wrong = [f"{path.relative_to(PACKAGE)}:{line} imports {module}"
-             for path in files(layer) for line, module in imports(path)
-             if module.split(".")[0] in ("hydra", "omegaconf")]
+    wrong = [
+        f"{path.relative_to(PACKAGE)}:{line} imports {module}"
+        for path in files(layer)
+        for line, module in imports(path)
+        if module.split(".")[0] in ("hydra", "omegaconf")
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 def test_no_command_imports_another():
     """What commands share lives below them (app/assemble.py builds every run): a command
     that imports another would make it a library, and loops follow."""
-    wrong = [f"{path.relative_to(PACKAGE)}:{line} imports {module}"
-             for path in files("entrypoints") for line, module in imports(path)
-             if layer_of(module) == "entrypoints"]
+    wrong = [
+        f"{path.relative_to(PACKAGE)}:{line} imports {module}"
+        for path in files("entrypoints")
+        for line, module in imports(path)
+        if layer_of(module) == "entrypoints"
+    ]
     assert not wrong, "\n".join(wrong)
 
 

@@ -18,9 +18,19 @@ from torch.utils.data import DataLoader, TensorDataset
 from visionlab.app.assemble import build
 
 TRAIN, VAL, BATCH, EVAL_BATCH = 200, 64, 32, 16  # 7 training batches (the last one short), 4 validation batches
-DATA = ("data=synthetic", f"data.train_size={TRAIN + VAL}", f"data.val_size={VAL}", f"data.batch_size={BATCH}",
-        f"data.eval_batch_size={EVAL_BATCH}", "model=mlp", "model.hidden=[16]", "scheduler=none",
-        "trainer.limit_train_batches=null", "trainer.limit_val_batches=null", "trainer.max_epochs=2")
+DATA = (
+    "data=synthetic",
+    f"data.train_size={TRAIN + VAL}",
+    f"data.val_size={VAL}",
+    f"data.batch_size={BATCH}",
+    f"data.eval_batch_size={EVAL_BATCH}",
+    "model=mlp",
+    "model.hidden=[16]",
+    "scheduler=none",
+    "trainer.limit_train_batches=null",
+    "trainer.limit_val_batches=null",
+    "trainer.max_epochs=2",
+)
 COMMON_FLAGS = {"log_every_n_steps": 3}
 
 
@@ -44,8 +54,10 @@ class Counter(Callback):
         self._count("train_batch_end")
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if grads:  # after the step and any clipping, before the next zero_grad
-            self.grad_norm = max(self.grad_norm, float(torch.linalg.vector_norm(torch.stack(
-                [torch.linalg.vector_norm(g) for g in grads]))))
+            self.grad_norm = max(
+                self.grad_norm,
+                float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))),
+            )
             self.grad_max = max(self.grad_max, max(float(g.abs().max()) for g in grads))
         self.dtypes |= {p.dtype for p in pl_module.parameters()}
 
@@ -109,27 +121,48 @@ class PlainModule(L.LightningModule):
 
 def loader(n: int, batch: int) -> DataLoader:
     gen = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen)),
-                      batch_size=batch)
+    return DataLoader(
+        TensorDataset(torch.randn(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen)),
+        batch_size=batch,
+    )
 
 
 def observe(trainer: L.Trainer, counter: Counter, recorder: StepRecorder) -> dict[str, Any]:
-    return {"counts": counter.counts, "global_step": trainer.global_step, "epoch": trainer.current_epoch,
-            "bar_totals": counter.bar_totals, "bar_done": counter.bar_done, "num_training_batches": trainer.num_training_batches,
-            "num_val_batches": trainer.num_val_batches, "logged_steps": recorder.steps,
-            "dtypes": counter.dtypes}
+    return {
+        "counts": counter.counts,
+        "global_step": trainer.global_step,
+        "epoch": trainer.current_epoch,
+        "bar_totals": counter.bar_totals,
+        "bar_done": counter.bar_done,
+        "num_training_batches": trainer.num_training_batches,
+        "num_val_batches": trainer.num_val_batches,
+        "logged_steps": recorder.steps,
+        "dtypes": counter.dtypes,
+    }
 
 
 def trainer_kwargs(flags: dict[str, Any]) -> dict[str, Any]:
-    return {"max_epochs": 2, "accelerator": "cpu", "devices": 1, "num_sanity_val_steps": 0,
-            "enable_checkpointing": False, "enable_model_summary": False, **COMMON_FLAGS, **flags}
+    return {
+        "max_epochs": 2,
+        "accelerator": "cpu",
+        "devices": 1,
+        "num_sanity_val_steps": 0,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        **COMMON_FLAGS,
+        **flags,
+    }
 
 
 def run_plain(flags: dict[str, Any], tmp_path) -> tuple[dict[str, Any], Counter]:
     counter, recorder = Counter(), StepRecorder()
     torch.manual_seed(0)
-    trainer = L.Trainer(callbacks=[counter, TQDMProgressBar(refresh_rate=0)], logger=False,
-                        default_root_dir=tmp_path / "plain", **trainer_kwargs(flags))
+    trainer = L.Trainer(
+        callbacks=[counter, TQDMProgressBar(refresh_rate=0)],
+        logger=False,
+        default_root_dir=tmp_path / "plain",
+        **trainer_kwargs(flags),
+    )
     trainer.loggers = [recorder]  # as on visionlab's side
     trainer.fit(PlainModule(), loader(TRAIN, BATCH), loader(VAL, EVAL_BATCH))
     return observe(trainer, counter, recorder), counter
@@ -137,20 +170,33 @@ def run_plain(flags: dict[str, Any], tmp_path) -> tuple[dict[str, Any], Counter]
 
 # visionlab's default callbacks (checkpoints, early stopping, history, TensorBoard views...)
 # and default loggers (TensorBoard and CSV), as a user's run has them, on the same tiny data.
-DEFAULTS = ("callbacks=default", "logger=many", "trainer.enable_checkpointing=true", "trainer.enable_model_summary=true",
-            "callbacks.history.plot=false", "callbacks.validation_images.every_n_epochs=10",
-            "callbacks.insight_figures.max_images=16", "callbacks.validation_images.max_images=16",
-            "callbacks.validation_images.samples=4")
+DEFAULTS = (
+    "callbacks=default",
+    "logger=many",
+    "trainer.enable_checkpointing=true",
+    "trainer.enable_model_summary=true",
+    "callbacks.history.plot=false",
+    "callbacks.validation_images.every_n_epochs=10",
+    "callbacks.insight_figures.max_images=16",
+    "callbacks.validation_images.max_images=16",
+    "callbacks.validation_images.samples=4",
+)
 
 
-def run_visionlab(flags: dict[str, Any], cfg_factory, *overrides: str, defaults: bool = False
-                  ) -> tuple[dict[str, Any], Counter, L.Trainer]:
+def run_visionlab(
+    flags: dict[str, Any], cfg_factory, *overrides: str, defaults: bool = False
+) -> tuple[dict[str, Any], Counter, L.Trainer]:
     counter, recorder = Counter(), StepRecorder()
     flags = {**COMMON_FLAGS, **flags}
-    cfg = cfg_factory(*DATA, "trainer.enable_progress_bar=true", *overrides, *(DEFAULTS if defaults else ()),
-                      "++callbacks.progress_bar._target_=lightning.pytorch.callbacks.TQDMProgressBar",
-                      "++callbacks.progress_bar.refresh_rate=0",
-                      *(f"++trainer.{k}={v}" for k, v in flags.items()))
+    cfg = cfg_factory(
+        *DATA,
+        "trainer.enable_progress_bar=true",
+        *overrides,
+        *(DEFAULTS if defaults else ()),
+        "++callbacks.progress_bar._target_=lightning.pytorch.callbacks.TQDMProgressBar",
+        "++callbacks.progress_bar.refresh_rate=0",
+        *(f"++trainer.{k}={v}" for k, v in flags.items()),
+    )
     datamodule, task, trainer = build(cfg)
     trainer.callbacks.append(counter)
     trainer.loggers = [*trainer.loggers, recorder] if defaults else [recorder]
@@ -215,8 +261,11 @@ def test_a_flag_combination_lightning_refuses_is_one_clean_line_before_the_data_
     from visionlab.app.config import ConfigError, validate
 
     cfg = cfg_factory(*DATA, "++trainer.val_check_interval=100")
-    with pytest.raises(ConfigError, match=r"^trainer.val_check_interval=100 is more than the 7 training batches of "
-                                          r"an epoch; expected at most that, or trainer.check_val_every_n_epoch=null"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^trainer.val_check_interval=100 is more than the 7 training batches of "
+        r"an epoch; expected at most that, or trainer.check_val_every_n_epoch=null",
+    ):
         validate(cfg, CHECKS)
     plain = L.Trainer(logger=False, default_root_dir=tmp_path, **trainer_kwargs({"val_check_interval": 100}))
     with pytest.raises(ValueError, match=r"val_check_interval.*100.*\(7\)"):  # the same count as Lightning's
@@ -224,6 +273,7 @@ def test_a_flag_combination_lightning_refuses_is_one_clean_line_before_the_data_
 
 
 # --- Lightning's callbacks through the config -------------------------------------------------
+
 
 def fit_with(cfg_factory, *overrides: str):
     datamodule, task, trainer = build(cfg_factory(*DATA, *overrides))
@@ -239,10 +289,14 @@ def callback(trainer: L.Trainer, kind: type) -> Any:
 def test_stochastic_weight_averaging_averages_from_its_start_epoch(cfg_factory):
     from lightning.pytorch.callbacks import StochasticWeightAveraging
 
-    task, trainer, _ = fit_with(cfg_factory, "trainer.max_epochs=3",
-                                "+callbacks.swa._target_=lightning.pytorch.callbacks.StochasticWeightAveraging",
-                                "+callbacks.swa.swa_lrs=0.01", "+callbacks.swa.swa_epoch_start=2",
-                                "+callbacks.swa.annealing_epochs=1")
+    task, trainer, _ = fit_with(
+        cfg_factory,
+        "trainer.max_epochs=3",
+        "+callbacks.swa._target_=lightning.pytorch.callbacks.StochasticWeightAveraging",
+        "+callbacks.swa.swa_lrs=0.01",
+        "+callbacks.swa.swa_epoch_start=2",
+        "+callbacks.swa.annealing_epochs=1",
+    )
     swa = callback(trainer, StochasticWeightAveraging)
     assert swa.n_averaged is not None and int(swa.n_averaged) == 2  # the 2nd and 3rd epochs (1-based start)
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.01)
@@ -251,8 +305,11 @@ def test_stochastic_weight_averaging_averages_from_its_start_epoch(cfg_factory):
 def test_ema_weight_averaging_leaves_the_module_with_the_average(cfg_factory):
     from lightning.pytorch.callbacks import EMAWeightAveraging
 
-    task, trainer, before = fit_with(cfg_factory, "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging",
-                                     "+callbacks.ema.decay=0.5")
+    task, trainer, before = fit_with(
+        cfg_factory,
+        "+callbacks.ema._target_=lightning.pytorch.callbacks.EMAWeightAveraging",
+        "+callbacks.ema.decay=0.5",
+    )
     ema = callback(trainer, EMAWeightAveraging)
     assert int(ema._average_model.n_averaged) == trainer.global_step == 14
     averaged = dict(ema._average_model.module.named_parameters())
@@ -262,10 +319,15 @@ def test_ema_weight_averaging_leaves_the_module_with_the_average(cfg_factory):
 def test_learning_rate_finder_sets_the_rate_it_found(cfg_factory):
     from lightning.pytorch.callbacks import LearningRateFinder
 
-    task, trainer, _ = fit_with(cfg_factory, "+callbacks.lr_find._target_=lightning.pytorch.callbacks.LearningRateFinder",
-                                "+callbacks.lr_find.num_training_steps=20", "+callbacks.lr_find.update_attr=true",
-                                "+callbacks.lr_find.early_stop_threshold=null", "data.batch_size=8",
-                                "trainer.max_epochs=1")
+    task, trainer, _ = fit_with(
+        cfg_factory,
+        "+callbacks.lr_find._target_=lightning.pytorch.callbacks.LearningRateFinder",
+        "+callbacks.lr_find.num_training_steps=20",
+        "+callbacks.lr_find.update_attr=true",
+        "+callbacks.lr_find.early_stop_threshold=null",
+        "data.batch_size=8",
+        "trainer.max_epochs=1",
+    )
     finder = callback(trainer, LearningRateFinder).optimal_lr
     suggested = finder.suggestion()
     assert len(finder.results["lr"]) == 20 and suggested is not None and suggested != pytest.approx(1e-3)
@@ -273,8 +335,11 @@ def test_learning_rate_finder_sets_the_rate_it_found(cfg_factory):
 
 
 def test_gradient_accumulation_scheduler_changes_the_steps_per_epoch(cfg_factory):
-    _, trainer, _ = fit_with(cfg_factory, "+callbacks.accumulate._target_=lightning.pytorch.callbacks.GradientAccumulationScheduler",
-                             "+callbacks.accumulate.scheduling={0:1,1:7}")
+    _, trainer, _ = fit_with(
+        cfg_factory,
+        "+callbacks.accumulate._target_=lightning.pytorch.callbacks.GradientAccumulationScheduler",
+        "+callbacks.accumulate.scheduling={0:1,1:7}",
+    )
     assert trainer.global_step == 7 + 1  # 7 batches one step each, then all 7 accumulated into one
 
 
@@ -282,8 +347,13 @@ def test_rich_progress_bar_counts_the_batches(cfg_factory):
     pytest.importorskip("rich")
     from lightning.pytorch.callbacks import RichProgressBar
 
-    datamodule, task, trainer = build(cfg_factory(*DATA, "trainer.enable_progress_bar=true",
-                                                  "+callbacks.rich._target_=lightning.pytorch.callbacks.RichProgressBar"))
+    datamodule, task, trainer = build(
+        cfg_factory(
+            *DATA,
+            "trainer.enable_progress_bar=true",
+            "+callbacks.rich._target_=lightning.pytorch.callbacks.RichProgressBar",
+        )
+    )
     counter = Counter()
     trainer.callbacks.append(counter)
     trainer.fit(task, datamodule=datamodule)

@@ -11,8 +11,15 @@ from PIL import Image
 from visionlab.app.config import ConfigError
 from visionlab.utils.figures import DPI
 
-SEARCH = ("trainer.limit_train_batches=null", "trainer.max_epochs=3", "tune.min_lr=1e-5", "tune.max_lr=0.5",
-          "tune.num_training=30", "model=mlp", "model.hidden=[32]")
+SEARCH = (
+    "trainer.limit_train_batches=null",
+    "trainer.max_epochs=3",
+    "tune.min_lr=1e-5",
+    "tune.max_lr=0.5",
+    "tune.num_training=30",
+    "model=mlp",
+    "model.hidden=[32]",
+)
 
 
 def test_lr_find_writes_both_files_and_suggests_inside_the_range(cfg_factory, tmp_path, capsys):

@@ -11,12 +11,27 @@ mlflow = pytest.importorskip("mlflow", reason="mlflow not installed (pip install
 
 
 def test_a_run_logs_params_metric_history_and_artifacts_to_mlflow(cfg_factory, tmp_path):
-    cfg = cfg_factory("data=synthetic", "model=mlp", "model.hidden=[16]", "trainer.max_epochs=2",
-                      "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
-                      "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "test=false",
-                      "logger=mlflow", "callbacks.progress_bar=null", "callbacks.model_summary=null",
-                      "callbacks.validation_images=null", "callbacks.model_graph=null", "callbacks.conv_filters=null",
-                      "callbacks.mlflow_step_metrics.every_n_batches=1", f"paths.log_dir={tmp_path}", fast=False)
+    cfg = cfg_factory(
+        "data=synthetic",
+        "model=mlp",
+        "model.hidden=[16]",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "test=false",
+        "logger=mlflow",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+        "callbacks.validation_images=null",
+        "callbacks.model_graph=null",
+        "callbacks.conv_filters=null",
+        "callbacks.mlflow_step_metrics.every_n_batches=1",
+        f"paths.log_dir={tmp_path}",
+        fast=False,
+    )
     metrics = train(cfg)
 
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")

@@ -58,13 +58,16 @@ def test_unknown_activation_names_the_allowed_ones():
 
 
 @pytest.mark.parametrize("net_kind", ["mlp", "cnn"])
-@pytest.mark.parametrize("init,bound,std", [
-    # Keras: glorot_uniform limit sqrt(6 / (fan_in + fan_out)); he_normal std sqrt(2 / fan_in), cut at 2 std
-    ("glorot_uniform", lambda i, o: (6 / (i + o)) ** 0.5, lambda i, o: (2 / (i + o)) ** 0.5),
-    ("glorot_normal", lambda i, o: 2 * (2 / (i + o)) ** 0.5 / 0.8796, lambda i, o: (2 / (i + o)) ** 0.5),
-    ("he_uniform", lambda i, o: (6 / i) ** 0.5, lambda i, o: (2 / i) ** 0.5),
-    ("he_normal", lambda i, o: 2 * (2 / i) ** 0.5 / 0.8796, lambda i, o: (2 / i) ** 0.5),
-])
+@pytest.mark.parametrize(
+    "init,bound,std",
+    [
+        # Keras: glorot_uniform limit sqrt(6 / (fan_in + fan_out)); he_normal std sqrt(2 / fan_in), cut at 2 std
+        ("glorot_uniform", lambda i, o: (6 / (i + o)) ** 0.5, lambda i, o: (2 / (i + o)) ** 0.5),
+        ("glorot_normal", lambda i, o: 2 * (2 / (i + o)) ** 0.5 / 0.8796, lambda i, o: (2 / (i + o)) ** 0.5),
+        ("he_uniform", lambda i, o: (6 / i) ** 0.5, lambda i, o: (2 / i) ** 0.5),
+        ("he_normal", lambda i, o: 2 * (2 / i) ** 0.5 / 0.8796, lambda i, o: (2 / i) ** 0.5),
+    ],
+)
 def test_keras_initialisations_draw_weights_of_the_right_scale_and_zero_biases(net_kind, init, bound, std):
     torch.manual_seed(0)
     net = MLP((1, 28, 28), 10, init=init) if net_kind == "mlp" else CNN((1, 28, 28), 10, init=init)

@@ -15,10 +15,18 @@ def test_it_records_each_call_in_order_without_touching_the_net():
     model = net().train()
     stats = model[1].running_mean.clone()
     seen = []
-    forward_probe(model, torch.randn(2, 1, 6, 6), [m for _, m in leaf_modules(model)],
-                  lambda layer, out: seen.append((type(layer).__name__, tuple(out.shape), out.requires_grad)))
-    assert seen == [("Conv2d", (2, 2, 4, 4), False), ("BatchNorm2d", (2, 2, 4, 4), False),
-                    ("Flatten", (2, 32), False), ("Linear", (2, 3), False)]
+    forward_probe(
+        model,
+        torch.randn(2, 1, 6, 6),
+        [m for _, m in leaf_modules(model)],
+        lambda layer, out: seen.append((type(layer).__name__, tuple(out.shape), out.requires_grad)),
+    )
+    assert seen == [
+        ("Conv2d", (2, 2, 4, 4), False),
+        ("BatchNorm2d", (2, 2, 4, 4), False),
+        ("Flatten", (2, 32), False),
+        ("Linear", (2, 3), False),
+    ]
     assert model.training and torch.equal(model[1].running_mean, stats)
     assert all(not m._forward_hooks for m in model.modules())
 

@@ -61,15 +61,24 @@ def test_a_fit_says_what_matters_and_not_the_known_noise(quieted, loggers, tmp_p
             warnings.simplefilter("always")
             if quieted:
                 quiet.quiet_known_noise()
-            trainer = L.Trainer(accelerator="cpu", max_epochs=1, callbacks=[KerasModelSummary()],
-                                logger=CSVLogger(tmp_path), enable_checkpointing=False, enable_progress_bar=False,
-                                log_every_n_steps=50)
+            trainer = L.Trainer(
+                accelerator="cpu",
+                max_epochs=1,
+                callbacks=[KerasModelSummary()],
+                logger=CSVLogger(tmp_path),
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                log_every_n_steps=50,
+            )
             trainer.fit(Tiny(), DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2))
     finally:
         lightning_log.removeHandler(capture)
     said = "\n".join(capture.lines + [str(w.message) for w in caught])
-    noise = ["💡 Tip: For seamless cloud logging", "Trainer already configured with model summary callbacks",
-             "`isinstance(treespec, LeafSpec)` is deprecated"]
+    noise = [
+        "💡 Tip: For seamless cloud logging",
+        "Trainer already configured with model summary callbacks",
+        "`isinstance(treespec, LeafSpec)` is deprecated",
+    ]
     assert [n in said for n in noise] == [not quieted] * 3
     assert "GPU available" in said
     assert "smaller than the logging interval" in said  # a warning a user can act on still shows

@@ -18,24 +18,40 @@ pytestmark = pytest.mark.slow
 
 # the default one-cycle schedule: it makes Lightning build the train loader before the checkpoint is read
 COMMON = [
-    "data=synthetic", "model=mlp", "model.dropout=0.2", "data.augment.rotation=10",
-    "scheduler=onecycle", "trainer.max_epochs=4", "trainer.deterministic=true", "logger=csv",
-    "callbacks.progress_bar.refresh_rate=0", "callbacks.early_stopping.patience=100",
+    "data=synthetic",
+    "model=mlp",
+    "model.dropout=0.2",
+    "data.augment.rotation=10",
+    "scheduler=onecycle",
+    "trainer.max_epochs=4",
+    "trainer.deterministic=true",
+    "logger=csv",
+    "callbacks.progress_bar.refresh_rate=0",
+    "callbacks.early_stopping.patience=100",
 ]
 
 
 def run_train(args, log_dir: Path, wait: bool = True, **kw):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, str(REPO / "scripts" / "train.py"), *args, f"paths.log_dir={log_dir}",
-           f"hydra.run.dir={log_dir}/run"]
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "train.py"),
+        *args,
+        f"paths.log_dir={log_dir}",
+        f"hydra.run.dir={log_dir}/run",
+    ]
     if wait:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, **kw)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
 def stall(epoch: int, step: int, marker: Path) -> list[str]:
-    return ["+callbacks.stall._target_=helpers.stall.StallAt", f"+callbacks.stall.epoch={epoch}",
-            f"+callbacks.stall.step={step}", f"+callbacks.stall.marker={marker}"]
+    return [
+        "+callbacks.stall._target_=helpers.stall.StallAt",
+        f"+callbacks.stall.epoch={epoch}",
+        f"+callbacks.stall.step={step}",
+        f"+callbacks.stall.marker={marker}",
+    ]
 
 
 def wait_for(marker: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -116,9 +132,16 @@ def test_a_checkpoint_saved_at_a_batch_end_resumes_with_the_next_batch(cfg_facto
             self.batches.append(batch[1].tolist())
 
     def fit(*overrides: str, ckpt_path=None, callbacks=()) -> list[list[int]]:
-        datamodule, task, trainer = build(cfg_factory("model=mlp", "scheduler=none", "trainer.limit_train_batches=6",
-                                                      "trainer.limit_val_batches=0", "trainer.enable_checkpointing=true",
-                                                      *overrides))
+        datamodule, task, trainer = build(
+            cfg_factory(
+                "model=mlp",
+                "scheduler=none",
+                "trainer.limit_train_batches=6",
+                "trainer.limit_val_batches=0",
+                "trainer.enable_checkpointing=true",
+                *overrides,
+            )
+        )
         seen = Seen()
         trainer.callbacks.extend([seen, *callbacks])
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)

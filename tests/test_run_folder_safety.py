@@ -22,8 +22,15 @@ from visionlab.data.formats.idx import write_idx
 from visionlab.entrypoints import evaluate, export, predict
 from visionlab.entrypoints.train import main as train_main
 
-BASE = ["model.channels=[4]", "model.dense=[8]", "trainer.max_epochs=1", "trainer.accelerator=cpu",
-        "logger=csv", "callbacks.progress_bar.refresh_rate=0", "trainer.enable_model_summary=false"]
+BASE = [
+    "model.channels=[4]",
+    "model.dense=[8]",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "callbacks.progress_bar.refresh_rate=0",
+    "trainer.enable_model_summary=false",
+]
 TINY = ["data=synthetic", "data.train_size=96", "data.val_size=32", "data.test_size=32", "data.batch_size=16", *BASE]
 
 
@@ -62,16 +69,19 @@ def test_targets_in_a_run_config_are_refused_before_anything_runs(entry, run, tm
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     before = tree_hash(run)
     extra = {evaluate: [], predict: ["predict.from_test=2"], export: []}[entry]
-    code, err = run_main(entry.main, [f"ckpt_path={run}/checkpoints/last.ckpt", *extra,
-                                      f"hydra.run.dir={tmp_path / 'out'}"])
+    code, err = run_main(
+        entry.main, [f"ckpt_path={run}/checkpoints/last.ckpt", *extra, f"hydra.run.dir={tmp_path / 'out'}"]
+    )
     if entry is export:  # export needs no data: it must not build the tampered one either
         assert code == 0, err
     else:
         assert code == 2
-        assert last_error(err) == ("error: data._target_='torch.load' is not allowed from a run folder or "
-                                   "checkpoint; allowed: classes of visionlab, torch.optim, lightning.pytorch.callbacks,"
-                                   " lightning.pytorch.loggers, lightning.Trainer, torchvision.transforms, "
-                                   "torchvision.models")
+        assert last_error(err) == (
+            "error: data._target_='torch.load' is not allowed from a run folder or "
+            "checkpoint; allowed: classes of visionlab, torch.optim, lightning.pytorch.callbacks,"
+            " lightning.pytorch.loggers, lightning.Trainer, torchvision.transforms, "
+            "torchvision.models"
+        )
     assert not marker.exists()
     assert tree_hash(run) == before
 
@@ -79,8 +89,11 @@ def test_targets_in_a_run_config_are_refused_before_anything_runs(entry, run, tm
 def test_a_resume_does_not_replay_targets_from_the_run_folder(run, tmp_path):
     marker = tmp_path / "pwned"
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
-    overrides += ["callbacks.history._target_=shutil.copyfile", f"+callbacks.history.src={run}/train.log",
-                  f"+callbacks.history.dst={marker}"]
+    overrides += [
+        "callbacks.history._target_=shutil.copyfile",
+        f"+callbacks.history.src={run}/train.log",
+        f"+callbacks.history.dst={marker}",
+    ]
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     before = tree_hash(run)
     code, err = run_main(train_main, [f"ckpt_path={run}/checkpoints/last.ckpt", "trainer.max_epochs=2"])
@@ -105,8 +118,9 @@ def test_a_resume_that_changes_the_model_is_refused_and_leaves_the_run_as_it_was
     before = tree_hash(run)
     code, err = run_main(train_main, [f"ckpt_path={run}/checkpoints/last.ckpt", "model=mlp"])
     assert code == 2
-    assert last_error(err).startswith(f"error: ckpt_path={run}/checkpoints/last.ckpt: model=mlp would change what "
-                                      f"run {run} is (")
+    assert last_error(err).startswith(
+        f"error: ckpt_path={run}/checkpoints/last.ckpt: model=mlp would change what run {run} is ("
+    )
     assert tree_hash(run) == before
 
 
@@ -127,8 +141,9 @@ def test_a_resume_keeps_every_earlier_row_and_the_report_counts_every_epoch(run)
     from visionlab.entrypoints.report import read_run
 
     rows_before = (run / "csv" / "metrics.csv").read_text().splitlines()
-    code, err = run_main(train_main, [f"ckpt_path={run}/checkpoints/last.ckpt", "trainer.max_epochs=3",
-                                      "scheduler=onecycle"])
+    code, err = run_main(
+        train_main, [f"ckpt_path={run}/checkpoints/last.ckpt", "trainer.max_epochs=3", "scheduler=onecycle"]
+    )
     assert code == 2 and "OneCycleLR has a fixed length" in last_error(err)  # the default schedule
     assert (run / "csv" / "metrics.csv").read_text().splitlines() == rows_before
     # a run with a schedule that can be continued
@@ -200,10 +215,12 @@ def test_an_ambiguous_val_size_is_refused(value, tmp_path):
 # --- 6. data checked for what it claims ---------------------------------------------------------
 def mnist_folder(folder: Path, train_images=None, train_labels=None, test_images=None) -> Path:
     rng = np.random.default_rng(0)
-    parts = {"train-images-idx3-ubyte.gz": train_images if train_images is not None else rng.integers(0, 255, (40, 28, 28)),
-             "train-labels-idx1-ubyte.gz": train_labels if train_labels is not None else np.arange(40) % 10,
-             "t10k-images-idx3-ubyte.gz": test_images if test_images is not None else rng.integers(0, 255, (20, 28, 28)),
-             "t10k-labels-idx1-ubyte.gz": np.arange(20) % 10}
+    parts = {
+        "train-images-idx3-ubyte.gz": train_images if train_images is not None else rng.integers(0, 255, (40, 28, 28)),
+        "train-labels-idx1-ubyte.gz": train_labels if train_labels is not None else np.arange(40) % 10,
+        "t10k-images-idx3-ubyte.gz": test_images if test_images is not None else rng.integers(0, 255, (20, 28, 28)),
+        "t10k-labels-idx1-ubyte.gz": np.arange(20) % 10,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     for name, array in parts.items():
         write_idx(folder / name, np.asarray(array))
@@ -213,12 +230,15 @@ def mnist_folder(folder: Path, train_images=None, train_labels=None, test_images
 MNIST = ["data=mnist", "data.verify=false", "data.val_size=8", "data.batch_size=8", "test=false"]
 
 
-@pytest.mark.parametrize("case,message", [
-    ("int8", "train-images-idx3-ubyte.gz: idx type byte is 0x09 (int8); expected 0x08 (uint8)"),
-    ("labels_3d", "train-labels-idx1-ubyte.gz: idx file has 3 dimensions; expected 1"),
-    ("label_200", ": train labels hold 200; expected 0..9 (10 classes)"),
-    ("test_size", ": test images have shape (1, 32, 32); expected (1, 28, 28) like the training images"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("int8", "train-images-idx3-ubyte.gz: idx type byte is 0x09 (int8); expected 0x08 (uint8)"),
+        ("labels_3d", "train-labels-idx1-ubyte.gz: idx file has 3 dimensions; expected 1"),
+        ("label_200", ": train labels hold 200; expected 0..9 (10 classes)"),
+        ("test_size", ": test images have shape (1, 32, 32); expected (1, 28, 28) like the training images"),
+    ],
+)
 def test_mnist_files_that_claim_something_else_are_refused_before_training(case, message, tmp_path):
     folder = tmp_path / "mnist"
     if case == "labels_3d":
@@ -247,11 +267,14 @@ def test_links_in_an_image_folder_never_loop_nor_leave_the_root(tmp_path):
         Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / c / "a.png")
     outside.mkdir()
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(outside / "x.png")
-    (root / "loop").symlink_to(root)                 # the folder itself: not a class
+    (root / "loop").symlink_to(root)  # the folder itself: not a class
     (root / "cat" / "again").symlink_to(root / "cat")  # a loop inside a class
     (root / "dog" / "x.png").symlink_to(outside / "x.png")  # a file out of the root
-    (root / "away").symlink_to(outside)              # a class folder out of the root
-    assert {c: [p.name for p in files] for c, files in class_folders(root).items()} == {"cat": ["a.png"], "dog": ["a.png"]}
+    (root / "away").symlink_to(outside)  # a class folder out of the root
+    assert {c: [p.name for p in files] for c, files in class_folders(root).items()} == {
+        "cat": ["a.png"],
+        "dog": ["a.png"],
+    }
 
 
 def test_a_corrupt_cached_copy_is_replaced_from_its_source_without_checksums(tmp_path, monkeypatch):
@@ -268,11 +291,14 @@ def test_a_corrupt_cached_copy_is_replaced_from_its_source_without_checksums(tmp
 
 
 # --- 7. one line where a traceback was ------------------------------------------------------
-@pytest.mark.parametrize("kind,message", [
-    ("truncated", "cannot load: truncated or corrupt archive"),
-    ("empty", "cannot load: the file is empty"),
-    ("pickled", "refused: the file holds builtins.getattr, pathlib.Path, pathlib.PosixPath, which would run code"),
-])
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("truncated", "cannot load: truncated or corrupt archive"),
+        ("empty", "cannot load: the file is empty"),
+        ("pickled", "refused: the file holds builtins.getattr, pathlib.Path, pathlib.PosixPath, which would run code"),
+    ],
+)
 def test_train_from_a_bad_checkpoint_file_fails_in_one_line(kind, message, trained, tmp_path):
     bad = tmp_path / "bad.ckpt"
     if kind == "truncated":
@@ -289,16 +315,25 @@ def test_train_from_a_bad_checkpoint_file_fails_in_one_line(kind, message, train
 def test_export_into_a_folder_it_cannot_write_fails_in_one_line(trained, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    code, err = run_main(export.main, [f"ckpt_path={trained}/checkpoints/last.ckpt", f"paths.output_dir={blocker}/out",
-                                       f"hydra.run.dir={tmp_path / 'log'}"])
+    code, err = run_main(
+        export.main,
+        [
+            f"ckpt_path={trained}/checkpoints/last.ckpt",
+            f"paths.output_dir={blocker}/out",
+            f"hydra.run.dir={tmp_path / 'log'}",
+        ],
+    )
     assert code == 2 and last_error(err).startswith(f"error: paths.output_dir={blocker}/out: cannot write the export")
 
 
-@pytest.mark.parametrize("args,message", [
-    (["seed=abc"], "error: seed='abc' is not allowed; expected an integer >= 0"),
-    (["+seeds=1"], "error: +seeds=1: seeds is not a key of train's config; did you mean seed?"),
-    (["+foo=bar"], "error: +foo=bar: foo is not a key of train's config; known keys:"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["seed=abc"], "error: seed='abc' is not allowed; expected an integer >= 0"),
+        (["+seeds=1"], "error: +seeds=1: seeds is not a key of train's config; did you mean seed?"),
+        (["+foo=bar"], "error: +foo=bar: foo is not a key of train's config; known keys:"),
+    ],
+)
 def test_bad_top_level_values_and_unknown_keys_fail_in_one_line_naming_the_key(args, message, tmp_path):
     code, err = run_main(train_main, [*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}"])
     assert code == 2 and last_error(err).startswith(message)

@@ -63,8 +63,9 @@ def test_correlate_and_convolve_match_scipy(mode: str) -> None:
     torch.testing.assert_close(conv, torch.from_numpy(signal.convolve2d(image.numpy(), kernel.numpy(), mode)), **TOL)
     assert not torch.allclose(corr, conv)
     # what torch calls conv2d is scipy's correlate2d
-    torch.testing.assert_close(corr, F.conv2d(image[None, None], kernel[None, None],
-                                              padding=(2, 1) if mode == "full" else 0)[0, 0], **TOL)
+    torch.testing.assert_close(
+        corr, F.conv2d(image[None, None], kernel[None, None], padding=(2, 1) if mode == "full" else 0)[0, 0], **TOL
+    )
 
 
 def test_correlate2d_names_allowed_modes_and_shapes() -> None:
@@ -86,8 +87,13 @@ def test_edge_detection_finds_the_border_of_a_square_like_scipy() -> None:
     torch.testing.assert_close(edges, torch.from_numpy(signal.convolve2d(image.numpy(), laplacian.numpy(), "valid")))
     # non-zero exactly where a pixel differs from one of its 4 neighbours: the border
     # rings just inside and just outside the square (valid pixel (i, j) is image (i+1, j+1))
-    differs = [[any(image[i, j] != image[i + di, j + dj] for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)))
-                for j in range(1, 15)] for i in range(1, 15)]
+    differs = [
+        [
+            any(image[i, j] != image[i + di, j + dj] for di, dj in ((-1, 0), (1, 0), (0, -1), (0, 1)))
+            for j in range(1, 15)
+        ]
+        for i in range(1, 15)
+    ]
     assert torch.equal(edges != 0, torch.tensor(differs))
     assert (edges != 0).sum() == 2 * 4 * 8 - 4  # corners of the outer ring touch no square pixel
 

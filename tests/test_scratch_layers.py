@@ -68,8 +68,12 @@ def test_activations_stay_finite_on_large_inputs() -> None:
 def test_naive_softmax_normalises_the_whole_matrix_and_overflows() -> None:
     notes = torch.tensor([[1.0, 2, 3], [4, 0, 6]], dtype=F64)
     # the values printed in the notes, and a sum of 1 over the matrix, not per row
-    torch.testing.assert_close(naive_softmax(notes), torch.tensor(
-        [[0.00555636, 0.01510375, 0.04105626], [0.11160249, 0.00204407, 0.82463706]], dtype=F64), atol=1e-8, rtol=0)
+    torch.testing.assert_close(
+        naive_softmax(notes),
+        torch.tensor([[0.00555636, 0.01510375, 0.04105626], [0.11160249, 0.00204407, 0.82463706]], dtype=F64),
+        atol=1e-8,
+        rtol=0,
+    )
     assert naive_softmax(notes).sum().item() == pytest.approx(1.0)
     torch.testing.assert_close(softmax(notes).sum(1), torch.ones(2, dtype=F64))
     large = torch.tensor([[1000.0, 999.0]], dtype=F64)
@@ -110,8 +114,11 @@ def layer_vs_torch(layer, module: nn.Module, x: torch.Tensor) -> None:
 def test_dense_matches_linear(activation: str) -> None:
     torch.manual_seed(2)
     linear = nn.Linear(7, 4).double()
-    module = nn.Sequential(linear, nn.Softmax(dim=1)) if activation == "softmax" else (
-        nn.Sequential(linear, {"identity": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}[activation]()))
+    module = (
+        nn.Sequential(linear, nn.Softmax(dim=1))
+        if activation == "softmax"
+        else (nn.Sequential(linear, {"identity": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}[activation]()))
+    )
     dense = Dense(7, 4, activation, dtype=F64)
     dense.W.value, dense.b.value = linear.weight.detach().T.clone(), linear.bias.detach().clone()
     layer_vs_torch(dense, module, torch.randn(5, 7, dtype=F64))
@@ -138,10 +145,13 @@ def test_flatten_round_trips_the_shape() -> None:
     assert flat.backward(torch.ones(2, 12, dtype=F64)).shape == x.shape
 
 
-@pytest.mark.parametrize("make", [
-    lambda: MLP((1, 8, 8), 5, hidden=[6, 4], activation="elu"),
-    lambda: CNN((1, 8, 8), 3, channels=[2, 3], kernel_size=3, dense=[5], batch_norm=False, dropout=0.0),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MLP((1, 8, 8), 5, hidden=[6, 4], activation="elu"),
+        lambda: CNN((1, 8, 8), 3, channels=[2, 3], kernel_size=3, dense=[5], batch_norm=False, dropout=0.0),
+    ],
+)
 def test_whole_network_copy_matches_autograd(make) -> None:
     """A visionlab model copied by from_torch: same logits, same weight gradients."""
     torch.manual_seed(5)
@@ -169,9 +179,15 @@ def test_finite_differences_agree_with_backprop() -> None:
     """Nudge every weight of a tiny conv + dense network both ways: the loss changes by
     what the hand-written gradients predict."""
     gen = torch.Generator().manual_seed(6)
-    net = Sequential([Conv2d(1, 2, 3, padding=1, activation="tanh", generator=gen, dtype=F64),
-                      MaxPool2d(2), Flatten(),
-                      Dense(8, 5, "sigmoid", generator=gen, dtype=F64), Dense(5, 3, generator=gen, dtype=F64)])
+    net = Sequential(
+        [
+            Conv2d(1, 2, 3, padding=1, activation="tanh", generator=gen, dtype=F64),
+            MaxPool2d(2),
+            Flatten(),
+            Dense(8, 5, "sigmoid", generator=gen, dtype=F64),
+            Dense(5, 3, generator=gen, dtype=F64),
+        ]
+    )
     for p in net.parameters():  # non-zero biases so their gradients are tested too
         p.value += 0.1 * torch.randn(p.value.shape, generator=gen, dtype=F64)
     x, y = torch.randn(3, 1, 4, 4, generator=gen, dtype=F64), torch.tensor([0, 2, 1])
@@ -248,8 +264,15 @@ def test_batch_generator_serves_memory_loaders_batches() -> None:
     labels = torch.arange(50)
     gen = BatchGenerator(images, labels, batch_size=8, seed=11)
     for epoch in range(3):
-        loader = MemoryLoader(images, labels, 8, BatchTransform((0.0,), (1.0,)), shuffle=True, seed=11,
-                              env=lambda epoch=epoch: LoaderEnv(epoch=epoch))
+        loader = MemoryLoader(
+            images,
+            labels,
+            8,
+            BatchTransform((0.0,), (1.0,)),
+            shuffle=True,
+            seed=11,
+            env=lambda epoch=epoch: LoaderEnv(epoch=epoch),
+        )
         theirs = [y for _, y in loader]
         ours = [y for _, y in gen.epoch(epoch)]
         assert len(theirs) == len(ours) and all(torch.equal(a, b) for a, b in zip(theirs, ours))

@@ -29,17 +29,26 @@ def fake_fashion_mnist(folder: Path, n_train: int = 400, n_test: int = 100) -> N
 
 
 def scratch_config(tmp_path: Path, *overrides: str) -> DictConfig:
-    return compose_config([f"data.data_dir={tmp_path / 'data'}", "data.verify=false",
-                           f"paths.output_dir={tmp_path / 'run'}", *overrides], config_name="scratch")
+    return compose_config(
+        [f"data.data_dir={tmp_path / 'data'}", "data.verify=false", f"paths.output_dir={tmp_path / 'run'}", *overrides],
+        config_name="scratch",
+    )
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_by_hand_and_visionlab_agree_epoch_by_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                    dtype: str) -> None:
+def test_by_hand_and_visionlab_agree_epoch_by_epoch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dtype: str
+) -> None:
     (tmp_path / "data").mkdir()
     fake_fashion_mnist(tmp_path / "data")
-    cfg = scratch_config(tmp_path, "model.hidden=[32,16]", "trainer.max_epochs=2", "data.batch_size=20",
-                         "optimizer.momentum=0.9", f"dtype={dtype}")
+    cfg = scratch_config(
+        tmp_path,
+        "model.hidden=[32,16]",
+        "trainer.max_epochs=2",
+        "data.batch_size=20",
+        "optimizer.momentum=0.9",
+        f"dtype={dtype}",
+    )
     result = compare(cfg)
     assert len(result["by_hand"]) == len(result["visionlab"]) == 2
     assert result["max_gap_points"] <= 0.5
@@ -50,15 +59,24 @@ def test_by_hand_and_visionlab_agree_epoch_by_epoch(tmp_path: Path, capsys: pyte
     assert "largest gap" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("override,message", [
-    ("dtype=float16", "dtype='float16' is not allowed; expected one of float32, float64"),
-    ("trainer.max_epochs=-1", "trainer.max_epochs=-1 is not allowed"),
-    ("optimizer.lr=0", "optimizer.lr=0 is not allowed"),
-    ("data.batch_size=0", "data.batch_size=0 is not allowed; expected an integer >= 1"),  # the DataModule's own
-    ("model.activation=swish", "model.activation='swish' is not allowed"),  # MLP's own
-    ("optimizer._target_=torch.optim.Adam", "optimizer._target_='torch.optim.Adam' is not allowed; expected torch.optim.SGD"),
-    ("data.augment.horizontal_flip=true", "data.augment.horizontal_flip=True: the by-hand side trains on the plain"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("dtype=float16", "dtype='float16' is not allowed; expected one of float32, float64"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs=-1 is not allowed"),
+        ("optimizer.lr=0", "optimizer.lr=0 is not allowed"),
+        ("data.batch_size=0", "data.batch_size=0 is not allowed; expected an integer >= 1"),  # the DataModule's own
+        ("model.activation=swish", "model.activation='swish' is not allowed"),  # MLP's own
+        (
+            "optimizer._target_=torch.optim.Adam",
+            "optimizer._target_='torch.optim.Adam' is not allowed; expected torch.optim.SGD",
+        ),
+        (
+            "data.augment.horizontal_flip=true",
+            "data.augment.horizontal_flip=True: the by-hand side trains on the plain",
+        ),
+    ],
+)
 def test_bad_settings_fail_before_any_data_is_read(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         compare(scratch_config(tmp_path, override))

@@ -28,8 +28,13 @@ from visionlab.utils import torch_seams, torchvision_seams
 SRC = REPO / "src"
 # The modules allowed to touch dependencies' private names; streaming.py's TrainingStreamLoader
 # adjusts litdata counters it inherits (on self: tests/test_streaming.py resumes through them).
-SEAMS = {"visionlab/training/trainer_state.py", "visionlab/utils/torch_seams.py",
-         "visionlab/utils/torchvision_seams.py", "visionlab/app/hydra_seams.py", "visionlab/app/optuna_seams.py"}
+SEAMS = {
+    "visionlab/training/trainer_state.py",
+    "visionlab/utils/torch_seams.py",
+    "visionlab/utils/torchvision_seams.py",
+    "visionlab/app/hydra_seams.py",
+    "visionlab/app/optuna_seams.py",
+}
 
 
 def private_uses(path: Path) -> list[str]:
@@ -41,7 +46,8 @@ def private_uses(path: Path) -> list[str]:
         if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.endswith("_"):
             owner = node.value
             mine = (isinstance(owner, ast.Name) and owner.id in ("self", "cls")) or (
-                isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super")
+                isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super"
+            )
             if not mine:
                 found.append(f"{path.relative_to(SRC)}:{node.lineno}: .{node.attr}")
         elif isinstance(node, ast.ImportFrom) and node.module and not node.module.startswith("visionlab"):
@@ -51,8 +57,12 @@ def private_uses(path: Path) -> list[str]:
 
 
 def test_private_names_of_dependencies_are_reached_only_through_the_seams():
-    uses = [use for path in sorted(SRC.rglob("*.py")) if str(path.relative_to(SRC)) not in SEAMS
-            for use in private_uses(path)]
+    uses = [
+        use
+        for path in sorted(SRC.rglob("*.py"))
+        if str(path.relative_to(SRC)) not in SEAMS
+        for use in private_uses(path)
+    ]
     assert uses == []
 
 
@@ -98,8 +108,14 @@ class Probe(L.LightningModule):
 
 def fit(**flags) -> tuple[Probe, L.Trainer]:
     probe, loader = Probe(), DataLoader(TensorDataset(torch.randn(20, 2)), batch_size=2)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=2, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, **flags)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **flags,
+    )
     trainer.fit(probe, loader)
     return probe, trainer
 

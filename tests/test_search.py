@@ -28,10 +28,12 @@ from visionlab.app.config import ConfigError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SPACE = {"optimizer": {"lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-1, "log": True}},
-         "model.dropout": {"type": "float", "low": 0.0, "high": 0.5},
-         "trainer": {"max_epochs": {"type": "int", "low": 1, "high": 3}},
-         "model": {"hidden": {"type": "categorical", "choices": [[16], [32, 16]]}}}
+SPACE = {
+    "optimizer": {"lr": {"type": "float", "low": 1.0e-4, "high": 1.0e-1, "log": True}},
+    "model.dropout": {"type": "float", "low": 0.0, "high": 0.5},
+    "trainer": {"max_epochs": {"type": "int", "low": 1, "high": 3}},
+    "model": {"hidden": {"type": "categorical", "choices": [[16], [32, 16]]}},
+}
 
 
 def fake_launch(score, seen=None):
@@ -59,14 +61,22 @@ def test_space_reads_float_log_int_and_categorical_nested_or_dotted():
     assert space["model.hidden"].choices == ("[16]", "[32,16]")  # lists as their override text
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"optimizer.lr": {"type": "float", "low": "1e-4", "high": 0.1}},
-     "hydra.sweeper.params.optimizer.lr.low='1e-4' is not allowed; expected a number (YAML reads 1e-4 as text"),
-    ({"optimizer.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}, "hydra.sweeper.params.optimizer.lr: "),
-    ({"optimizer.lr": {"type": "normal"}}, "hydra.sweeper.params.optimizer.lr={'type': 'normal'} is not allowed"),
-    ({"model.hidden": {"type": "categorical", "choices": []}}, "model.hidden.choices=[] is not allowed"),
-    ({}, "hydra.sweeper.params is empty"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (
+            {"optimizer.lr": {"type": "float", "low": "1e-4", "high": 0.1}},
+            "hydra.sweeper.params.optimizer.lr.low='1e-4' is not allowed; expected a number (YAML reads 1e-4 as text",
+        ),
+        (
+            {"optimizer.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}},
+            "hydra.sweeper.params.optimizer.lr: ",
+        ),
+        ({"optimizer.lr": {"type": "normal"}}, "hydra.sweeper.params.optimizer.lr={'type': 'normal'} is not allowed"),
+        ({"model.hidden": {"type": "categorical", "choices": []}}, "model.hidden.choices=[] is not allowed"),
+        ({}, "hydra.sweeper.params is empty"),
+    ],
+)
 def test_a_bad_space_is_one_line_naming_the_key(params, message):
     with pytest.raises(ConfigError) as err:
         search.parse_space(params)
@@ -111,8 +121,10 @@ def test_failures_are_recorded_with_their_reason_and_the_search_goes_on():
     search.run_search(study, search.parse_space(SPACE), 6, 1, ["model=mlp"], fake_launch(score, seen))
     assert len(study.trials) == 6 and all(t.state == TrialState.FAIL for t in study.trials)
     reasons = {t.user_attrs[search.REASON] for t in study.trials}
-    assert reasons == {"ConfigError: model.activation='swish' is not allowed; expected one of relu",
-                       "the trial's metric is nan, not a finite number (NaN loss?)"}
+    assert reasons == {
+        "ConfigError: model.activation='swish' is not allowed; expected one of relu",
+        "the trial's metric is nan, not a finite number (NaN loss?)",
+    }
     assert [n for n, _ in seen] == list(range(6))  # job number = trial number
     assert all(o[0] == "model=mlp" for _, o in seen)
     assert search.write_best(study, Path("/nonexistent"), "val/acc") is None  # nothing completed
@@ -141,22 +153,43 @@ def test_an_interrupted_trial_is_marked_failed_and_retried(tmp_path):
 def test_the_grid_sampler_stops_at_the_grid_size():
     space = {"x": {"type": "int", "low": 1, "high": 3}, "y": {"type": "categorical", "choices": ["a", "b"]}}
     study, seen = new_study("grid", space=space), []
-    search.run_search(study, search.parse_space(space), 6, 1, [], fake_launch(lambda o: search.Outcome(value=1.0), seen))
-    assert sorted((p["x"], p["y"]) for p in (t.params for t in study.trials)) == \
-        [(x, y) for x in (1, 2, 3) for y in ("a", "b")]
+    search.run_search(
+        study, search.parse_space(space), 6, 1, [], fake_launch(lambda o: search.Outcome(value=1.0), seen)
+    )
+    assert sorted((p["x"], p["y"]) for p in (t.params for t in study.trials)) == [
+        (x, y) for x in (1, 2, 3) for y in ("a", "b")
+    ]
 
 
 # --- real searches through scripts/train.py --------------------------------------------
 
-TINY = ("data=synthetic", "trainer.limit_train_batches=8", "trainer.num_sanity_val_steps=0", "callbacks=none",
-        "logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "trainer.enable_checkpointing=false", "test=false", "data.train_size=256", "data.test_size=32",
-        "~hydra.sweeper.params.optimizer", "~hydra.sweeper.params.model", "~hydra.sweeper.params.data")
+TINY = (
+    "data=synthetic",
+    "trainer.limit_train_batches=8",
+    "trainer.num_sanity_val_steps=0",
+    "callbacks=none",
+    "logger=csv",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_checkpointing=false",
+    "test=false",
+    "data.train_size=256",
+    "data.test_size=32",
+    "~hydra.sweeper.params.optimizer",
+    "~hydra.sweeper.params.model",
+    "~hydra.sweeper.params.data",
+)
 
 
 def search_command(tmp_path, *args):
-    return [sys.executable, str(REPO / "scripts" / "train.py"), "hparams_search=optuna_mlp", *TINY,
-            f"paths.log_dir={tmp_path}", *args]
+    return [
+        sys.executable,
+        str(REPO / "scripts" / "train.py"),
+        "hparams_search=optuna_mlp",
+        *TINY,
+        f"paths.log_dir={tmp_path}",
+        *args,
+    ]
 
 
 def load(tmp_path, name="mlp"):
@@ -180,13 +213,21 @@ def run(command, cwd):
 @pytest.mark.slow
 def test_a_search_prunes_a_bad_learning_rate_and_its_best_config_trains_again(tmp_path):
     lrs = "+hydra.sweeper.params.optimizer.lr={type:categorical,choices:[0.01,1.0e-7]}"
-    done = run(search_command(tmp_path, lrs, "trainer.max_epochs=3", "hydra.sweeper.n_trials=4",
-                              "hydra.sweeper.sampler.name=random", "hydra.sweeper.pruner.options.median.n_startup_trials=1"),
-               cwd=tmp_path)
+    done = run(
+        search_command(
+            tmp_path,
+            lrs,
+            "trainer.max_epochs=3",
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.sampler.name=random",
+            "hydra.sweeper.pruner.options.median.n_startup_trials=1",
+        ),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     study, sweep = load(tmp_path), tmp_path / "search" / "mlp"
     lr = [t.params["optimizer.lr"] for t in study.trials]
-    assert 0.01 in lr[:-1] and 1e-7 in lr[lr.index(0.01) + 1:], f"this seed draws no bad lr after a good one: {lr}"
+    assert 0.01 in lr[:-1] and 1e-7 in lr[lr.index(0.01) + 1 :], f"this seed draws no bad lr after a good one: {lr}"
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned and all(t.params["optimizer.lr"] == 1e-7 for t in pruned)
     for t in pruned:  # stopped early: fewer epochs reported and trained
@@ -198,8 +239,10 @@ def test_a_search_prunes_a_bad_learning_rate_and_its_best_config_trains_again(tm
         assert {r["run"] for r in csv.DictReader(f)} == {"0", "1", "2", "3"}  # the report covers every trial
 
     best = study.best_trial
-    again = run([sys.executable, str(REPO / "scripts" / "train.py"), "--config-dir", str(sweep), "--config-name", "best"],
-                cwd=tmp_path)
+    again = run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "--config-dir", str(sweep), "--config-name", "best"],
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     metrics = json.loads(next((tmp_path / "runs").glob("*/*/metrics.json")).read_text())
     assert metrics["val/acc"] == pytest.approx(best.value)
@@ -209,8 +252,13 @@ def test_a_search_prunes_a_bad_learning_rate_and_its_best_config_trains_again(tm
 
 @pytest.mark.slow
 def test_a_killed_search_continues_without_running_finished_trials_again(tmp_path):
-    command = search_command(tmp_path, "+hydra.sweeper.params.model.dropout={type:float,low:0.0,high:0.5}",
-                             "trainer.max_epochs=2", "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner.name=none")
+    command = search_command(
+        tmp_path,
+        "+hydra.sweeper.params.model.dropout={type:float,low:0.0,high:0.5}",
+        "trainer.max_epochs=2",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner.name=none",
+    )
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "search" / "mlp" / "optuna.db"
     try:
@@ -241,14 +289,21 @@ def test_a_killed_search_continues_without_running_finished_trials_again(tmp_pat
 @pytest.mark.slow
 def test_a_trial_with_a_bad_value_fails_with_its_reason_and_the_search_goes_on(tmp_path):
     activations = "+hydra.sweeper.params.model.activation={type:categorical,choices:[relu,swish]}"
-    done = run(search_command(tmp_path, activations, "trainer.max_epochs=1", "hydra.sweeper.n_trials=5",
-                              "hydra.sweeper.sampler.name=grid"), cwd=tmp_path)
+    done = run(
+        search_command(
+            tmp_path, activations, "trainer.max_epochs=1", "hydra.sweeper.n_trials=5", "hydra.sweeper.sampler.name=grid"
+        ),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     trials = {t.params["model.activation"]: t for t in load(tmp_path).trials}
     assert len(load(tmp_path).trials) == 2  # the grid holds two points
     assert trials["relu"].state == TrialState.COMPLETE and trials["swish"].state == TrialState.FAIL
-    assert trials["swish"].user_attrs[search.REASON].startswith(
-        "ConfigError: model.activation='swish' is not allowed; expected one of")
+    assert (
+        trials["swish"]
+        .user_attrs[search.REASON]
+        .startswith("ConfigError: model.activation='swish' is not allowed; expected one of")
+    )
     sweep = tmp_path / "search" / "mlp"
     with (sweep / "report.csv").open() as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
@@ -267,8 +322,11 @@ def test_the_dashboard_answers_for_the_study(tmp_path):
     search.run_search(study, search.parse_space(SPACE), 2, 1, [], fake_launch(lambda o: search.Outcome(value=0.5)))
     port = free_port()
     dashboard = Path(sys.executable).with_name("optuna-dashboard")
-    server = subprocess.Popen([str(dashboard), storage, "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(dashboard), storage, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, answer = time.monotonic() + 30, None
         while time.monotonic() < deadline and server.poll() is None:
@@ -288,9 +346,17 @@ def test_the_dashboard_answers_for_the_study(tmp_path):
 
 @pytest.mark.slow
 def test_a_bad_search_setting_is_one_line_before_any_trial(tmp_path):
-    done = run(search_command(tmp_path, "+hydra.sweeper.params.model.dropout={type:float,low:0.0,high:0.5}",
-                              "hydra.sweeper.sampler.name=bayes"), cwd=tmp_path)
+    done = run(
+        search_command(
+            tmp_path,
+            "+hydra.sweeper.params.model.dropout={type:float,low:0.0,high:0.5}",
+            "hydra.sweeper.sampler.name=bayes",
+        ),
+        cwd=tmp_path,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
-    assert done.stderr.strip().splitlines()[-1] == \
-        "error: hydra.sweeper.sampler.name='bayes' is not allowed; expected one of tpe, random, cmaes, grid"
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == "error: hydra.sweeper.sampler.name='bayes' is not allowed; expected one of tpe, random, cmaes, grid"
+    )
     assert not [p for p in (tmp_path / "search" / "mlp").iterdir() if p.is_dir()]  # no trial folder

@@ -32,10 +32,22 @@ from visionlab.app.config import compose_config
 from visionlab.serve.uploads import Upload  # at module level: FastAPI resolves the annotation here
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ("data=synthetic", "data.train_size=160", "data.val_size=32", "data.test_size=60", "data.batch_size=32",
-        "model.channels=[4,8]", "model.dense=[16]", "trainer.max_epochs=2", "trainer.accelerator=cpu",
-        "logger=none", "~callbacks.lr_monitor", "test=false", "callbacks.progress_bar.refresh_rate=0",
-        "callbacks.model_checkpoint.save_weights_only=true")
+TINY = (
+    "data=synthetic",
+    "data.train_size=160",
+    "data.val_size=32",
+    "data.test_size=60",
+    "data.batch_size=32",
+    "model.channels=[4,8]",
+    "model.dense=[16]",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "logger=none",
+    "~callbacks.lr_monitor",
+    "test=false",
+    "callbacks.progress_bar.refresh_rate=0",
+    "callbacks.model_checkpoint.save_weights_only=true",
+)
 MAX_UPLOAD = 200_000
 STARTUP_S = 300  # two servers starting together on a shared 2-core machine: mostly imports
 
@@ -58,8 +70,16 @@ def free_port() -> int:
 
 def start(model_arg: str, folder: Path) -> Server:
     port, log = free_port(), folder / "server.log"
-    command = [sys.executable, "scripts/serve.py", model_arg, f"serve.port={port}", "serve.batch_timeout=0.05",
-               f"serve.max_upload_bytes={MAX_UPLOAD}", "device=cpu", f"hydra.run.dir={folder}"]
+    command = [
+        sys.executable,
+        "scripts/serve.py",
+        model_arg,
+        f"serve.port={port}",
+        "serve.batch_timeout=0.05",
+        f"serve.max_upload_bytes={MAX_UPLOAD}",
+        "device=cpu",
+        f"hydra.run.dir={folder}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -99,11 +119,14 @@ def png(image: np.ndarray) -> bytes:
 
 def bomb_png(side: int = 20000) -> bytes:
     """A valid PNG header declaring side x side pixels, in under a hundred bytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -172,14 +195,18 @@ def classify(url: str, image: bytes, as_json: bool = False) -> dict:
 def test_test_images_get_predict_py_answers(server, ckpt, test_images, tmp_path):
     from visionlab.entrypoints.predict import predict
 
-    rows = predict(compose_config([f"ckpt_path={ckpt}", "predict.from_test=20", "predict.top_k=5"], tmp_path,
-                                  config_name="predict"))
+    rows = predict(
+        compose_config(
+            [f"ckpt_path={ckpt}", "predict.from_test=20", "predict.top_k=5"], tmp_path, config_name="predict"
+        )
+    )
     answers = [classify(server.url, png(image), as_json=i % 2 == 1) for i, image in enumerate(test_images)]
     assert [a["top_k"][0]["class"] for a in answers] == [r["top1"] for r in rows]
     for answer, row in zip(answers, rows):
         assert [t["class"] for t in answer["top_k"]] == [row[f"top{k}"] for k in range(1, 6)]
-        assert [t["probability"] for t in answer["top_k"]] == pytest.approx([row[f"p{k}"] for k in range(1, 6)],
-                                                                            abs=2e-6)
+        assert [t["probability"] for t in answer["top_k"]] == pytest.approx(
+            [row[f"p{k}"] for k in range(1, 6)], abs=2e-6
+        )
         assert answer["backend"] == "pytorch" and answer["model"] == f"CNN {ckpt.name}"
 
 
@@ -205,6 +232,7 @@ def test_preview_is_the_image_as_the_model_sees_it(server):
 
 def bad_requests(good: bytes) -> list[tuple[str, dict, int, str]]:
     """(what, httpx.post arguments, status, part of the reason) for each bad input."""
+
     def upload(data: bytes, name: str = "x.png") -> dict:
         return {"files": {"image": (name, data, "image/png")}}
 
@@ -214,14 +242,26 @@ def bad_requests(good: bytes) -> list[tuple[str, dict, int, str]]:
         ("0 bytes", upload(b""), 400, "empty upload"),
         ("over the size limit", upload(b"\0" * (MAX_UPLOAD + 1)), 413, "over the limit"),
         ("decompression bomb", upload(bomb_png()), 413, "too large to decode safely"),
-        ("malformed JSON", {"content": b'{"image": ', "headers": {"content-type": "application/json"}}, 400,
-         "malformed JSON"),
+        (
+            "malformed JSON",
+            {"content": b'{"image": ', "headers": {"content-type": "application/json"}},
+            400,
+            "malformed JSON",
+        ),
         ("wrong base64", {"json": {"image": "not*base64!"}}, 400, "not valid base64"),
         ("JSON without image", {"json": {"picture": "abc"}}, 400, "must be an object"),
-        ("wrong content type", {"content": good, "headers": {"content-type": "text/plain"}}, 415,
-         "content type 'text/plain' is not accepted"),
-        ("multipart without the image field", {"files": {"photo": ("x.png", good, "image/png")}}, 400,
-         "no file field named image"),
+        (
+            "wrong content type",
+            {"content": good, "headers": {"content-type": "text/plain"}},
+            415,
+            "content type 'text/plain' is not accepted",
+        ),
+        (
+            "multipart without the image field",
+            {"files": {"photo": ("x.png", good, "image/png")}},
+            400,
+            "no file field named image",
+        ),
     ]
 
 
@@ -249,8 +289,11 @@ def test_upload_checks_in_process():
         ({"content": b"\xff\xfe", "headers": {"content-type": "application/json"}}, 400, "malformed JSON"),
         ({"json": {"image": 5}}, 400, "must be an object"),
         ({"content": b"{}"}, 415, "content type '(none)'"),
-        ({"files": {"image": ("big.png", png(np.zeros((1, 200, 200), dtype=np.uint8)))}}, 413,
-         "too large to decode safely (200x200 pixels, limit serve.max_pixels=10000)"),
+        (
+            {"files": {"image": ("big.png", png(np.zeros((1, 200, 200), dtype=np.uint8)))}},
+            413,
+            "too large to decode safely (200x200 pixels, limit serve.max_pixels=10000)",
+        ),
     ):
         response = client.post("/p", **kwargs)
         assert (response.status_code, reason in response.json()["detail"]) == (status, True), response.text
@@ -278,8 +321,10 @@ def test_200_concurrent_requests_succeed_are_batched_and_counted(server, test_im
         # past uvicorn's keep-alive timeout (5 s), and a POST is not retried on a closed one.
         limits = httpx.Limits(max_connections=50, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=120) as client:
-            responses = await asyncio.gather(*(client.post("/predict", files={"image": ("x.png", images[i % 20])})
-                                               for i in range(200)), return_exceptions=True)
+            responses = await asyncio.gather(
+                *(client.post("/predict", files={"image": ("x.png", images[i % 20])}) for i in range(200)),
+                return_exceptions=True,
+            )
         return [getattr(r, "status_code", repr(r)) for r in responses]
 
     statuses = asyncio.run(send_all())
@@ -309,8 +354,10 @@ def chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
-@pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium and chromium-driver "
-                                               "(apt-get install chromium chromium-driver; `make test` tries)")
+@pytest.mark.skipif(
+    chromium() is None,
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; `make test` tries)",
+)
 def test_a_browser_uploads_an_image_and_sees_its_class(server, test_images, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -323,9 +370,18 @@ def test_a_browser_uploads_an_image_and_sees_its_class(server, test_images, tmp_
     expected = classify(server.url, image.read_bytes())["top_k"][0]["class"]
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,700"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=900,700",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
     try:
@@ -425,25 +481,35 @@ def test_a_hostile_or_vanishing_client_gets_a_4xx_and_no_traceback(server, test_
 
     from visionlab.serve.metrics import metric_value
 
-    deep = httpx.post(server.url + "/predict", content=b"[" * 99_000 + b"]" * 99_000,  # under MAX_UPLOAD
-                      headers={"content-type": "application/json"}, timeout=60)
+    deep = httpx.post(
+        server.url + "/predict",
+        content=b"[" * 99_000 + b"]" * 99_000,  # under MAX_UPLOAD
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert (deep.status_code, deep.json()["detail"].startswith("malformed JSON: nested too deeply")) == (400, True)
 
     def counted(**labels: str) -> float:
-        return metric_value(httpx.get(server.url + "/metrics").text, "visionlab_requests_total", path="/predict",
-                            **labels)
+        return metric_value(
+            httpx.get(server.url + "/metrics").text, "visionlab_requests_total", path="/predict", **labels
+        )
 
     before, left_before = counted(), counted(status="499")
     port = int(server.url.rsplit(":", 1)[1])
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                           b"Content-Length: 50000\r\n\r\n{\"image\": \"iVBOR")  # and leaves
+            client.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 50000\r\n\r\n{"image": "iVBOR'
+            )  # and leaves
     body = json.dumps({"image": base64.b64encode(png(test_images[1])).decode()}).encode()
     for _ in range(3):  # a whole request, then gone before the answer: a 499 too, or a 200 sent to nobody
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            client.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and counted() < before + 6:
         time.sleep(0.2)
@@ -477,8 +543,9 @@ def test_an_onnx_sidecar_that_disagrees_with_its_model_refuses_to_start(onnx_exp
         with pytest.raises(ConfigError) as refused:
             OnnxBackend(onnx)
         assert str(refused.value).startswith(f"model_path={onnx}: {name}.json does not fit the model: {problem}")
-    monkeypatch.setattr(sys, "argv", ["serve.py", f"model_path={tmp_path / 'fewer.onnx'}",
-                                      f"hydra.run.dir={tmp_path / 'out'}"])
+    monkeypatch.setattr(
+        sys, "argv", ["serve.py", f"model_path={tmp_path / 'fewer.onnx'}", f"hydra.run.dir={tmp_path / 'out'}"]
+    )
     GlobalHydra.instance().clear()
     with pytest.raises(SystemExit) as exit_info:
         main()

@@ -42,8 +42,13 @@ def test_env_dir_comes_before_system_dir_and_download(tmp_path, monkeypatch):
     ds = make_dataset(tmp_path / "env")
     monkeypatch.setenv("TINY_DIR", str(tmp_path / "env"))
     other = make_dataset(tmp_path / "system", seed=1)  # different content: would fail the checksums
-    ds = DatasetFiles(ds.title, ds.files, urls=("http://example.invalid",), env_var="TINY_DIR",
-                      system_dirs=(str(tmp_path / "system"),))
+    ds = DatasetFiles(
+        ds.title,
+        ds.files,
+        urls=("http://example.invalid",),
+        env_var="TINY_DIR",
+        system_dirs=(str(tmp_path / "system"),),
+    )
     ensure_files(ds, tmp_path / "data", download=_no_network)
     assert content_md5(tmp_path / "data" / "images.gz") == ds.files[0].md5
     assert other.files[0].md5 != ds.files[0].md5
@@ -70,14 +75,23 @@ def test_download_is_verified_and_written_atomically(tmp_path, monkeypatch):
 
     ensure_files(ds, tmp_path / "data", download=fake_download)
     assert fetched == ["http://mirror/images.gz", "http://mirror/labels.gz"]
-    assert sorted(p.name for p in (tmp_path / "data").iterdir() if p.name != COPIES_RECORD) == ["images.gz", "labels.gz"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir() if p.name != COPIES_RECORD) == [
+        "images.gz",
+        "labels.gz",
+    ]
 
 
 def test_interrupted_or_corrupt_download_leaves_nothing_and_lists_every_place(tmp_path, monkeypatch):
     monkeypatch.delenv("TINY_DIR", raising=False)
     origin = make_dataset(tmp_path / "origin")
-    ds = DatasetFiles(origin.title, origin.files, urls=("http://mirror",), env_var="TINY_DIR",
-                      system_dirs=(str(tmp_path / "sys"),), how_to="Put them somewhere.")
+    ds = DatasetFiles(
+        origin.title,
+        origin.files,
+        urls=("http://mirror",),
+        env_var="TINY_DIR",
+        system_dirs=(str(tmp_path / "sys"),),
+        how_to="Put them somewhere.",
+    )
 
     def broken_download(url: str, dest: Path) -> None:
         dest.write_bytes(b"partial")
@@ -87,8 +101,12 @@ def test_interrupted_or_corrupt_download_leaves_nothing_and_lists_every_place(tm
         ensure_files(ds, tmp_path / "data", download=broken_download)
     message = str(err.value)
     assert "\n" not in message
-    for where in ("data/images.gz (missing)", "sys/images.gz", "http://mirror/images.gz (connection reset)",
-                  "Put them somewhere."):
+    for where in (
+        "data/images.gz (missing)",
+        "sys/images.gz",
+        "http://mirror/images.gz (connection reset)",
+        "Put them somewhere.",
+    ):
         assert where in message
     assert list((tmp_path / "data").iterdir()) == []
 

@@ -19,9 +19,20 @@ from visionlab.training.callbacks import EarlyStopping
 from visionlab.training.checkpoint import net_state, read_checkpoint
 
 DECAY = 0.5
-TINY = ("data=synthetic", "data.train_size=96", "data.val_size=32", "data.test_size=32", "data.batch_size=32",
-        "model=mlp", "model.hidden=[8]", "trainer.accelerator=cpu", "trainer.num_sanity_val_steps=0",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none")
+TINY = (
+    "data=synthetic",
+    "data.train_size=96",
+    "data.val_size=32",
+    "data.test_size=32",
+    "data.batch_size=32",
+    "model=mlp",
+    "model.hidden=[8]",
+    "trainer.accelerator=cpu",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=none",
+)
 
 
 class HandEMA(Callback):
@@ -49,9 +60,17 @@ def same(weights: list[torch.Tensor], expected: list[torch.Tensor]) -> bool:
 def test_ema_weights_are_validated_restored_and_saved(tmp_path, weights_only):
     from visionlab.app.assemble import build
 
-    cfg = compose_config([*TINY, "trainer.max_epochs=3", "trainer.limit_train_batches=2",
-                          f"callbacks.model_checkpoint.save_weights_only={weights_only}",
-                          "callbacks/weight_averaging=ema", f"callbacks.weight_averaging.decay={DECAY}"], tmp_path)
+    cfg = compose_config(
+        [
+            *TINY,
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=2",
+            f"callbacks.model_checkpoint.save_weights_only={weights_only}",
+            "callbacks/weight_averaging=ema",
+            f"callbacks.weight_averaging.decay={DECAY}",
+        ],
+        tmp_path,
+    )
     datamodule, task, trainer = build(cfg)
     hand = HandEMA()
     trainer.callbacks.append(hand)
@@ -63,15 +82,17 @@ def test_ema_weights_are_validated_restored_and_saved(tmp_path, weights_only):
     assert same(list(task.net.parameters()), hand.at_epoch_end[stopper.best_epoch])
     assert not same(list(task.net.parameters()), raw)
     best = Path(trainer.checkpoint_callback.best_model_path)  # type: ignore[union-attr]
-    epoch = int(best.name[len("epoch"):len("epoch") + 3])
+    epoch = int(best.name[len("epoch") : len("epoch") + 3])
     assert same(list(net_state(read_checkpoint(best)).values()), hand.at_epoch_end[epoch])
 
 
 def test_time_to_accuracy_sums_epoch_seconds_up_to_the_first_epoch_reaching_the_target(tmp_path):
     history = tmp_path / "history.csv"
-    history.write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,epoch_seconds\n"
-                       "1,1,0.5,1,,0.1,10.0\n2,1,0.8,1,0.92,0.1,12.5\n3,1,0.9,1,0.935,0.1,11.0\n"
-                       "4,1,0.9,1,0.90,0.1,9.0\n")
+    history.write_text(
+        "epoch,train_loss,train_acc,val_loss,val_acc,lr,epoch_seconds\n"
+        "1,1,0.5,1,,0.1,10.0\n2,1,0.8,1,0.92,0.1,12.5\n3,1,0.9,1,0.935,0.1,11.0\n"
+        "4,1,0.9,1,0.90,0.1,9.0\n"
+    )
     assert time_to_accuracy(history, 0.93) == pytest.approx(33.5)
     assert time_to_accuracy(history, 0.92) == pytest.approx(22.5)
     assert time_to_accuracy(history, 0.95) is None
@@ -79,9 +100,17 @@ def test_time_to_accuracy_sums_epoch_seconds_up_to_the_first_epoch_reaching_the_
 
 def test_the_runner_writes_one_row_per_seed_and_the_leaderboard(tmp_path, capsys):
     # the CPU recipe (ResNet9, EMA, flip TTA) on tiny synthetic data
-    overrides = [*TINY[:5], *TINY[7:], "model.widths=[4,8,8,8]", "trainer.max_epochs=2",
-                 "trainer.limit_train_batches=2", "callbacks.progress_bar=null", "logger=none",
-                 "callbacks.weight_averaging.decay=0.5", "optimizer.lr=2"]  # averaged and raw weights far apart
+    overrides = [
+        *TINY[:5],
+        *TINY[7:],
+        "model.widths=[4,8,8,8]",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "callbacks.progress_bar=null",
+        "logger=none",
+        "callbacks.weight_averaging.decay=0.5",
+        "optimizer.lr=2",
+    ]  # averaged and raw weights far apart
     assert main(["run", "speedrun_cpu", "--seeds", "2", "--target", "0.01", "--out", str(tmp_path), *overrides]) == 0
     [path] = tmp_path.glob("speedrun_cpu-*.json")
     result = json.loads(path.read_text())

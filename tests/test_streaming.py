@@ -67,10 +67,24 @@ def by_index(loader, epochs: int = 1) -> list[dict[int, tuple[torch.Tensor, int]
 
 def test_stream_trains_a_short_epoch_and_converts_once(folder, tmp_path, caplog):
     cache = tmp_path / "cache"
-    args = ["data=image_folder", f"data.root={folder}", "data.loader=stream", f"data.data_dir={cache}",
-            "data.image_size=16", "data.num_workers=1", "data.batch_size=32", "model=cnn", "trainer.max_epochs=1",
-            "logger=csv", "~callbacks.model_summary", "~callbacks.progress_bar", "trainer.enable_progress_bar=false",
-            "trainer.num_sanity_val_steps=0", "data.augment.horizontal_flip=true", "data.augment.mixup=0.2"]
+    args = [
+        "data=image_folder",
+        f"data.root={folder}",
+        "data.loader=stream",
+        f"data.data_dir={cache}",
+        "data.image_size=16",
+        "data.num_workers=1",
+        "data.batch_size=32",
+        "model=cnn",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "~callbacks.model_summary",
+        "~callbacks.progress_bar",
+        "trainer.enable_progress_bar=false",
+        "trainer.num_sanity_val_steps=0",
+        "data.augment.horizontal_flip=true",
+        "data.augment.mixup=0.2",
+    ]
     with caplog.at_level(logging.INFO, logger="visionlab"):
         metrics = train(compose_config(args, output_dir=tmp_path / "run1"))
     assert 0 <= metrics["test/acc"] <= 1 and metrics["train/loss"] > 0
@@ -86,8 +100,14 @@ def test_stream_trains_a_short_epoch_and_converts_once(folder, tmp_path, caplog)
 
 
 def test_memory_and_stream_paths_give_the_same_tensors(folder, tmp_path):
-    augment = {"rotation": 15, "zoom": 0.1, "horizontal_flip": True, "contrast": 0.2, "crop_padding": 2,
-               "randaugment": True}
+    augment = {
+        "rotation": 15,
+        "zoom": 0.1,
+        "horizontal_flip": True,
+        "contrast": 0.2,
+        "crop_padding": 2,
+        "randaugment": True,
+    }
     memory = ImageFolderDataModule(root=str(folder), image_size=16, augment=augment)
     memory.setup()
     stream = stream_module(folder, tmp_path, augment=augment, num_workers=1, batch_size=16, eval_batch_size=16)
@@ -141,7 +161,9 @@ def test_a_killed_conversion_leaves_no_stream_and_the_next_run_converts(folder, 
     dm = stream_module(folder, cache)
     dm.prepare_data()
     dm.setup()
-    assert sorted(p.name for p in (cache / "streams").iterdir() if not p.name.startswith(".")) == [dm.stream.folder.name]
+    assert sorted(p.name for p in (cache / "streams").iterdir() if not p.name.startswith(".")) == [
+        dm.stream.folder.name
+    ]
     assert not list((cache / "streams").glob("*.part"))
     memory = ImageFolderDataModule(root=str(folder), image_size=16)
     memory.setup()
@@ -168,8 +190,16 @@ def test_changed_folder_is_converted_again_and_bad_stream_folders_are_refused(fo
     half = tmp_path / "half"
     (half / "train").mkdir(parents=True)
     (half / "train" / "chunk-0-0.bin").write_bytes(b"\0" * 10)
-    code, err = run_main(train_main, ["data=image_folder", f"data.root={root}", "data.loader=stream",
-                                      f"data.stream_dir={half}", f"paths.log_dir={tmp_path / 'logs'}"])
+    code, err = run_main(
+        train_main,
+        [
+            "data=image_folder",
+            f"data.root={root}",
+            "data.loader=stream",
+            f"data.stream_dir={half}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+        ],
+    )
     assert code == 2 and f"data.stream_dir={half} exists but holds no complete stream" in err
     assert len([line for line in err.splitlines() if "data.stream_dir" in line]) == 1
 
@@ -214,9 +244,23 @@ def test_auto_streams_when_the_decoded_folder_passes_the_share_of_memory(folder,
 def test_ddp_ranks_stream_disjoint_shards_that_cover_the_splits(folder, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(TESTS / "helpers" / "stream_ranks.py"), str(folder), str(tmp_path / "cache"), str(out)],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(TESTS / "helpers" / "stream_ranks.py"),
+            str(folder),
+            str(tmp_path / "cache"),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     counts = json.loads(next((tmp_path / "cache" / "streams").glob("*/" + MANIFEST)).read_text())["counts"]
@@ -230,11 +274,22 @@ def test_ddp_ranks_stream_disjoint_shards_that_cover_the_splits(folder, tmp_path
 
 @pytest.mark.slow
 def test_stream_resumed_mid_epoch_ends_with_the_uninterrupted_weights(folder, tmp_path):
-    common = ["data=image_folder", f"data.root={folder}", "data.loader=stream", f"data.data_dir={tmp_path / 'cache'}",
-              "data.image_size=8", "data.num_workers=1", "data.batch_size=16", "model=mlp",
-              "data.augment.rotation=10", "data.augment.horizontal_flip=true", "trainer.max_epochs=3",
-              "trainer.deterministic=true", "logger=csv",
-              "callbacks.progress_bar.refresh_rate=0"]  # the default one-cycle schedule
+    common = [
+        "data=image_folder",
+        f"data.root={folder}",
+        "data.loader=stream",
+        f"data.data_dir={tmp_path / 'cache'}",
+        "data.image_size=8",
+        "data.num_workers=1",
+        "data.batch_size=16",
+        "model=mlp",
+        "data.augment.rotation=10",
+        "data.augment.horizontal_flip=true",
+        "trainer.max_epochs=3",
+        "trainer.deterministic=true",
+        "logger=csv",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]  # the default one-cycle schedule
     done = run_train(common, tmp_path / "reference")
     assert done.returncode == 0, done.stderr[-3000:]
     marker = tmp_path / "stalled"
@@ -253,8 +308,13 @@ def test_evaluate_and_predict_read_a_streamed_run_s_splits_into_memory(folder, t
 
     from visionlab.app.runs import build_datamodule
 
-    data = {"_target_": "visionlab.data.image_folder.ImageFolderDataModule", "root": str(folder), "image_size": 16,
-            "data_dir": str(tmp_path), "loader": "stream"}
+    data = {
+        "_target_": "visionlab.data.image_folder.ImageFolderDataModule",
+        "root": str(folder),
+        "image_size": 16,
+        "data_dir": str(tmp_path),
+        "loader": "stream",
+    }
     datamodule = build_datamodule(OmegaConf.create({"data": data}))
     streamed = stream_module(folder, tmp_path / "stream")
     streamed.prepare_data()
@@ -267,7 +327,9 @@ def test_tree_memory_counts_the_children_of_the_process():
     from visionlab.tools.stream_benchmark import TreeMemory
 
     grow = "import time; b = bytearray(200 << 20); time.sleep(1.5)"
-    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grow!r}])"])
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grow!r}])"]
+    )
     memory = TreeMemory(parent.pid, interval=0.05)
     parent.wait(timeout=60)
     memory.stop()

@@ -11,9 +11,18 @@ from conftest import REPO
 from visionlab.entrypoints.report import main as report_main
 from visionlab.entrypoints.report import short_override
 
-TINY = ("data=synthetic", "model=mlp", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
-        "trainer.num_sanity_val_steps=0", "callbacks.progress_bar=null", "callbacks.model_summary=null",
-        "logger=csv", "data.train_size=128", "data.test_size=32")
+TINY = (
+    "data=synthetic",
+    "model=mlp",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "callbacks.progress_bar=null",
+    "callbacks.model_summary=null",
+    "logger=csv",
+    "data.train_size=128",
+    "data.test_size=32",
+)
 
 
 def run_script(script, *args, cwd):
@@ -29,8 +38,16 @@ def read_report(folder):
 @pytest.mark.slow
 def test_multirun_with_a_failed_job_ends_in_a_report(tmp_path):
     sweep = tmp_path / "sweep"
-    run = run_script(REPO / "scripts" / "train.py", "-m", *TINY, "model.hidden=[16]", "model.activation=relu,swish,elu",
-                     f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}", cwd=tmp_path)
+    run = run_script(
+        REPO / "scripts" / "train.py",
+        "-m",
+        *TINY,
+        "model.hidden=[16]",
+        "model.activation=relu,swish,elu",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.log_dir={tmp_path}",
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "error: model.activation='swish' is not allowed" in (sweep / "1" / "error.txt").read_text()
     rows = read_report(sweep)  # written by the MultirunReport callback at the end of the sweep

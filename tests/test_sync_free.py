@@ -22,8 +22,17 @@ from visionlab.app.assemble import build
 from visionlab.training.trainer_state import callbacks_of
 
 # aten ops whose result the host must read back (values or a data-dependent shape)
-SYNCING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_dim", "unique_consecutive",
-               "is_nonzero", "equal", "allclose"}
+SYNCING_OPS = {
+    "_local_scalar_dense",
+    "nonzero",
+    "masked_select",
+    "_unique2",
+    "unique_dim",
+    "unique_consecutive",
+    "is_nonzero",
+    "equal",
+    "allclose",
+}
 # Tensor methods that copy to the host (on the CPU they return at once, so they are patched)
 SYNCING_METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 FIRST, STEPS = 3, 20  # steady state: after warm-up batches, 20 whole steps
@@ -48,8 +57,12 @@ class SyncCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         name = func.overloadpacket.__name__
-        if name in SYNCING_OPS or (name == "index" and any(  # a boolean mask: its count sizes the result
-                i is not None and i.dtype == torch.bool for i in args[1])):
+        if name in SYNCING_OPS or (
+            name == "index"
+            and any(  # a boolean mask: its count sizes the result
+                i is not None and i.dtype == torch.bool for i in args[1]
+            )
+        ):
             self._record(name)
         return func(*args, **(kwargs or {}))
 
@@ -61,8 +74,9 @@ class ArmSteps(L.Callback):
     def __init__(self, counter: SyncCounter) -> None:
         self.counter, self.steps = counter, 0
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if batch_idx == FIRST:
             self.counter.armed = True
         elif batch_idx == FIRST + STEPS:
@@ -88,17 +102,39 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> SyncCounter:
     return counter
 
 
-@pytest.mark.parametrize("overrides", [
-    (),  # the default config: CNN, Adam, one-cycle, default callbacks, TensorBoard and CSV
-    ("model=mlp", "model.dropout=0.2", "optimizer=sgd", "scheduler=plateau", "task.l2=1e-4",
-     "data.augment.rotation=10", "data.augment.horizontal_flip=true", "data.augment.mixup=0.2"),
-    ("model=mlp", "data.loader=dataloader", "data.augment.crop_padding=2"),
-], ids=["default", "mlp_augmented_mixup", "dataloader"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),  # the default config: CNN, Adam, one-cycle, default callbacks, TensorBoard and CSV
+        (
+            "model=mlp",
+            "model.dropout=0.2",
+            "optimizer=sgd",
+            "scheduler=plateau",
+            "task.l2=1e-4",
+            "data.augment.rotation=10",
+            "data.augment.horizontal_flip=true",
+            "data.augment.mixup=0.2",
+        ),
+        ("model=mlp", "data.loader=dataloader", "data.augment.crop_padding=2"),
+    ],
+    ids=["default", "mlp_augmented_mixup", "dataloader"],
+)
 def test_steady_state_training_steps_never_wait_for_the_device(counting, overrides, cfg_factory):
-    cfg = cfg_factory(*overrides, "callbacks=default", "logger=many", "trainer.enable_checkpointing=true",
-                      "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true",
-                      f"trainer.limit_train_batches={FIRST + STEPS + 2}", "trainer.log_every_n_steps=1000",
-                      "data.batch_size=8", "data.train_size=400", "data.val_size=32", "data.test_size=32")
+    cfg = cfg_factory(
+        *overrides,
+        "callbacks=default",
+        "logger=many",
+        "trainer.enable_checkpointing=true",
+        "trainer.enable_progress_bar=true",
+        "trainer.enable_model_summary=true",
+        f"trainer.limit_train_batches={FIRST + STEPS + 2}",
+        "trainer.log_every_n_steps=1000",
+        "data.batch_size=8",
+        "data.train_size=400",
+        "data.val_size=32",
+        "data.test_size=32",
+    )
     datamodule, task, trainer = build(cfg)
     arm = ArmSteps(counting)
     callbacks_of(trainer).insert(0, arm)

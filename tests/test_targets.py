@@ -18,22 +18,25 @@ from visionlab.utils.targets import (
 )
 
 
-@pytest.mark.parametrize(("target", "allowed", "problem"), [
-    ("visionlab.models.mlp.MLP", MODELS, None),
-    ("visionlab.models.MLP", MODELS, None),
-    ("torch.optim.AdamW", RUN_FOLDER, None),
-    ("visionlab.data.synthetic.SyntheticDataModule", COMPONENTS, None),
-    ("torch.optim.AdamW", MODELS, NOT_ALLOWED),
-    ("os.system", RUN_FOLDER, NOT_ALLOWED),
-    ("visionlab..models.MLP", RUN_FOLDER, NOT_ALLOWED),
-    ("", MODELS, NOT_ALLOWED),
-    (["visionlab.models.MLP"], RUN_FOLDER, NOT_ALLOWED),
-    ("visionlab.models.gone.Net", MODELS, NO_CLASS),
-    ("visionlab.models.mlp.Nothing", MODELS, NO_CLASS),
-    ("visionlab.models.mlp.nn", MODELS, NOT_A_CLASS),  # a module, not a class
-    ("visionlab.models.tta.tta_scores", MODELS, NOT_A_CLASS),
-    ("visionlab.data.synthetic.SyntheticDataModule", AllowList(("visionlab.",), base=nn.Module), NOT_A_CLASS),
-])
+@pytest.mark.parametrize(
+    ("target", "allowed", "problem"),
+    [
+        ("visionlab.models.mlp.MLP", MODELS, None),
+        ("visionlab.models.MLP", MODELS, None),
+        ("torch.optim.AdamW", RUN_FOLDER, None),
+        ("visionlab.data.synthetic.SyntheticDataModule", COMPONENTS, None),
+        ("torch.optim.AdamW", MODELS, NOT_ALLOWED),
+        ("os.system", RUN_FOLDER, NOT_ALLOWED),
+        ("visionlab..models.MLP", RUN_FOLDER, NOT_ALLOWED),
+        ("", MODELS, NOT_ALLOWED),
+        (["visionlab.models.MLP"], RUN_FOLDER, NOT_ALLOWED),
+        ("visionlab.models.gone.Net", MODELS, NO_CLASS),
+        ("visionlab.models.mlp.Nothing", MODELS, NO_CLASS),
+        ("visionlab.models.mlp.nn", MODELS, NOT_A_CLASS),  # a module, not a class
+        ("visionlab.models.tta.tta_scores", MODELS, NOT_A_CLASS),
+        ("visionlab.data.synthetic.SyntheticDataModule", AllowList(("visionlab.",), base=nn.Module), NOT_A_CLASS),
+    ],
+)
 def test_resolve_target(target, allowed, problem):
     if problem is None:
         assert isinstance(resolve_target(target, allowed), type)

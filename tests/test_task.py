@@ -18,8 +18,15 @@ def trained_weights(cfg_factory, *overrides):
 
 
 def test_same_seed_gives_the_same_weights_and_another_seed_others(cfg_factory):
-    common = ("model=mlp", "model.dropout=0.3", "scheduler=onecycle", "trainer.max_epochs=2",
-              "trainer.limit_train_batches=null", "data.train_size=256", "data.augment.rotation=10")
+    common = (
+        "model=mlp",
+        "model.dropout=0.3",
+        "scheduler=onecycle",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=null",
+        "data.train_size=256",
+        "data.augment.rotation=10",
+    )
     reference, trainer = trained_weights(cfg_factory, *common)
     again, other = trained_weights(cfg_factory, *common)
     assert other.global_step == trainer.global_step == 2 * 6
@@ -35,8 +42,9 @@ def soft_step(loss="cross_entropy"):
     task.log = lambda *a, **k: None  # no trainer attached
     x, hard = torch.randn(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2])
     y = 0.7 * F.one_hot(hard, 3).float() + 0.3 * F.one_hot(hard.roll(1), 3).float()
-    task.trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False)
+    task.trainer = L.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     loss = task.training_step((x, y), 0)
     with torch.no_grad():
         logits = net(x)
@@ -68,8 +76,9 @@ def test_load_from_checkpoint_needs_only_the_path(cfg_factory, tmp_path):
 
 
 def test_max_steps_counts_optimizer_steps(cfg_factory):
-    _, trainer = trained_weights(cfg_factory, "model=mlp", "trainer.max_steps=6",
-                                 "trainer.limit_train_batches=null", "trainer.max_epochs=5")
+    _, trainer = trained_weights(
+        cfg_factory, "model=mlp", "trainer.max_steps=6", "trainer.limit_train_batches=null", "trainer.max_epochs=5"
+    )
     assert trainer.global_step == 6
 
 
@@ -94,25 +103,42 @@ def test_a_monitor_that_is_never_logged_is_refused_before_building(key, cfg_fact
 
 
 def test_plateau_scheduler_cuts_the_rate_when_val_loss_stalls(cfg_factory):
-    _, trainer = trained_weights(cfg_factory, "model=mlp", "scheduler=plateau", "scheduler.factory.patience=0", "scheduler.factory.min_lr=0",
-                                 "optimizer=sgd", "optimizer.lr=1e-5", "trainer.max_epochs=3")
+    _, trainer = trained_weights(
+        cfg_factory,
+        "model=mlp",
+        "scheduler=plateau",
+        "scheduler.factory.patience=0",
+        "scheduler.factory.min_lr=0",
+        "optimizer=sgd",
+        "optimizer.lr=1e-5",
+        "trainer.max_epochs=3",
+    )
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-5 * 0.2**2)
 
 
 def test_a_non_finite_loss_stops_training_naming_the_step_and_a_hint(cfg_factory, tmp_path):
-    cfg = cfg_factory("model=mlp", "optimizer=sgd", "optimizer.lr=1e12", "trainer.max_epochs=3",
-                      "trainer.limit_train_batches=null", "callbacks=default", "trainer.enable_checkpointing=true",
-                      "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true")
+    cfg = cfg_factory(
+        "model=mlp",
+        "optimizer=sgd",
+        "optimizer.lr=1e12",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=null",
+        "callbacks=default",
+        "trainer.enable_checkpointing=true",
+        "trainer.enable_progress_bar=true",
+        "trainer.enable_model_summary=true",
+    )
     datamodule, task, trainer = build(cfg)
-    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step \d+ \(epoch 0\); .*lower the learning rate"):
+    with pytest.raises(
+        FloatingPointError, match=r"loss is (nan|inf) at step \d+ \(epoch 0\); .*lower the learning rate"
+    ):
         trainer.fit(task, datamodule=datamodule)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists(), "no checkpoint of non-finite weights"
 
 
 def test_the_task_tells_the_datamodule_its_position_in_the_epoch(cfg_factory):
     """What a mid-epoch checkpoint saves of the memory loader: the batches done so far."""
-    datamodule, task, trainer = build(cfg_factory("model=mlp", "trainer.limit_train_batches=3",
-                                                  "trainer.max_epochs=2"))
+    datamodule, task, trainer = build(cfg_factory("model=mlp", "trainer.limit_train_batches=3", "trainer.max_epochs=2"))
     saved = []
 
     class Record(L.Callback):

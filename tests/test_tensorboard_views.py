@@ -16,8 +16,10 @@ def read_events(folder) -> EventAccumulator:
 
 
 def hparams_data(events: EventAccumulator) -> dict[str, plugin_data_pb2.HParamsPluginData]:
-    return {tag: plugin_data_pb2.HParamsPluginData.FromString(content)
-            for tag, content in events.PluginTagToContent("hparams").items()}
+    return {
+        tag: plugin_data_pb2.HParamsPluginData.FromString(content)
+        for tag, content in events.PluginTagToContent("hparams").items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +28,20 @@ def cnn_run(tmp_path_factory):
     from conftest import FAST, compose_config
 
     out = tmp_path_factory.mktemp("tb")
-    cfg = compose_config([*FAST, "model=cnn", "model.channels=[4,8]", "model.dense=[16]", "trainer.max_epochs=3",
-                          "logger=tensorboard", "logger.histograms=true", "callbacks=tensorboard",
-                          "callbacks.validation_images.every_n_epochs=2"], output_dir=out)
+    cfg = compose_config(
+        [
+            *FAST,
+            "model=cnn",
+            "model.channels=[4,8]",
+            "model.dense=[16]",
+            "trainer.max_epochs=3",
+            "logger=tensorboard",
+            "logger.histograms=true",
+            "callbacks=tensorboard",
+            "callbacks.validation_images.every_n_epochs=2",
+        ],
+        output_dir=out,
+    )
     train(cfg)
     return read_events(out / "tensorboard")
 
@@ -47,8 +60,11 @@ def test_hp_metric_is_the_best_val_acc_and_hparams_are_registered(cnn_run):
 def test_images_graph_and_histograms_are_written_at_their_cadence(cnn_run):
     tags = cnn_run.Tags()
     # validation images every 2nd epoch (epoch 1) and after the last (epoch 2); filters every epoch
-    for tag, steps in (("val/confusion_matrix", [1, 2]), ("val/samples", [1, 2]),
-                       ("model/first_conv_filters", [0, 1, 2])):
+    for tag, steps in (
+        ("val/confusion_matrix", [1, 2]),
+        ("val/samples", [1, 2]),
+        ("model/first_conv_filters", [0, 1, 2]),
+    ):
         images = cnn_run.Images(tag)
         assert [i.step for i in images] == steps, tag
         assert images[0].encoded_image_string.startswith(b"\x89PNG")

@@ -32,8 +32,13 @@ def test_each_model_trains_with_each_optimizer(model, optimizer, cfg_factory):
 
 @pytest.mark.parametrize("scheduler", options("scheduler"))
 def test_each_scheduler_steps_the_learning_rate(scheduler, cfg_factory):
-    cfg = cfg_factory("model=mlp", "optimizer=sgd", f"scheduler={scheduler}", "trainer.max_epochs=2",
-                      "scheduler.factory.step_size=1" if scheduler == "step" else "seed=1")
+    cfg = cfg_factory(
+        "model=mlp",
+        "optimizer=sgd",
+        f"scheduler={scheduler}",
+        "trainer.max_epochs=2",
+        "scheduler.factory.step_size=1" if scheduler == "step" else "seed=1",
+    )
     task, trainer, changed = fit_and_compare(cfg)
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert changed > 0
@@ -47,8 +52,12 @@ def test_each_scheduler_steps_the_learning_rate(scheduler, cfg_factory):
 def test_onecycle_total_steps_are_lightnings_optimizer_steps(limit, accumulate, steps, cfg_factory):
     """14 batches an epoch (512 synthetic images less 64 for validation, batch 32), with
     Lightning's limits and accumulation applied (at least 8, see total_optimizer_steps)."""
-    cfg = cfg_factory("model=mlp", "scheduler=onecycle", f"trainer.limit_train_batches={limit}",
-                      f"+trainer.accumulate_grad_batches={accumulate}")
+    cfg = cfg_factory(
+        "model=mlp",
+        "scheduler=onecycle",
+        f"trainer.limit_train_batches={limit}",
+        f"+trainer.accumulate_grad_batches={accumulate}",
+    )
     datamodule, task, trainer = build(cfg)
     trainer.fit(task, datamodule=datamodule)
     assert trainer.lr_scheduler_configs[0].scheduler.total_steps == max(steps, 8)
@@ -63,7 +72,9 @@ def test_a_one_cycle_schedule_without_an_end_is_refused_before_any_data_is_read(
         build(cfg_factory("model=mlp", "scheduler=onecycle", "trainer.max_epochs=-1"))
 
 
-@pytest.mark.parametrize("loss,extra", [("hinge", ()), ("cross_entropy", ("task.label_smoothing=0.1", "task.l1=1e-4", "task.l2=1e-3"))])
+@pytest.mark.parametrize(
+    "loss,extra", [("hinge", ()), ("cross_entropy", ("task.label_smoothing=0.1", "task.l1=1e-4", "task.l2=1e-3"))]
+)
 def test_losses_and_penalties_train(loss, extra, cfg_factory):
     task, trainer, changed = fit_and_compare(cfg_factory("model=mlp", f"task.loss={loss}", *extra))
     assert changed > 0 and torch.isfinite(trainer.callback_metrics["train/loss"])
@@ -74,8 +85,11 @@ def test_bf16_and_channels_last_reach_the_training_step(cfg_factory):
     datamodule, task, trainer = build(cfg_factory("model=cnn", "trainer.precision=bf16-mixed", "channels_last=true"))
     seen = []
     conv = task.net.features[0]
-    conv.register_forward_hook(lambda m, args, out: seen.append(
-        (out.dtype, args[0].is_contiguous(memory_format=torch.channels_last), m.training)))
+    conv.register_forward_hook(
+        lambda m, args, out: seen.append(
+            (out.dtype, args[0].is_contiguous(memory_format=torch.channels_last), m.training)
+        )
+    )
     trainer.fit(task, datamodule=datamodule)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.dtype == torch.float32
     assert {s for s in seen if s[2]} == {(torch.bfloat16, True, True)}
@@ -95,9 +109,16 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(native, monkeypatch, capl
 
 
 def test_full_run_writes_config_checkpoints_events_and_metrics(tmp_path, cfg_factory):
-    cfg = cfg_factory("model=mlp", "callbacks=default", "logger=many", "test=true",
-                      "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true",
-                      "trainer.enable_checkpointing=true", "trainer.max_epochs=2")
+    cfg = cfg_factory(
+        "model=mlp",
+        "callbacks=default",
+        "logger=many",
+        "test=true",
+        "trainer.enable_progress_bar=true",
+        "trainer.enable_model_summary=true",
+        "trainer.enable_checkpointing=true",
+        "trainer.max_epochs=2",
+    )
     metrics = train(cfg)
     assert {"test/acc", "test/f1", "test/auroc", "test/precision", "test/recall", "val/acc"} <= metrics.keys()
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
@@ -115,10 +136,24 @@ def test_train_script_runs_a_multirun_sweep(tmp_path):
     import sys
 
     run = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train.py"), "-m", "data=synthetic", "model=mlp",
-         "optimizer=sgd,adam", "model.dropout=0.0,0.5", "trainer.max_epochs=1", "logger=csv",
-         "callbacks=none", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train.py"),
+            "-m",
+            "data=synthetic",
+            "model=mlp",
+            "optimizer=sgd,adam",
+            "model.dropout=0.0,0.5",
+            "trainer.max_epochs=1",
+            "logger=csv",
+            "callbacks=none",
+            "trainer.enable_progress_bar=false",
+            f"paths.log_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = sorted((p for p in (tmp_path / "multirun").glob("*/*/*") if p.is_dir()), key=lambda p: int(p.name))

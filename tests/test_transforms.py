@@ -23,8 +23,14 @@ def transform(seed: int = 5, classes: int = CLASSES, **augment) -> BatchTransfor
     return BatchTransform((0.5,), (0.25,), Augment(**augment), seed=seed, num_samples=N, num_classes=classes)
 
 
-@pytest.mark.parametrize("augment", [{"randaugment": True}, {"trivialaugment": True},
-                                     {"randaugment": True, "randaugment_ops": 3, "randaugment_magnitude": 20}])
+@pytest.mark.parametrize(
+    "augment",
+    [
+        {"randaugment": True},
+        {"trivialaugment": True},
+        {"randaugment": True, "randaugment_ops": 3, "randaugment_magnitude": 20},
+    ],
+)
 def test_policies_draw_per_image_and_repeat_with_the_seed(augment):
     images, labels, index = batch()
     x, y = transform(**augment).train_batch(images, labels, index, epoch=0)
@@ -81,8 +87,9 @@ def test_cutmix_labels_are_the_pasted_area():
 @pytest.mark.parametrize("augment", [{"randaugment": True}, {"trivialaugment": True, "horizontal_flip": True}])
 def test_an_image_gets_the_same_tensor_through_both_loaders(augment):
     def module(loader: str) -> SyntheticDataModule:
-        dm = SyntheticDataModule(train_size=40, val_size=8, test_size=8, batch_size=8, loader=loader,
-                                 augment=augment, seed=3)
+        dm = SyntheticDataModule(
+            train_size=40, val_size=8, test_size=8, batch_size=8, loader=loader, augment=augment, seed=3
+        )
         dm.setup()
         return dm
 
@@ -101,8 +108,11 @@ def test_an_image_gets_the_same_tensor_through_both_loaders(augment):
 
 
 def test_hinge_with_mixup_and_bad_values_are_refused_in_one_line(cfg_factory):
-    with pytest.raises(ConfigError, match=r"^task.loss=hinge cannot learn from the soft labels of "
-                                          r"data.augment.mixup; use task.loss=cross_entropy or switch mixing off$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^task.loss=hinge cannot learn from the soft labels of "
+        r"data.augment.mixup; use task.loss=cross_entropy or switch mixing off$",
+    ):
         validate(cfg_factory("task.loss=hinge", "data.augment.mixup=0.2"))
     with pytest.raises(ConfigError, match=r"^data.augment.cutmix=-1 is not allowed; expected a finite Beta alpha >= 0"):
         validate(cfg_factory("data.augment.cutmix=-1"))
@@ -114,6 +124,14 @@ def test_hinge_with_mixup_and_bad_values_are_refused_in_one_line(cfg_factory):
 def test_training_runs_on_soft_labels(cfg_factory, loader):
     from visionlab.app.fit import train
 
-    metrics = train(cfg_factory("data.augment.mixup=0.2", "data.augment.cutmix=1.0", "data.augment.trivialaugment=true",
-                                f"data.loader={loader}", "model=mlp", "model.hidden=[16]"))
+    metrics = train(
+        cfg_factory(
+            "data.augment.mixup=0.2",
+            "data.augment.cutmix=1.0",
+            "data.augment.trivialaugment=true",
+            f"data.loader={loader}",
+            "model=mlp",
+            "model.hidden=[16]",
+        )
+    )
     assert 0 <= metrics["train/acc"] <= 1 and metrics["train/loss"] > 0

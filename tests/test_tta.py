@@ -17,11 +17,25 @@ from visionlab.models.tta import tta_scores
 from visionlab.training.checkpoint import METADATA_KEY, load_model, read_checkpoint
 
 TEST_SIZE = 40
-TINY = ("data=synthetic", "data.train_size=64", "data.val_size=16", f"data.test_size={TEST_SIZE}",
-        "data.batch_size=32", "data.eval_batch_size=16", "model=resnet9", "model.widths=[4,8,8,8]",
-        "task.tta=flip", "trainer.max_epochs=1", "trainer.accelerator=cpu", "trainer.num_sanity_val_steps=0",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "callbacks=none",
-        "logger=none", "test=true")
+TINY = (
+    "data=synthetic",
+    "data.train_size=64",
+    "data.val_size=16",
+    f"data.test_size={TEST_SIZE}",
+    "data.batch_size=32",
+    "data.eval_batch_size=16",
+    "model=resnet9",
+    "model.widths=[4,8,8,8]",
+    "task.tta=flip",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks=none",
+    "logger=none",
+    "test=true",
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +68,9 @@ def by_hand(run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return images, labels, probs
 
 
-@pytest.mark.parametrize(("shape", "params", "macs"), [((1, 28, 28), 1_645_536, 68_647_936),
-                                                       ((3, 32, 32), 1_646_112, 95_259_136)])
+@pytest.mark.parametrize(
+    ("shape", "params", "macs"), [((1, 28, 28), 1_645_536, 68_647_936), ((3, 32, 32), 1_646_112, 95_259_136)]
+)
 def test_resnet9_output_shape_parameter_count_and_multiply_adds(shape, params, macs):
     net = ResNet9(shape, 10)
     assert net(torch.zeros(2, *shape)).shape == (2, 10)
@@ -70,12 +85,15 @@ def test_resnet9_refuses_what_it_cannot_build(shape, kwargs):
         ResNet9(shape, 10, **kwargs)
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("model.residual=[true]", "has 1 flag.*expected one per stage: 3"),
-    ("model.residual=[1,0,1]", "expected a list of true/false"),
-    ("model.widths=[]", "non-empty list of positive integers"),
-    ("task.tta=mirror", "expected one of none, flip"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.residual=[true]", "has 1 flag.*expected one per stage: 3"),
+        ("model.residual=[1,0,1]", "expected a list of true/false"),
+        ("model.widths=[]", "non-empty list of positive integers"),
+        ("task.tta=mirror", "expected one of none, flip"),
+    ],
+)
 def test_bad_resnet9_and_tta_values_are_refused_before_any_data_is_read(override, message):
     from visionlab.app.config import validate
     from visionlab.utils.errors import ConfigError
@@ -117,8 +135,9 @@ def test_predict_with_gradcam_api_and_serve_apply_the_checkpoints_tta(run, by_ha
 
     ckpt = run[0]
     images, _, probs = by_hand
-    rows = predict(compose_config([f"ckpt_path={ckpt}", "predict.from_test=4", "explain=gradcam"], tmp_path,
-                                  config_name="predict"))
+    rows = predict(
+        compose_config([f"ckpt_path={ckpt}", "predict.from_test=4", "explain=gradcam"], tmp_path, config_name="predict")
+    )
     assert [r["p1"] for r in rows] == pytest.approx(probs[:4].max(1).values.tolist(), abs=1e-5)
     assert len(list((tmp_path / "explain").glob("*.png"))) == 4
     assert torch.allclose(visionlab.load_model(ckpt).probabilities(images[:4].numpy()), probs[:4], atol=1e-5)

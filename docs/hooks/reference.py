@@ -164,16 +164,18 @@ def _option_table(group: str, option: str) -> str:
         shown.add(full)
         rows.append(f"| `{key}` | {_cell(value)} | {_text(allowed.get(full, ''))} | {_text(comments.get(key, ''))} |")
     for full, text in sorted(allowed.items()):
-        if full.startswith(f"{top}.") and full not in shown and "." not in full[len(top) + 1:]:
-            rows.append(f"| `{full[len(top) + 1:]}` | not set | {_text(text)} | the class's own default |")
+        if full.startswith(f"{top}.") and full not in shown and "." not in full[len(top) + 1 :]:
+            rows.append(f"| `{full[len(top) + 1 :]}` | not set | {_text(text)} | the class's own default |")
     target = f"Builds `{node['_target_']}`.\n\n" if "_target_" in node else ""
     return target + ("\n".join(rows) if len(rows) > 2 else "Sets nothing: the defaults of the code apply.")
 
 
 def _config_page() -> str:
-    out = ["Groups are chosen on the command line as `group=option` (`model=mlp`), keys set as "
-           "`group.key=value` (`model.width=64`). *allowed* is what the component checks before any "
-           "data is read; an empty cell is not checked by visionlab (the library that takes it may)."]
+    out = [
+        "Groups are chosen on the command line as `group=option` (`model=mlp`), keys set as "
+        "`group.key=value` (`model.width=64`). *allowed* is what the component checks before any "
+        "data is read; an empty cell is not checked by visionlab (the library that takes it may)."
+    ]
     for group in _groups():
         out.append(f"\n## {group}\n")
         for option in _options(group):
@@ -256,13 +258,18 @@ def _keys_table(name: str) -> str:
     from omegaconf import OmegaConf
 
     path = CONF / f"{name}.yaml"
-    own = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path), resolve=False).items()
-           if k not in ("defaults", "hydra")}
+    own = {
+        k: v
+        for k, v in OmegaConf.to_container(OmegaConf.load(path), resolve=False).items()
+        if k not in ("defaults", "hydra")
+    }
     allowed = {c.key: c.allowed for c in _entry_checks(name)}
     comments = _comments(path)
     rows = ["| key | default | allowed | note |", "|---|---|---|---|"]
-    rows += [f"| `{key}` | {_cell(value)} | {_text(allowed.get(key, ''))} | {_text(comments.get(key, ''))} |"
-             for key, value in _flatten(own)]
+    rows += [
+        f"| `{key}` | {_cell(value)} | {_text(allowed.get(key, ''))} | {_text(comments.get(key, ''))} |"
+        for key, value in _flatten(own)
+    ]
     return "\n".join(rows) if len(rows) > 2 else "No keys of its own: everything is in its groups."
 
 
@@ -273,8 +280,10 @@ def _argparse_help(script: Path) -> str:
     module = sys.modules.get(namespace["main"].__module__)  # None: main is the script's own
     source = script.read_text() + (inspect.getsource(module) if module else "")
     if "ArgumentParser" not in source and "hydra" not in source:
-        raise RuntimeError(f"{script}: its main() parses its arguments with neither argparse nor Hydra; "
-                           "say in docs/hooks/reference.py how to show its --help")
+        raise RuntimeError(
+            f"{script}: its main() parses its arguments with neither argparse nor Hydra; "
+            "say in docs/hooks/reference.py how to show its --help"
+        )
     out, argv = io.StringIO(), sys.argv
     sys.argv = [f"scripts/{script.name}", "--help"]
     try:

@@ -76,7 +76,9 @@ def train(overrides: Sequence[str] = (), root: str | Path | None = None) -> dict
     """
     quiet_known_noise()
     if _is_multirun(overrides):
-        raise ConfigError("visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ...")
+        raise ConfigError(
+            "visionlab.train runs one job; sweeps (-m) run from the command line: scripts/train.py -m ..."
+        )
     argv, lock, composed = prepare_run("train", _placed(overrides, root), CHECKS, resumes=True, locks=True)
     try:
         if composed is None:  # hparams_search=... makes a sweep
@@ -131,11 +133,17 @@ class Model:
 
     def images(self, images: ImageLike | Sequence[ImageLike], layout: str | None = None) -> Tensor:
         """The uint8 (N, C, H, W) batch the net is fed for `images`; see `predict`."""
-        return as_batch(images, self.loaded.input_shape, background=background_of(self.loaded.mean),
-                        max_pixels=MAX_PIXELS, layout=layout)
+        return as_batch(
+            images,
+            self.loaded.input_shape,
+            background=background_of(self.loaded.mean),
+            max_pixels=MAX_PIXELS,
+            layout=layout,
+        )
 
-    def probabilities(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256,
-                      layout: str | None = None) -> Tensor:
+    def probabilities(
+        self, images: ImageLike | Sequence[ImageLike], batch_size: int = 256, layout: str | None = None
+    ) -> Tensor:
         """(N, classes) probabilities of the images, preprocessed exactly as in training, run
         on the device the net is on (the CPU as loaded; `model.net.cuda()` for a GPU), returned
         on the CPU."""
@@ -144,8 +152,9 @@ class Model:
         device = next(self.net.parameters()).device
         return probabilities(self.loaded, self.images(images, layout), batch_size, device)
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 3,
-                layout: str | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self, images: ImageLike | Sequence[ImageLike], top_k: int = 3, layout: str | None = None
+    ) -> list[dict[str, Any]]:
         """Per image: the most probable class, its probability and the top-k (class, p) pairs.
 
         `images` is one image or a batch: a path, a PIL image, a numpy array or torch tensor
@@ -161,8 +170,9 @@ class Model:
         if not (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1):
             raise ConfigError(f"top_k={top_k!r} is not allowed; expected an integer >= 1")
         probs = self.probabilities(images, layout=layout)
-        return [{"class": top[0][0], "probability": top[0][1], "top": top}
-                for top in best_of(probs, self.classes, top_k)]
+        return [
+            {"class": top[0][0], "probability": top[0][1], "top": top} for top in best_of(probs, self.classes, top_k)
+        ]
 
     def evaluate(self, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, float]:
         """evaluate.py's metrics for `split`, written into a new folder ROOT/outputs/evaluate/DATE/TIME

@@ -42,8 +42,9 @@ class VisionlabOptunaSweeperConf:
     params: Dict[str, Any] = field(default_factory=dict)
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="visionlab_optuna", node=VisionlabOptunaSweeperConf,
-                             provider="visionlab")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="visionlab_optuna", node=VisionlabOptunaSweeperConf, provider="visionlab"
+)
 
 
 class VisionlabOptunaSweeper(Sweeper):
@@ -56,7 +57,8 @@ class VisionlabOptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: List[str]) -> None:
         from visionlab.app.config import ConfigError
@@ -79,17 +81,24 @@ class VisionlabOptunaSweeper(Sweeper):
         launcher = self.launcher
         sweeps = [o.input_line for o in OverridesParser.create().parse_overrides(arguments) if o.is_sweep_override()]
         if sweeps:
-            raise ConfigError(f"{sweeps[0]}: a search takes its values from hydra.sweeper.params, not from "
-                              "sweeps on the command line")
+            raise ConfigError(
+                f"{sweeps[0]}: a search takes its values from hydra.sweeper.params, not from sweeps on the command line"
+            )
         if conf.direction not in ("maximize", "minimize"):
-            raise ConfigError(f"hydra.sweeper.direction={conf.direction!r} is not allowed; expected maximize or minimize")
+            raise ConfigError(
+                f"hydra.sweeper.direction={conf.direction!r} is not allowed; expected maximize or minimize"
+            )
         space = search.parse_space(cast(Dict[str, Any], OmegaConf.to_container(conf.params, resolve=True)))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = optuna.create_study(
-            study_name=conf.study_name, storage=search.storage_url(conf.storage), direction=conf.direction,
-            pruner=search.make_pruner(conf.pruner.name, conf.pruner.options), load_if_exists=True)
+            study_name=conf.study_name,
+            storage=search.storage_url(conf.storage),
+            direction=conf.direction,
+            pruner=search.make_pruner(conf.pruner.name, conf.pruner.options),
+            load_if_exists=True,
+        )
         earlier = len(study.trials)
         # a resumed search draws a new sequence: the same seed would repeat the first trials
         seed = None if conf.sampler.seed is None else conf.sampler.seed + earlier
@@ -98,14 +107,19 @@ class VisionlabOptunaSweeper(Sweeper):
         n_trials = conf.n_trials
         if conf.sampler.name == "grid":
             n_trials = min(n_trials, math.prod(len(v) for v in search.grid_of(space).values()))
-        search.log.info("search: study %s in %s, %d earlier trials, %d wanted", conf.study_name, conf.storage,
-                        earlier, n_trials)
+        search.log.info(
+            "search: study %s in %s, %d earlier trials, %d wanted", conf.study_name, conf.storage, earlier, n_trials
+        )
 
         def launch(batch: List[List[str]], first: int) -> List["search.Outcome"]:
             self.validate_batch_is_legal(batch)
             returns = launcher.launch(batch, initial_job_idx=first)
-            return [search.Outcome(value=job_result(r)) if r.status == JobStatus.COMPLETED
-                    else search.Outcome(error=job_result(r)) for r in returns]
+            return [
+                search.Outcome(value=job_result(r))
+                if r.status == JobStatus.COMPLETED
+                else search.Outcome(error=job_result(r))
+                for r in returns
+            ]
 
         search.run_search(study, space, n_trials, max(1, conf.n_jobs), arguments, launch)
         metric = OmegaConf.select(self.config, "optimized_metric", default="value")

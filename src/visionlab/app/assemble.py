@@ -40,8 +40,7 @@ log = logging.getLogger("visionlab")
 def _group(name: str) -> Check:
     """A config group a run cannot do without (`~model` removes it)."""
     options = ", ".join(sorted(p.stem for p in (CONF_DIR / name).glob("*.yaml")))
-    return Check(name, lambda v: isinstance(v, DictConfig), f"an option of the {name} group ({options})",
-                 required=True)
+    return Check(name, lambda v: isinstance(v, DictConfig), f"an option of the {name} group ({options})", required=True)
 
 
 # train.yaml's own keys and the Trainer's flags; its groups' components check theirs
@@ -50,7 +49,9 @@ CHECKS = (
     *(_group(name) for name in ("data", "model", "optimizer", "scheduler", "task", "trainer")),
     *required(integer("seed", 0)),
     *under("trainer.", TRAINER_CHECKS),
-    positive("tune.min_lr"), positive("tune.max_lr"), integer("tune.num_training", 3),
+    positive("tune.min_lr"),
+    positive("tune.max_lr"),
+    integer("tune.num_training", 3),
     integer("finetune.unfreeze_at_epoch", 0, "an integer >= 0, or null"),
     integer("threads", 1, "an integer >= 1, or null (visionlab chooses)"),
 )
@@ -95,8 +96,10 @@ def build(cfg: DictConfig) -> Run:
     trainer = _trainer(cfg, callbacks, loggers)
     if cfg.trainer.get("max_epochs") is None:  # Lightning's rule (loops.utilities._parse_loop_limits), said aloud
         bounded = cfg.trainer.get("max_steps", -1) != -1 or cfg.trainer.get("max_time") is not None
-        log.info("trainer.max_epochs=null: Lightning's default applies: %s", "no epoch limit (trainer.max_steps or "
-                 "trainer.max_time ends the run)" if bounded else "1000 epochs")
+        log.info(
+            "trainer.max_epochs=null: Lightning's default applies: %s",
+            "no epoch limit (trainer.max_steps or trainer.max_time ends the run)" if bounded else "1000 epochs",
+        )
     warn_if_bf16_is_emulated(trainer)
     return Run(datamodule, task, trainer, tuned)
 
@@ -122,9 +125,14 @@ def _task(cfg: DictConfig, net: nn.Module, datamodule: InMemoryImageDataModule) 
     schedule = Schedule(**instantiate(cfg.scheduler))
     check_run_length(cfg, schedule)
     # partial, then called: the net and factories never pass through OmegaConf
-    task = instantiate(cfg.task, _partial_=True)(net=net, optimizer=instantiate(cfg.optimizer), scheduler=schedule,
-                                                 num_classes=datamodule.num_classes,
-                                                 channels_last=bool(cfg.get("channels_last")), seed=cfg.seed)
+    task = instantiate(cfg.task, _partial_=True)(
+        net=net,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=schedule,
+        num_classes=datamodule.num_classes,
+        channels_last=bool(cfg.get("channels_last")),
+        seed=cfg.seed,
+    )
     task.model_config = OmegaConf.to_container(cfg.model, resolve=True)
     return task
 
@@ -172,9 +180,11 @@ def check_run_length(cfg: DictConfig, schedule: Schedule) -> None:
     # max_epochs=null is Lightning's 1000 epochs, unless max_time is set: then no epoch limit
     endless = epochs == -1 or (epochs is None and cfg.trainer.get("max_time") is not None)
     if sized and endless and cfg.trainer.get("max_steps", -1) == -1:
-        raise ConfigError(f"trainer.max_epochs={'null' if epochs is None else epochs} with trainer.max_steps=-1 has "
-                          "no length in steps, but the scheduler needs the run's length; set trainer.max_epochs "
-                          "or trainer.max_steps, or another scheduler")
+        raise ConfigError(
+            f"trainer.max_epochs={'null' if epochs is None else epochs} with trainer.max_steps=-1 has "
+            "no length in steps, but the scheduler needs the run's length; set trainer.max_epochs "
+            "or trainer.max_steps, or another scheduler"
+        )
 
 
 def warn_if_bf16_is_emulated(trainer: L.Trainer) -> None:
@@ -182,5 +192,8 @@ def warn_if_bf16_is_emulated(trainer: L.Trainer) -> None:
     if "bf16" not in str(trainer.precision) or not isinstance(trainer.accelerator, CPUAccelerator):
         return
     if not cpu_has_native_bf16():
-        log.warning("trainer.precision=%s: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so it is "
-                    "emulated and usually slower; trainer.precision=32-true is likely faster here", trainer.precision)
+        log.warning(
+            "trainer.precision=%s: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so it is "
+            "emulated and usually slower; trainer.precision=32-true is likely faster here",
+            trainer.precision,
+        )

@@ -129,12 +129,20 @@ def _sweeper_reads_failures() -> bool:
     Other sweepers score results: visionlab's Optuna sweeper marks a raising trial FAIL
     with the exception's message as its reason.
     """
-    target = str(OmegaConf.select(cast(DictConfig, HydraConfig.get()), "sweeper._target_", default=""))  # a DictConfig at runtime
+    target = str(
+        OmegaConf.select(cast(DictConfig, HydraConfig.get()), "sweeper._target_", default="")
+    )  # a DictConfig at runtime
     return not target.endswith("BasicSweeper")
 
 
-def hydra_entry(config_name: str, fn: Callable[[DictConfig], Any], *, checks: Sequence[Check] = (),
-                resumes: bool = False, locks: bool = False) -> Callable[[], None]:
+def hydra_entry(
+    config_name: str,
+    fn: Callable[[DictConfig], Any],
+    *,
+    checks: Sequence[Check] = (),
+    resumes: bool = False,
+    locks: bool = False,
+) -> Callable[[], None]:
     """A `main()` that runs `fn(cfg)` under Hydra with the checks above.
 
     A failing run writes its message to error.txt in its folder. Bad input (`is_user_error`)
@@ -215,8 +223,13 @@ def run_composed(cfg: DictConfig, config_name: str, task_function: Callable[[Dic
         callbacks = job_callbacks(cfg)
         callbacks.on_run_start(config=cfg, config_name=config_name)
         context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=callbacks)
-        ret = run_job(task_function=task_function, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
-                      hydra_context=context)
+        ret = run_job(
+            task_function=task_function,
+            config=cfg,
+            job_dir_key="hydra.run.dir",
+            job_subdir_key=None,
+            hydra_context=context,
+        )
         callbacks.on_run_end(config=cfg, config_name=config_name, job_return=ret)
     _ = ret.return_value  # raises what the job raised (a bug under VISIONLAB_DEBUG=1)
 
@@ -263,8 +276,9 @@ class Prepared(NamedTuple):
     cfg: DictConfig | None
 
 
-def prepare_run(config_name: str, argv: Sequence[str], checks: Sequence[Check] = (), resumes: bool = False,
-                locks: bool = False) -> Prepared:
+def prepare_run(
+    config_name: str, argv: Sequence[str], checks: Sequence[Check] = (), resumes: bool = False, locks: bool = False
+) -> Prepared:
     """Everything checkable before Hydra starts and writes a run folder: group options,
     unknown keys, the composed config's values, a resume's checkpoint, the folder's lock.
 
@@ -325,8 +339,10 @@ def check_new_folder(run_dir: str, resumes: bool) -> None:
     found = [m for m in RUN_MARKERS if (Path(run_dir) / m).exists()]
     if found:
         hint = "; to continue that run, resume it: ckpt_path=<run>/checkpoints/last.ckpt" if resumes else ""
-        raise ConfigError(f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}); choose a new folder, "
-                          f"or leave hydra.run.dir out for a new dated one{hint}")
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}); choose a new folder, "
+            f"or leave hydra.run.dir out for a new dated one{hint}"
+        )
 
 
 def check_new_sweep(config_name: str, argv: Sequence[str]) -> None:
@@ -343,8 +359,10 @@ def check_new_sweep(config_name: str, argv: Sequence[str]) -> None:
     sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
     sweep_dir = Path(str(cfg.hydra.sweep.dir))
     if sweeper.endswith("BasicSweeper") and (sweep_dir / "multirun.yaml").exists():
-        raise ConfigError(f"hydra.sweep.dir={sweep_dir} already holds a sweep (multirun.yaml): its jobs' folders "
-                          "would be replaced; choose a new folder, or leave hydra.sweep.dir out for a new dated one")
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} already holds a sweep (multirun.yaml): its jobs' folders "
+            "would be replaced; choose a new folder, or leave hydra.sweep.dir out for a new dated one"
+        )
 
 
 def precompose(config_name: str, argv: Sequence[str]) -> DictConfig:

@@ -80,8 +80,9 @@ def _components(node: Any, path: str = "") -> Iterator[tuple[str, type]]:
             yield from _components(child, f"{path}.{key}" if path else str(key))
 
 
-def compose_config(overrides: Sequence[str] = (), output_dir: str | Path | None = None,
-                   config_name: str = "train") -> DictConfig:
+def compose_config(
+    overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_name: str = "train"
+) -> DictConfig:
     """The config an entry point would compose for `overrides`, outside a Hydra run (tests,
     the benchmark), with the hydra node included and writing under `output_dir` if given."""
     GlobalHydra.instance().clear()

@@ -57,8 +57,12 @@ def run_info(cfg: DictConfig) -> dict[str, Any]:
     """What reproducing this run needs beyond its config: seed, versions, command."""
     return {
         "seed": cfg.seed,
-        "versions": {"visionlab": visionlab.__version__, "torch": torch.__version__, "lightning": L.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "visionlab": visionlab.__version__,
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+            "python": platform.python_version(),
+        },
         "command": " ".join(sys.argv),
         "machine": f"{platform.node()} ({platform.machine()}, {torch.get_num_threads()} threads)",
     }
@@ -94,8 +98,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
             lock.release()
 
 
-def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: ClassifierTask,
-                  trainer: L.Trainer, tuned: dict[str, Any] | None) -> dict[str, float]:
+def _fit_and_test(
+    cfg: DictConfig,
+    datamodule: L.LightningDataModule,
+    task: ClassifierTask,
+    trainer: L.Trainer,
+    tuned: dict[str, Any] | None,
+) -> dict[str, float]:
     folder = Path(trainer.default_root_dir)
     if trainer.is_global_zero:
         record_run_info(folder, cfg, {"lr_find": tuned} if tuned else {})
@@ -134,9 +143,18 @@ def _fit_and_test(cfg: DictConfig, datamodule: L.LightningDataModule, task: Clas
 def last_checkpoint_to_test(trainer: L.Trainer) -> str | None:
     """No validation ran (trainer.limit_val_batches=0, data.val_size=0, or max_steps / max_time
     ended the run first), so nothing chose a best checkpoint: the last one is tested, loudly."""
-    last = next((cb.best_model_path for cb in trainer.checkpoint_callbacks
-                 if isinstance(cb, ModelCheckpoint) and cb.monitor is None and cb.best_model_path), None)
+    last = next(
+        (
+            cb.best_model_path
+            for cb in trainer.checkpoint_callbacks
+            if isinstance(cb, ModelCheckpoint) and cb.monitor is None and cb.best_model_path
+        ),
+        None,
+    )
     if trainer.is_global_zero:
-        log.warning("no validation ran, so no val/* metric: no best checkpoint and no early stopping; "
-                    "testing the last weights (%s)", last or "in memory")
+        log.warning(
+            "no validation ran, so no val/* metric: no best checkpoint and no early stopping; "
+            "testing the last weights (%s)",
+            last or "in memory",
+        )
     return last

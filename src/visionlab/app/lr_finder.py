@@ -44,21 +44,34 @@ def check_options(tune: Any) -> tuple[float, float, int]:
     return min_lr, max_lr, steps
 
 
-def find_lr(datamodule: L.LightningDataModule, task: L.LightningModule, trainer: L.Trainer,
-            tune: Any) -> LRFindResult:
+def find_lr(datamodule: L.LightningDataModule, task: L.LightningModule, trainer: L.Trainer, tune: Any) -> LRFindResult:
     """Run Lightning's LR finder on `task` and `datamodule` with `trainer` (its options: `tune`)."""
     min_lr, max_lr, steps = check_options(tune)
-    finder = Tuner(trainer).lr_find(task, datamodule=datamodule, min_lr=min_lr, max_lr=max_lr,
-                                    num_training=steps, mode="exponential", update_attr=False)
+    finder = Tuner(trainer).lr_find(
+        task,
+        datamodule=datamodule,
+        min_lr=min_lr,
+        max_lr=max_lr,
+        num_training=steps,
+        mode="exponential",
+        update_attr=False,
+    )
     if finder is None:
         raise ConfigError("the learning-rate finder does not run with trainer.fast_dev_run=true")
     suggestion = finder.suggestion()
     tried = len(finder.results["lr"])
     if suggestion is None:
-        raise ConfigError(f"the learning-rate finder tried {tried} learning rates, too few for a suggestion; "
-                          "raise tune.num_training or the training batches (trainer.limit_train_batches, max_epochs)")
-    return LRFindResult([float(v) for v in finder.results["lr"]], [float(v) for v in finder.results["loss"]],
-                        float(suggestion), min_lr, max_lr)
+        raise ConfigError(
+            f"the learning-rate finder tried {tried} learning rates, too few for a suggestion; "
+            "raise tune.num_training or the training batches (trainer.limit_train_batches, max_epochs)"
+        )
+    return LRFindResult(
+        [float(v) for v in finder.results["lr"]],
+        [float(v) for v in finder.results["loss"]],
+        float(suggestion),
+        min_lr,
+        max_lr,
+    )
 
 
 def lr_find_figure(result: LRFindResult) -> Figure:
@@ -79,7 +92,12 @@ def lr_find_figure(result: LRFindResult) -> Figure:
 def write_result(result: LRFindResult, out: Path) -> None:
     """lr_find.png and lr_find.json (NaN losses as null) in `out`."""
     save_png(lr_find_figure(result), out / "lr_find.png")
-    data = {"suggestion": result.suggestion, "override": f"optimizer.lr={result.suggestion:.3g}",
-            "min_lr": result.min_lr, "max_lr": result.max_lr,
-            "lr": result.lrs, "loss": [v if math.isfinite(v) else None for v in result.losses]}
+    data = {
+        "suggestion": result.suggestion,
+        "override": f"optimizer.lr={result.suggestion:.3g}",
+        "min_lr": result.min_lr,
+        "max_lr": result.max_lr,
+        "lr": result.lrs,
+        "loss": [v if math.isfinite(v) else None for v in result.losses],
+    }
     atomic_write(out / "lr_find.json", json.dumps(data, indent=2))

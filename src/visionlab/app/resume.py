@@ -38,18 +38,37 @@ log = logging.getLogger("visionlab")
 
 # What a resume may change, as override keys (fnmatch patterns, after any +/~ prefix).
 RESUME_MAY_CHANGE = (
-    "ckpt_path", "trainer.max_epochs", "trainer.max_steps", "trainer.limit_*_batches",
-    "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.log_every_n_steps",
-    "trainer.enable_progress_bar", "trainer", "trainer.accelerator", "trainer.devices", "trainer.num_nodes",
-    "trainer.strategy", "logger", "logger.*", "callbacks", "callbacks.*", "test", "paths.*",
-    "data.num_workers", "data.eval_batch_size", "hydra.*",
+    "ckpt_path",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.limit_*_batches",
+    "trainer.val_check_interval",
+    "trainer.check_val_every_n_epoch",
+    "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar",
+    "trainer",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "logger",
+    "logger.*",
+    "callbacks",
+    "callbacks.*",
+    "test",
+    "paths.*",
+    "data.num_workers",
+    "data.eval_batch_size",
+    "hydra.*",
 )
 # Schedules whose length is fixed when the run starts: extending the run would leave them.
 FIXED_LENGTH_SCHEDULES = ("OneCycleLR", "CosineAnnealingLR")
 
 
-MAY_CHANGE_IN_WORDS = ("epochs and steps, batch limits, validation cadence, the logger, callbacks, devices, "
-                       "paths, data.num_workers and data.eval_batch_size")
+MAY_CHANGE_IN_WORDS = (
+    "epochs and steps, batch limits, validation cadence, the logger, callbacks, devices, "
+    "paths, data.num_workers and data.eval_batch_size"
+)
 
 
 @dataclass
@@ -78,8 +97,10 @@ def latest_last_checkpoint(log_dir: Path) -> Path | None:
 
 def _checkpoint_file(value: str, argv: Sequence[str]) -> Path:
     if value == "last":
-        log_dir = next((Path(a.partition("=")[2]) for a in argv if a.startswith("paths.log_dir=")),
-                       Path(os.environ.get("VISIONLAB_ROOT", ".")) / "outputs")
+        log_dir = next(
+            (Path(a.partition("=")[2]) for a in argv if a.startswith("paths.log_dir=")),
+            Path(os.environ.get("VISIONLAB_ROOT", ".")) / "outputs",
+        )
         ckpt = latest_last_checkpoint(log_dir)
         if ckpt is None:
             raise ConfigError(f"ckpt_path=last: no run under {log_dir}/runs has checkpoints/last.ckpt")
@@ -103,7 +124,11 @@ def _without_removed(saved: Path, rest: list[str]) -> tuple[list[str], list[str]
     raw = _read_overrides(saved)
     dropped = [o for o in raw if any(under(o, k) for k in removed)]
     replayed = _replayed(saved, [o for o in raw if o not in dropped])
-    spent = {k for k in removed if any(under(o, k) for o in dropped) and all(o.startswith("+") for o in dropped if under(o, k))}
+    spent = {
+        k
+        for k in removed
+        if any(under(o, k) for o in dropped) and all(o.startswith("+") for o in dropped if under(o, k))
+    }
     return replayed, [a for a in rest if not (a.startswith("~") and a[1:].partition("=")[0] in spent)]
 
 
@@ -127,15 +152,22 @@ def _replayed(saved: Path, overrides: list[str]) -> list[str]:
         try:
             override = parser.parse_override(line)
         except HydraException:
-            raise ConfigError(f"{saved}: {line!r} is not a config override (Hydra flags are never replayed); "
-                              "edit the file or start a new run") from None
+            raise ConfigError(
+                f"{saved}: {line!r} is not a config override (Hydra flags are never replayed); "
+                "edit the file or start a new run"
+            ) from None
         key = override.key_or_group
         if key == "ckpt_path":
             continue
-        if key.startswith("hydra") or (override.package or "").startswith(("hydra", "_global_")) \
-                or override.is_sweep_override():
-            raise ConfigError(f"{saved}: {line!r} is not replayed by a resume (only plain config overrides are); "
-                              "edit the file or start a new run")
+        if (
+            key.startswith("hydra")
+            or (override.package or "").startswith(("hydra", "_global_"))
+            or override.is_sweep_override()
+        ):
+            raise ConfigError(
+                f"{saved}: {line!r} is not replayed by a resume (only plain config overrides are); "
+                "edit the file or start a new run"
+            )
         node = key.removesuffix("._target_")
         value = override.value()
         try:
@@ -161,8 +193,10 @@ def prepare(argv: Sequence[str]) -> tuple[list[str], Resume | None]:
     ckpt = _checkpoint_file(values[-1], argv)
     checkpoint = read_checkpoint(ckpt)
     if training_progress(checkpoint) is None:
-        raise ConfigError(f"ckpt_path={ckpt}: holds weights only (no optimizer or loop state), so it cannot resume "
-                          "a run; resume from the run's checkpoints/last.ckpt, or evaluate this file with scripts/evaluate.py")
+        raise ConfigError(
+            f"ckpt_path={ckpt}: holds weights only (no optimizer or loop state), so it cannot resume "
+            "a run; resume from the run's checkpoints/last.ckpt, or evaluate this file with scripts/evaluate.py"
+        )
     rest = [a for a in argv if not a.startswith("ckpt_path=")]
     run_dir, saved = ckpt.parent.parent, ckpt.parent.parent / ".hydra" / "overrides.yaml"
     if ckpt.parent.name != "checkpoints" or not saved.is_file():
@@ -172,9 +206,16 @@ def prepare(argv: Sequence[str]) -> tuple[list[str], Resume | None]:
     suspect = [a for a in rest if not _may_change(a) and a not in replayed]
     # hydra.output_subdir=null: the run's .hydra/ keeps the config it started with (the
     # resume is recorded in run_info.json)
-    return ([*replayed, *rest, override("ckpt_path", ckpt.resolve()), override("hydra.run.dir", run_dir),
-             "hydra.output_subdir=null"],
-            Resume(ckpt, checkpoint, run_dir, replayed, suspect))
+    return (
+        [
+            *replayed,
+            *rest,
+            override("ckpt_path", ckpt.resolve()),
+            override("hydra.run.dir", run_dir),
+            "hydra.output_subdir=null",
+        ],
+        Resume(ckpt, checkpoint, run_dir, replayed, suspect),
+    )
 
 
 def _check_no_links(run_dir: Path) -> None:
@@ -184,8 +225,10 @@ def _check_no_links(run_dir: Path) -> None:
         for name in (*dirs, *files):
             path = Path(folder) / name
             if path.is_symlink():
-                raise ConfigError(f"{path} is a symbolic link; a resume writes into run {run_dir}, which must hold "
-                                  "plain files and folders only: replace the link by a copy, or start a new run")
+                raise ConfigError(
+                    f"{path} is a symbolic link; a resume writes into run {run_dir}, which must hold "
+                    "plain files and folders only: replace the link by a copy, or start a new run"
+                )
 
 
 def _may_change(override: str) -> bool:
@@ -214,9 +257,13 @@ def check_unchanged(argv: Sequence[str], resume: Resume, config_name: str = "tra
         after = _flat(OmegaConf.to_container(compose_config(argv, config_name=config_name)))
     except Exception:  # noqa: BLE001 - the run's own overrides do not fit the change (model=mlp on model.channels)
         after = {"(the run's own overrides no longer compose)": True}
-    differs = sorted(k for k in before.keys() | after.keys()
-                     if before.get(k) != after.get(k) and not k.startswith("hydra.")
-                     and not any(fnmatch.fnmatchcase(k, p) or fnmatch.fnmatchcase(k, p + ".*") for p in RESUME_MAY_CHANGE))
+    differs = sorted(
+        k
+        for k in before.keys() | after.keys()
+        if before.get(k) != after.get(k)
+        and not k.startswith("hydra.")
+        and not any(fnmatch.fnmatchcase(k, p) or fnmatch.fnmatchcase(k, p + ".*") for p in RESUME_MAY_CHANGE)
+    )
     if differs:
         raise ConfigError(
             f"ckpt_path={resume.ckpt}: {' '.join(resume.suspect)} would change what run {resume.run_dir} is "
@@ -237,9 +284,11 @@ def _check_something_left(cfg: DictConfig, resume: Resume) -> None:
     if isinstance(max_steps, int) and max_steps >= 0 and steps >= max_steps:
         done.append(f"{steps} of trainer.max_steps={max_steps} steps")
     if done:
-        raise ConfigError(f"ckpt_path={resume.ckpt}: the run already trained {' and '.join(done)}, so a resume has "
-                          f"nothing left to train; to train longer, resume with a larger trainer.max_epochs "
-                          f"(or max_steps); to test it again, run scripts/evaluate.py ckpt_path={resume.ckpt}")
+        raise ConfigError(
+            f"ckpt_path={resume.ckpt}: the run already trained {' and '.join(done)}, so a resume has "
+            f"nothing left to train; to train longer, resume with a larger trainer.max_epochs "
+            f"(or max_steps); to test it again, run scripts/evaluate.py ckpt_path={resume.ckpt}"
+        )
 
 
 def check_fits(cfg: DictConfig, resume: Resume) -> None:
@@ -252,8 +301,9 @@ def check_fits(cfg: DictConfig, resume: Resume) -> None:
         net = instantiate(cfg.model, input_shape=list(shape), num_classes=len(classes))
         mismatch = weight_mismatch(net, net_state(resume.checkpoint))
         if mismatch:
-            raise ConfigError(f"ckpt_path={resume.ckpt}: does not fit model {cfg.model._target_} "
-                              f"(another architecture?): {mismatch}")
+            raise ConfigError(
+                f"ckpt_path={resume.ckpt}: does not fit model {cfg.model._target_} (another architecture?): {mismatch}"
+            )
     if resume.run_dir is None:
         return
     target = str(OmegaConf.select(cfg, "scheduler.factory._target_", default="") or "")

@@ -57,9 +57,15 @@ class RunLock:
                     log.warning("%s: taking over a stale lock of pid %s, which no longer runs", self.path, owner["pid"])
                     self.path.unlink(missing_ok=True)
                     continue
-                who = f"pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('started')}" if owner else "another run"
-                raise ConfigError(f"{self.path.parent} is in use by {who}; wait for it, choose another "
-                                  f"hydra.run.dir, or delete {self.path} if that run is gone") from None
+                who = (
+                    f"pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('started')}"
+                    if owner
+                    else "another run"
+                )
+                raise ConfigError(
+                    f"{self.path.parent} is in use by {who}; wait for it, choose another "
+                    f"hydra.run.dir, or delete {self.path} if that run is gone"
+                ) from None
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
             self.owned = True

@@ -33,8 +33,10 @@ def checkpoint_path(cfg: DictConfig) -> Path:
     path = Path(str(value))
     if path.is_dir():
         found = sorted(p.name for p in path.glob("**/*.ckpt"))
-        raise ConfigError(f"ckpt_path={path} is a folder; give a checkpoint file"
-                          + (f" (found: {', '.join(found[:5])})" if found else ""))
+        raise ConfigError(
+            f"ckpt_path={path} is a folder; give a checkpoint file"
+            + (f" (found: {', '.join(found[:5])})" if found else "")
+        )
     return path
 
 
@@ -89,8 +91,10 @@ def combined_config(cfg: DictConfig, run: DictConfig | None, model: dict[str, An
 def build_datamodule(cfg: DictConfig) -> InMemoryImageDataModule:
     """The data module of `cfg.data`, prepared and set up (data read into memory)."""
     if not cfg.get("data"):
-        raise ConfigError("no data config: no training run config beside the checkpoint names one; "
-                          "choose one, e.g. data=fashion_mnist")
+        raise ConfigError(
+            "no data config: no training run config beside the checkpoint names one; "
+            "choose one, e.g. data=fashion_mnist"
+        )
     # the data config may come from a run folder someone sent: only DataModule classes, built
     # from the resolved values that were checked
     data = resolved_data(cfg.data, "data", base=LightningDataModule)
@@ -113,8 +117,12 @@ def load_run(cfg: DictConfig) -> tuple[LoadedModel, DictConfig]:
     fallback: dict[str, Any] = {}
     if not all(meta.get(k) for k in ("classes", "mean", "std", "input_shape")) and combined.get("data"):
         datamodule = build_datamodule(combined)  # a checkpoint without metadata: ask the data
-        fallback.update(classes=list(datamodule.classes), input_shape=list(datamodule.input_shape),
-                        mean=list(datamodule.mean), std=list(datamodule.std))
+        fallback.update(
+            classes=list(datamodule.classes),
+            input_shape=list(datamodule.input_shape),
+            mean=list(datamodule.mean),
+            std=list(datamodule.std),
+        )
     model_config = cast(dict[str, Any], OmegaConf.to_container(combined.model)) if combined.get("model") else None
     return load_model(checkpoint, path, fallback, model_config), combined
 
@@ -138,8 +146,10 @@ def pick_device(name: str) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"device={name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
-                          "expected auto, cpu or an existing cuda:N")
+        raise ConfigError(
+            f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "expected auto, cpu or an existing cuda:N"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r}: no CUDA device is available here; expected auto or cpu")
     return device

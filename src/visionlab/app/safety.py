@@ -101,8 +101,10 @@ def check_values(node: Any, where: str) -> None:
         unsafe = [name for name in _resolvers(node) if name not in SAFE_RESOLVERS]
         if "\\${" in node or unsafe:
             what = f"calls {unsafe[0]}" if unsafe else "hides an interpolation behind an escape"
-            raise ConfigError(f"{where}={node!r} {what}, which is not allowed from a run folder or checkpoint; "
-                              f"allowed: references to other keys and {', '.join(sorted(SAFE_RESOLVERS))}")
+            raise ConfigError(
+                f"{where}={node!r} {what}, which is not allowed from a run folder or checkpoint; "
+                f"allowed: references to other keys and {', '.join(sorted(SAFE_RESOLVERS))}"
+            )
 
 
 def _no_interpolation(node: Any, where: str) -> None:
@@ -113,8 +115,10 @@ def _no_interpolation(node: Any, where: str) -> None:
         for i, value in enumerate(node):
             _no_interpolation(value, f"{where}[{i}]")
     elif isinstance(node, str) and "${" in node:
-        raise ConfigError(f"{where}={node!r}: a resolved value that is still an interpolation is not allowed "
-                          "from a run folder or checkpoint")
+        raise ConfigError(
+            f"{where}={node!r}: a resolved value that is still an interpolation is not allowed "
+            "from a run folder or checkpoint"
+        )
 
 
 def resolved_data(node: DictConfig | Mapping[str, Any], where: str, base: type | None = None) -> dict[str, Any]:

@@ -63,6 +63,7 @@ RESULTS_FILE = "optimization_results.yaml"
 
 # --- the search space -------------------------------------------------------------------
 
+
 def _override_value(value: Any) -> Any:
     """A categorical choice as Optuna stores it: lists become their override text `[16,32]`."""
     if isinstance(value, (list, tuple)):
@@ -77,8 +78,10 @@ def _number(key: str, spec: Mapping[str, Any], field: str, kind: type) -> Any:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
     if not ok:
         hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(value, str) else ""
-        raise ConfigError(f"hydra.sweeper.params.{key}.{field}={value!r} is not allowed; "
-                          f"expected {'a number' if kind is float else 'an integer'}{hint}")
+        raise ConfigError(
+            f"hydra.sweeper.params.{key}.{field}={value!r} is not allowed; "
+            f"expected {'a number' if kind is float else 'an integer'}{hint}"
+        )
     return kind(value)
 
 
@@ -102,23 +105,29 @@ def parse_space(params: Mapping[str, Any]) -> dict[str, BaseDistribution]:
     space: dict[str, BaseDistribution] = {}
     for key, spec in _flatten(params).items():
         if not isinstance(spec, Mapping) or spec.get("type") not in ("float", "int", "categorical"):
-            raise ConfigError(f"hydra.sweeper.params.{key}={spec!r} is not allowed; expected a mapping with "
-                              "type: float (low, high, log, step), int (low, high, log, step) or categorical (choices)")
+            raise ConfigError(
+                f"hydra.sweeper.params.{key}={spec!r} is not allowed; expected a mapping with "
+                "type: float (low, high, log, step), int (low, high, log, step) or categorical (choices)"
+            )
         kind = spec["type"]
         try:
             if kind == "categorical":
                 choices = spec.get("choices")
                 if not isinstance(choices, Sequence) or isinstance(choices, str) or not choices:
-                    raise ConfigError(f"hydra.sweeper.params.{key}.choices={choices!r} is not allowed; "
-                                      "expected a non-empty list")
+                    raise ConfigError(
+                        f"hydra.sweeper.params.{key}.choices={choices!r} is not allowed; expected a non-empty list"
+                    )
                 space[key] = CategoricalDistribution([_override_value(c) for c in choices])
             else:
                 number = float if kind == "float" else int
                 low, high = _number(key, spec, "low", number), _number(key, spec, "high", number)
                 step = _number(key, spec, "step", number) if spec.get("step") is not None else None
                 log = bool(spec.get("log", False))
-                space[key] = (FloatDistribution(low, high, log=log, step=step or None) if kind == "float"
-                              else IntDistribution(low, high, log=log, step=step or 1))
+                space[key] = (
+                    FloatDistribution(low, high, log=log, step=step or None)
+                    if kind == "float"
+                    else IntDistribution(low, high, log=log, step=step or 1)
+                )
         except ValueError as err:
             if isinstance(err, ConfigError):
                 raise
@@ -135,8 +144,10 @@ def grid_of(space: Mapping[str, BaseDistribution]) -> dict[str, list[Any]]:
         if isinstance(dist, CategoricalDistribution):
             grid[key] = list(dist.choices)
         elif not isinstance(dist, (FloatDistribution, IntDistribution)) or dist.step is None or dist.log:
-            raise ConfigError(f"hydra.sweeper.params.{key}: the grid sampler needs categorical or int params, "
-                              "or floats with a step and no log")
+            raise ConfigError(
+                f"hydra.sweeper.params.{key}: the grid sampler needs categorical or int params, "
+                "or floats with a step and no log"
+            )
         else:
             count = int(round((dist.high - dist.low) / dist.step)) + 1
             grid[key] = [dist.low + i * dist.step for i in range(count)]
@@ -149,8 +160,10 @@ def trial_overrides(params: Mapping[str, Any]) -> list[str]:
 
 # --- samplers, pruners and the study file -----------------------------------------------
 
-def make_sampler(name: str, seed: int | None, options: Mapping[str, Any],
-                 space: Mapping[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
+
+def make_sampler(
+    name: str, seed: int | None, options: Mapping[str, Any], space: Mapping[str, BaseDistribution]
+) -> optuna.samplers.BaseSampler:
     """The sampler `name`, with its keyword arguments from `options[name]` (if any)."""
     if name not in SAMPLERS:
         raise ConfigError(f"hydra.sweeper.sampler.name={name!r} is not allowed; expected one of {', '.join(SAMPLERS)}")
@@ -171,8 +184,9 @@ class _AskTellGrid(optuna.samplers.GridSampler):
     """GridSampler stops `study.optimize` when the grid is used up; under ask-and-tell that
     call fails, so here the search itself caps the trials at the grid's size."""
 
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
         return None
 
 
@@ -206,7 +220,8 @@ def recover_interrupted(study: optuna.Study, sweep_dir: Path) -> int:
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in stale:
         reason = "interrupted: the search stopped while this trial ran; " + (
-            "its parameters are tried again" if trial.params else "it had no parameters yet")
+            "its parameters are tried again" if trial.params else "it had no parameters yet"
+        )
         set_stored_user_attr(study, trial, REASON, reason)
         set_stored_user_attr(study, trial, INTERRUPTED, True)
         mark_failed(study, trial)
@@ -219,6 +234,7 @@ def recover_interrupted(study: optuna.Study, sweep_dir: Path) -> int:
 
 
 # --- one trial's pruning callback -------------------------------------------------------
+
 
 def current_trial(hydra_cfg: Any) -> optuna.Trial | None:
     """The Optuna trial a job runs for (its job number is the trial number), or None outside a search."""
@@ -269,6 +285,7 @@ class OptunaPruning(Callback):
 
 # --- the search loop --------------------------------------------------------------------
 
+
 @dataclass
 class Outcome:
     """What a launched job gave back: its value, or the exception that ended it."""
@@ -294,15 +311,22 @@ def tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
     log.warning("search: trial %d failed: %s", trial.number, reason)
 
 
-def run_search(study: optuna.Study, space: Mapping[str, BaseDistribution], n_trials: int, n_jobs: int,
-               fixed: Sequence[str], launch: Callable[[list[list[str]], int], list[Outcome]]) -> None:
+def run_search(
+    study: optuna.Study,
+    space: Mapping[str, BaseDistribution],
+    n_trials: int,
+    n_jobs: int,
+    fixed: Sequence[str],
+    launch: Callable[[list[list[str]], int], list[Outcome]],
+) -> None:
     """Ask, launch and tell until `n_trials` trials are finished (those of earlier runs included)."""
     while (remaining := n_trials - sum(counted(t) for t in study.get_trials(deepcopy=False))) > 0:
         trials = [study.ask(dict(space)) for _ in range(min(n_jobs, remaining))]
         numbers = [t.number for t in trials]
         if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
-            raise RuntimeError(f"search: trial numbers {numbers} are not consecutive; is another search "
-                               "writing to the same study?")
+            raise RuntimeError(
+                f"search: trial numbers {numbers} are not consecutive; is another search writing to the same study?"
+            )
         batch = []
         for trial in trials:
             overrides = [*fixed, *trial_overrides(trial.params)]
@@ -323,16 +347,30 @@ def write_best(study: optuna.Study, sweep_dir: Path, metric: str) -> Path | None
     overrides = [o for o in best.user_attrs.get(OVERRIDES, []) if not o.lstrip("+~").startswith("hydra.")]
     groups = [o for o in overrides if _is_group(o)]
     values = [o for o in overrides if not _is_group(o)]
-    header = (f"# Best trial {best.number} of study {study.study_name}: {metric}={best.value:.6g}.\n"
-              f"# Train it again:  python scripts/train.py --config-dir {sweep_dir} --config-name best\n")
-    body = {"defaults": ["train", *({f"override {g.split('=', 1)[0]}": g.split("=", 1)[1]} for g in groups), "_self_"],
-            "hydra": {"mode": "RUN"}}
+    header = (
+        f"# Best trial {best.number} of study {study.study_name}: {metric}={best.value:.6g}.\n"
+        f"# Train it again:  python scripts/train.py --config-dir {sweep_dir} --config-name best\n"
+    )
+    body = {
+        "defaults": ["train", *({f"override {g.split('=', 1)[0]}": g.split("=", 1)[1]} for g in groups), "_self_"],
+        "hydra": {"mode": "RUN"},
+    }
     merged = OmegaConf.merge(body, OmegaConf.from_dotlist(values))
     path = sweep_dir / BEST_FILE
     atomic_write(path, header + yaml.safe_dump(OmegaConf.to_container(merged), sort_keys=False))
-    atomic_write(sweep_dir / RESULTS_FILE, yaml.safe_dump(
-        {"best_trial": best.number, "best_value": best.value, "best_params": best.params, "metric": metric,
-         "states": {s.name: sum(t.state == s for t in study.trials) for s in TrialState}}, sort_keys=False))
+    atomic_write(
+        sweep_dir / RESULTS_FILE,
+        yaml.safe_dump(
+            {
+                "best_trial": best.number,
+                "best_value": best.value,
+                "best_params": best.params,
+                "metric": metric,
+                "states": {s.name: sum(t.state == s for t in study.trials) for s in TrialState},
+            },
+            sort_keys=False,
+        ),
+    )
     log.info("search: best trial %d (%s=%.6g) -> %s", best.number, metric, best.value, path)
     return path
 

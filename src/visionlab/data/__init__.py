@@ -9,5 +9,14 @@ from visionlab.data.mnist import FashionMNISTDataModule, MNISTDataModule
 from visionlab.data.synthetic import SyntheticDataModule
 from visionlab.data.transforms import Augment, BatchTransform
 
-__all__ = ["Augment", "BatchTransform", "CIFAR10DataModule", "FashionMNISTDataModule", "ImageFolderDataModule",
-           "InMemoryImageDataModule", "MNISTDataModule", "MemoryLoader", "SyntheticDataModule"]
+__all__ = [
+    "Augment",
+    "BatchTransform",
+    "CIFAR10DataModule",
+    "FashionMNISTDataModule",
+    "ImageFolderDataModule",
+    "InMemoryImageDataModule",
+    "MNISTDataModule",
+    "MemoryLoader",
+    "SyntheticDataModule",
+]

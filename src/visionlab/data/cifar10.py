@@ -30,7 +30,18 @@ class CIFAR10DataModule(FileDataModule):
     Class names come from `batches.meta`; the defaults below are the official ones.
     """
 
-    classes: tuple[str, ...] = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    classes: tuple[str, ...] = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
     input_shape = (3, 32, 32)
     train_size = 50_000
     files = CIFAR10

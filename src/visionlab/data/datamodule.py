@@ -60,10 +60,16 @@ class InMemoryImageDataModule(LightningDataModule):
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
         *required(integer("batch_size", 1), integer("eval_batch_size", 1)),
-        Check("val_size", lambda v: (is_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v < 1),
-              "a whole count >= 0 (5000) or a fraction below 1 (0.1); 1.0 could mean either"),
-        Check("num_workers", lambda v: is_int(v) and 0 <= v <= available_cores(),
-              f"an integer in 0..{available_cores()} (the cores this process may use; more only adds processes)"),
+        Check(
+            "val_size",
+            lambda v: (is_int(v) and v >= 0) or (isinstance(v, float) and 0 <= v < 1),
+            "a whole count >= 0 (5000) or a fraction below 1 (0.1); 1.0 could mean either",
+        ),
+        Check(
+            "num_workers",
+            lambda v: is_int(v) and 0 <= v <= available_cores(),
+            f"an integer in 0..{available_cores()} (the cores this process may use; more only adds processes)",
+        ),
         *under("augment.", Augment.CHECKS),
     )
     classes: tuple[str, ...] = ()
@@ -109,19 +115,29 @@ class InMemoryImageDataModule(LightningDataModule):
         before when the dataset's size is (not for an image folder)."""
         interval, limit = lookup("trainer.val_check_interval"), lookup("trainer.limit_train_batches")
         train_size, batch = lookup("data.train_size") or cls.train_size, lookup("data.batch_size")
-        if (not is_int(interval) or not train_size or not is_int(batch) or lookup("trainer.devices") != 1
-                or lookup("trainer.check_val_every_n_epoch") is None or lookup("trainer.limit_val_batches") == 0
-                or lookup("trainer.fast_dev_run")):
+        if (
+            not is_int(interval)
+            or not train_size
+            or not is_int(batch)
+            or lookup("trainer.devices") != 1
+            or lookup("trainer.check_val_every_n_epoch") is None
+            or lookup("trainer.limit_val_batches") == 0
+            or lookup("trainer.fast_dev_run")
+        ):
             return
         try:
             batches = math.ceil((train_size - resolve_val_size(lookup("data.val_size") or 0, train_size)) / batch)
         except ValueError:
             return  # val_size's own check reports it
-        batches = min(batches, limit) if is_int(limit) else int(batches * limit) if isinstance(limit, float) else batches
+        batches = (
+            min(batches, limit) if is_int(limit) else int(batches * limit) if isinstance(limit, float) else batches
+        )
         if interval > batches:
-            raise ConfigError(f"trainer.val_check_interval={interval} is more than the {batches} training batches "
-                              "of an epoch; expected at most that, or trainer.check_val_every_n_epoch=null to "
-                              "count batches across epochs")
+            raise ConfigError(
+                f"trainer.val_check_interval={interval} is more than the {batches} training batches "
+                "of an epoch; expected at most that, or trainer.check_val_every_n_epoch=null to "
+                "count batches across epochs"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -155,16 +171,24 @@ class InMemoryImageDataModule(LightningDataModule):
         where = getattr(self, "root", None) or self.data_dir
         for name, (images, labels) in self.splits.items():
             if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.input_shape):
-                raise ConfigError(f"{where}: {name} images have shape {tuple(images.shape[1:])}; "
-                                 f"expected {tuple(self.input_shape)} like the training images")
+                raise ConfigError(
+                    f"{where}: {name} images have shape {tuple(images.shape[1:])}; "
+                    f"expected {tuple(self.input_shape)} like the training images"
+                )
             if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
                 bad = int(labels.max()) if int(labels.max()) >= self.num_classes else int(labels.min())
-                raise ConfigError(f"{where}: {name} labels hold {bad}; expected 0..{self.num_classes - 1} "
-                                 f"({self.num_classes} classes)")
+                raise ConfigError(
+                    f"{where}: {name} labels hold {bad}; expected 0..{self.num_classes - 1} "
+                    f"({self.num_classes} classes)"
+                )
         n_train = len(self.splits["train"][1])
         if self.batch_size > n_train:
-            log.info("data.batch_size=%d is larger than the %d training images: each epoch is one batch of %d",
-                     self.batch_size, n_train, n_train)
+            log.info(
+                "data.batch_size=%d is larger than the %d training images: each epoch is one batch of %d",
+                self.batch_size,
+                n_train,
+                n_train,
+            )
 
     def _stats(self, images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
         channels = images.shape[1]
@@ -203,8 +227,13 @@ class InMemoryImageDataModule(LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return LoaderEnv()
-        return LoaderEnv(trainer.strategy.root_device, trainer.current_epoch, trainer.global_rank,
-                         trainer.world_size, self._batches_done())
+        return LoaderEnv(
+            trainer.strategy.root_device,
+            trainer.current_epoch,
+            trainer.global_rank,
+            trainer.world_size,
+            self._batches_done(),
+        )
 
     def _loader(self, split: str) -> MemoryLoader | DataLoader:
         if not self.splits:
@@ -213,8 +242,9 @@ class InMemoryImageDataModule(LightningDataModule):
         train = split == "train"
         batch = self.batch_size if train else self.eval_batch_size
         if self.loader == "memory":
-            loader = MemoryLoader(images, labels, batch, self.transform(train), shuffle=train,
-                                  seed=self.seed, env=self._env)
+            loader = MemoryLoader(
+                images, labels, batch, self.transform(train), shuffle=train, seed=self.seed, env=self._env
+            )
             if train and self._train_position is not None:
                 loader.load_state_dict(self._train_position)
                 self._train_position = None
@@ -222,8 +252,15 @@ class InMemoryImageDataModule(LightningDataModule):
         gen = torch.Generator().manual_seed(self.seed) if train else None
         # pinned batches: Lightning's copy to a GPU (non_blocking) then does not make the host wait
         pin = self._env().device.type == "cuda"
-        return DataLoader(IndexedImages(images, labels), batch_size=batch, shuffle=train, generator=gen,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=pin)
+        return DataLoader(
+            IndexedImages(images, labels),
+            batch_size=batch,
+            shuffle=train,
+            generator=gen,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=pin,
+        )
 
     # The memory loader's position (epoch, batches done) travels in the DataModule's state:
     # Lightning restores a DataModule before it builds the loaders, but would hand a loader
@@ -279,8 +316,10 @@ def resolve_val_size(val_size: float, train_size: int) -> int:
     if val_size < 0:
         raise ConfigError(f"data.val_size={val_size} must be >= 0 (a count, or a fraction below 1)")
     if isinstance(val_size, float) and val_size >= 1:
-        raise ConfigError(f"data.val_size={val_size} is ambiguous; give a fraction below 1 (e.g. 0.1) "
-                         f"or a whole count without a decimal point (e.g. {int(val_size)})")
+        raise ConfigError(
+            f"data.val_size={val_size} is ambiguous; give a fraction below 1 (e.g. 0.1) "
+            f"or a whole count without a decimal point (e.g. {int(val_size)})"
+        )
     count = round(val_size * train_size) if 0 < val_size < 1 else int(val_size)
     if train_size and count >= train_size:
         raise ConfigError(f"data.val_size={val_size} must be smaller than the {train_size} training images")

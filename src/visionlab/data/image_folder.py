@@ -103,7 +103,7 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
         idx = idx[torch.randperm(len(idx), generator=gen)]
         bounds = np.round(np.cumsum([0.0, *fractions]) / sum(fractions) * len(idx)).astype(int)
         for k in range(len(fractions)):
-            parts[k].append(idx[bounds[k]: bounds[k + 1]])
+            parts[k].append(idx[bounds[k] : bounds[k + 1]])
     return [torch.cat(p).sort().values for p in parts]
 
 
@@ -113,14 +113,25 @@ class ImageFolderDataModule(InMemoryImageDataModule):
     loaders = (*LOADERS, "stream", "auto")
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
-        *InMemoryImageDataModule.CHECKS, integer("image_size", 1), one_of("color", COLORS),
-        one_of("loader", loaders), needs("loader", "stream", ("litdata",), lambda v: v == "stream", "data."),
+        *InMemoryImageDataModule.CHECKS,
+        integer("image_size", 1),
+        one_of("color", COLORS),
+        one_of("loader", loaders),
+        needs("loader", "stream", ("litdata",), lambda v: v == "stream", "data."),
         Check("stream_above", lambda v: is_number(v) and 0 < v <= 1, "a share of available memory in (0, 1]"),
     )
 
-    def __init__(self, root: str | None = None, *args: Any, image_size: int = 64, color: str = "rgb",
-                 split: Sequence[float] = (0.7, 0.15, 0.15), stream_dir: str | None = None,
-                 stream_above: float = 0.5, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root: str | None = None,
+        *args: Any,
+        image_size: int = 64,
+        color: str = "rgb",
+        split: Sequence[float] = (0.7, 0.15, 0.15),
+        stream_dir: str | None = None,
+        stream_above: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
         if not root:
             raise ConfigError("data.root is not set; give the folder of class sub-folders: data.root=PATH")
         if color not in COLORS:
@@ -154,9 +165,16 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         count = sum(len(files) for part in self.files.values() for files in part.values())
         need, free = count * int(np.prod(self.input_shape)), available_bytes("cpu")
         loader = "stream" if need > share * free else "memory"
-        log.info("data.loader=auto: %d images of %s decode to %s, %s %.0f%% of the %s available: data.loader=%s",
-                 count, self.input_shape, gib(need), "over" if loader == "stream" else "within", 100 * share,
-                 gib(free), loader)
+        log.info(
+            "data.loader=auto: %d images of %s decode to %s, %s %.0f%% of the %s available: data.loader=%s",
+            count,
+            self.input_shape,
+            gib(need),
+            "over" if loader == "stream" else "within",
+            100 * share,
+            gib(free),
+            loader,
+        )
         return loader
 
     def _list_files(self) -> dict[str, dict[str, list[Path]]]:
@@ -187,13 +205,19 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         need("litdata", "stream", "data.loader=stream")
         from visionlab.data.streaming import FolderStream, default_folder
 
-        source = {"root": str(self.root.resolve()), "classes": list(self.classes), "image_size": self.image_size,
-                  "color": self.color, "split": None if "all" not in self.files else list(self.split_fractions),
-                  "split_seed": self.split_seed}
+        source = {
+            "root": str(self.root.resolve()),
+            "classes": list(self.classes),
+            "image_size": self.image_size,
+            "color": self.color,
+            "split": None if "all" not in self.files else list(self.split_fractions),
+            "split_seed": self.split_seed,
+        }
         folder = self.stream_dir or default_folder(Path(self.data_dir), source)
         decode = partial(decode_image, mode=COLORS[self.color], size=self.image_size)
-        return FolderStream.build(folder, self.root, self._list_files, source, decode, self._split_readable,
-                                  self.num_workers)
+        return FolderStream.build(
+            folder, self.root, self._list_files, source, decode, self._split_readable, self.num_workers
+        )
 
     def _split_readable(self, readable: dict[str, list[tuple[Path, int]]]) -> dict[str, list[tuple[Path, int]]]:
         """The stream path's split of the readable (file, label) pairs: the memory path's."""
@@ -203,15 +227,18 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         else:
             labels = torch.tensor([label for _, label in readable["all"]], dtype=torch.int64)
             self._check_classes(labels, "the folder")
-            parts = {s: [readable["all"][i] for i in idx.tolist()]
-                     for s, idx in zip(SPLITS, stratified_split(labels, self.split_fractions, self.split_seed))}
+            parts = {
+                s: [readable["all"][i] for i in idx.tolist()]
+                for s, idx in zip(SPLITS, stratified_split(labels, self.split_fractions, self.split_seed))
+            }
         self._check_nonempty({s: len(entries) for s, entries in parts.items()})
         return parts
 
     def read_folder(self, listing: dict[str, list[Path]], name: str) -> Split:
         """Decode every file of `listing`; unreadable ones are reported and skipped."""
-        check_decoded_fits(sum(map(len, listing.values())), self.input_shape, f"data.root={self.root} ({name})",
-                           "data.image_size")
+        check_decoded_fits(
+            sum(map(len, listing.values())), self.input_shape, f"data.root={self.root} ({name})", "data.image_size"
+        )
         mode, arrays, labels, skipped = COLORS[self.color], [], [], 0
         for cls, files in listing.items():
             label = self.classes.index(cls)
@@ -234,8 +261,11 @@ class ImageFolderDataModule(InMemoryImageDataModule):
             return
         if self.loader == "stream":
             self.stream = self._open_stream()
-            self.mean, self.std = (self.stream.stats if self.normalization == "standardize"
-                                   else ((0.0,) * self.input_shape[0], (1.0,) * self.input_shape[0]))
+            self.mean, self.std = (
+                self.stream.stats
+                if self.normalization == "standardize"
+                else ((0.0,) * self.input_shape[0], (1.0,) * self.input_shape[0])
+            )
             return
         if "all" in self.files:
             images, labels = self.read_folder(self.files["all"], "all images")
@@ -272,10 +302,16 @@ class ImageFolderDataModule(InMemoryImageDataModule):
         self.setup()
         train = split == "train"
         transform = self.transform(train)
-        loader = self.opened_stream().loader(split, self.batch_size if train else self.eval_batch_size, transform,
-                                    augment=train, seed=self.seed, num_workers=self.num_workers,
-                                    steps_done=(lambda: self._env().steps_done) if train else None,
-                                    pin_memory=self._env().device.type == "cuda")
+        loader = self.opened_stream().loader(
+            split,
+            self.batch_size if train else self.eval_batch_size,
+            transform,
+            augment=train,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            steps_done=(lambda: self._env().steps_done) if train else None,
+            pin_memory=self._env().device.type == "cuda",
+        )
         if train:
             self._train_transform = transform  # its mixup / cutmix runs after the transfer
             self._train_stream = loader

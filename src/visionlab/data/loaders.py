@@ -108,10 +108,12 @@ class MemoryLoader:
         # mixup / cutmix then mix within each batch.
         for block in order.split(self.batch_size * BLOCK):
             if not self.shuffle:
-                yield from zip(self.transform(images[block]).split(self.batch_size),
-                               labels[block].split(self.batch_size))
+                yield from zip(
+                    self.transform(images[block]).split(self.batch_size), labels[block].split(self.batch_size)
+                )
                 continue
             x = self.transform(images[block], block, env.epoch)
-            for xb, yb, ib in zip(x.split(self.batch_size), labels[block].split(self.batch_size),
-                                  block.split(self.batch_size)):
+            for xb, yb, ib in zip(
+                x.split(self.batch_size), labels[block].split(self.batch_size), block.split(self.batch_size)
+            ):
                 yield self.transform.mix_batch(xb, yb, ib, env.epoch)

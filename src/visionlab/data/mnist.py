@@ -23,7 +23,9 @@ class IdxDataModule(FileDataModule):
         images = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", ndim=3, uint8=True)
         labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", ndim=1, uint8=True)
         if len(images) != len(labels):
-            raise ConfigError(f"{folder}: {name} images {tuple(images.shape)} do not match labels {tuple(labels.shape)}")
+            raise ConfigError(
+                f"{folder}: {name} images {tuple(images.shape)} do not match labels {tuple(labels.shape)}"
+            )
         return images.unsqueeze(1).contiguous(), labels.to(torch.int64)
 
 
@@ -77,8 +79,7 @@ FASHION_MNIST = DatasetFiles(
 class FashionMNISTDataModule(IdxDataModule):
     """Fashion-MNIST from local copies or the official download, held in memory."""
 
-    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
     input_shape = (1, 28, 28)
     train_size = 60_000
     files = FASHION_MNIST

@@ -127,9 +127,7 @@ def ensure_files(
         looked += looked_here
     if looked:
         lines = "; ".join(looked)
-        raise DataSourceError(
-            f"{ds.title}: could not get its files. Looked at: {lines}. {ds.how_to}".strip()
-        )
+        raise DataSourceError(f"{ds.title}: could not get its files. Looked at: {lines}. {ds.how_to}".strip())
     return data_dir
 
 
@@ -201,8 +199,9 @@ def _fetch_one(
     return False
 
 
-def _download_verified(url: str, tmp: Path, spec: FileSpec, verify: bool,
-                       download: Callable[[str, Path], None]) -> None:
+def _download_verified(
+    url: str, tmp: Path, spec: FileSpec, verify: bool, download: Callable[[str, Path], None]
+) -> None:
     download(url, tmp)
     reason = check_file(tmp, spec, verify)
     if reason is not None:

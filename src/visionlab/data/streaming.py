@@ -144,20 +144,31 @@ class FolderStream:
             return None
         manifest = cls.read_manifest(folder)
         if manifest is None or "source" not in manifest:
-            raise ConfigError(f"data.stream_dir={folder} exists but holds no complete stream ({MANIFEST} "
-                              "missing): a half-written or foreign folder; delete it or choose another data.stream_dir")
+            raise ConfigError(
+                f"data.stream_dir={folder} exists but holds no complete stream ({MANIFEST} "
+                "missing): a half-written or foreign folder; delete it or choose another data.stream_dir"
+            )
         if manifest["source"] != source:
             made = ", ".join(f"{k}={v}" for k, v in manifest["source"].items() if source.get(k) != v)
-            raise ConfigError(f"data.stream_dir={folder} was made from other data ({made}); choose another "
-                              "data.stream_dir or delete that folder")
+            raise ConfigError(
+                f"data.stream_dir={folder} was made from other data ({made}); choose another "
+                "data.stream_dir or delete that folder"
+            )
         if manifest.get("format") != FORMAT or manifest.get("files") != digest:
             return None
         return cls(folder, manifest)
 
     @classmethod
-    def build(cls, folder: Path, root: Path, listing: Callable[[], Listing], source: dict[str, Any],
-              decode: Decoder, split: Callable[[dict[str, list[tuple[Path, int]]]], dict[str, list[tuple[Path, int]]]],
-              workers: int) -> FolderStream:
+    def build(
+        cls,
+        folder: Path,
+        root: Path,
+        listing: Callable[[], Listing],
+        source: dict[str, Any],
+        decode: Decoder,
+        split: Callable[[dict[str, list[tuple[Path, int]]]], dict[str, list[tuple[Path, int]]]],
+        workers: int,
+    ) -> FolderStream:
         """Open the stream at `folder`, converting the folder first when it is missing or out
         of date. `listing` lists the folder (again after a conversion, to see what changed
         during it); `split` turns the readable (file, label) pairs of each listing part into
@@ -175,27 +186,50 @@ class FolderStream:
             manifest = _convert(folder, root, files, listing, source, digest, decode, split, workers)
         return cls(folder, manifest)
 
-    def loader(self, split: str, batch_size: int, transform: BatchTransform, *, augment: bool, seed: int,
-               num_workers: int, steps_done: Callable[[], int] | None = None,
-               pin_memory: bool = False) -> StreamingDataLoader:
+    def loader(
+        self,
+        split: str,
+        batch_size: int,
+        transform: BatchTransform,
+        *,
+        augment: bool,
+        seed: int,
+        num_workers: int,
+        steps_done: Callable[[], int] | None = None,
+        pin_memory: bool = False,
+    ) -> StreamingDataLoader:
         """A StreamingDataLoader of (float image, label, index) batches of `split`;
         `steps_done` (training): the batches the trainer has finished in this epoch;
         `pin_memory`: for a GPU, whose non_blocking copy of pinned batches does not make the host wait."""
         train = split == "train"
         # training: litdata's default, every image but under DDP, where each rank must run as
         # many steps (its shard then ends at a whole batch); evaluation: every image
-        dataset = StreamedImages(self.folder / split, transform, augment=augment, shuffle=train, seed=seed,
-                                 drop_last=None if train else False)
+        dataset = StreamedImages(
+            self.folder / split,
+            transform,
+            augment=augment,
+            shuffle=train,
+            seed=seed,
+            drop_last=None if train else False,
+        )
         if steps_done is None:
             return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        return TrainingStreamLoader(dataset, steps_done, batch_size=batch_size, num_workers=num_workers,
-                                    pin_memory=pin_memory)
+        return TrainingStreamLoader(
+            dataset, steps_done, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory
+        )
 
 
-def _convert(folder: Path, root: Path, listing: Listing, relist: Callable[[], Listing], source: dict[str, Any],
-             digest: str, decode: Decoder,
-             split: Callable[[dict[str, list[tuple[Path, int]]]], dict[str, list[tuple[Path, int]]]],
-             workers: int) -> dict[str, Any]:
+def _convert(
+    folder: Path,
+    root: Path,
+    listing: Listing,
+    relist: Callable[[], Listing],
+    source: dict[str, Any],
+    digest: str,
+    decode: Decoder,
+    split: Callable[[dict[str, list[tuple[Path, int]]]], dict[str, list[tuple[Path, int]]]],
+    workers: int,
+) -> dict[str, Any]:
     classes = source["classes"]
     readable: dict[str, list[tuple[Path, int]]] = {}
     sums: dict[Path, tuple[list[int], list[int]]] = {}
@@ -218,23 +252,44 @@ def _convert(folder: Path, root: Path, listing: Listing, relist: Callable[[], Li
     channel_squares = np.asarray(np.sum([sums[p][1] for p, _ in train], axis=0, dtype=np.int64))
     pixels = len(train) * source["image_size"] ** 2
     mean, std = channel_stats(channel_sums.tolist(), channel_squares.tolist(), pixels)
-    log.info("converting %s into %s (%s images)", root, folder,
-             " / ".join(f"{len(parts[s])} {s}" for s in ("train", "val", "test")))
+    log.info(
+        "converting %s into %s (%s images)",
+        root,
+        folder,
+        " / ".join(f"{len(parts[s])} {s}" for s in ("train", "val", "test")),
+    )
     with _swapped_in(folder) as tmp:
         for name, entries in parts.items():
             try:
-                optimize(partial(_encode, decode), [(str(p), label, i) for i, (p, label) in enumerate(entries)],
-                         output_dir=str(tmp / name), chunk_bytes=CHUNK_BYTES, num_workers=max(1, workers),
-                         reorder_files=False, keep_data_ordered=True, start_method=START, verbose=False)
+                optimize(
+                    partial(_encode, decode),
+                    [(str(p), label, i) for i, (p, label) in enumerate(entries)],
+                    output_dir=str(tmp / name),
+                    chunk_bytes=CHUNK_BYTES,
+                    num_workers=max(1, workers),
+                    reorder_files=False,
+                    keep_data_ordered=True,
+                    start_method=START,
+                    verbose=False,
+                )
             except Exception:
                 if files_digest(root, relist()) != digest:
                     break  # reported below
                 raise
         if files_digest(root, relist()) != digest:
-            raise ConfigError(f"data.root={root} changed while it was converted into {folder}; run again once "
-                              "it has stopped changing (nothing was kept)")
-        manifest = {"format": FORMAT, "source": source, "files": digest, "counts": {s: len(e) for s, e in parts.items()},
-                    "mean": mean, "std": std, "skipped": skipped}
+            raise ConfigError(
+                f"data.root={root} changed while it was converted into {folder}; run again once "
+                "it has stopped changing (nothing was kept)"
+            )
+        manifest = {
+            "format": FORMAT,
+            "source": source,
+            "files": digest,
+            "counts": {s: len(e) for s, e in parts.items()},
+            "mean": mean,
+            "std": std,
+            "skipped": skipped,
+        }
         atomic_write(tmp / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
@@ -262,8 +317,16 @@ class StreamedImages(StreamingDataset):
     """One split of a stream as (float image, label, index) items: decoded, augmented (with
     the draws of the item's index and the epoch) and normalised in the loader's workers."""
 
-    def __init__(self, folder: Path, image_transform: BatchTransform, *, augment: bool, shuffle: bool, seed: int,
-                 drop_last: bool | None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        image_transform: BatchTransform,
+        *,
+        augment: bool,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool | None,
+    ) -> None:
         super().__init__(str(folder), shuffle=shuffle, seed=seed, drop_last=drop_last)
         self.image_transform, self.augment = image_transform, augment
 

@@ -13,8 +13,16 @@ from visionlab.data.datamodule import InMemoryImageDataModule, Split
 class SyntheticDataModule(InMemoryImageDataModule):
     """Each class is a fixed random prototype image; samples are noisy copies of it."""
 
-    def __init__(self, *args, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
-                 train_size: int = 512, test_size: int = 128, noise: float = 0.5, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        input_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        train_size: int = 512,
+        test_size: int = 128,
+        noise: float = 0.5,
+        **kwargs,
+    ) -> None:
         self.input_shape = tuple(input_shape)
         self.classes = tuple(f"class_{i}" for i in range(num_classes))
         self.train_size, self.test_size, self.noise = train_size, test_size, noise

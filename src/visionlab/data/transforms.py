@@ -53,10 +53,16 @@ class Augment:
     # Ranges within which each option does what it says: a shift of a whole side or more
     # moves the image out of the frame, a contrast or brightness change above 1 flips pixel signs.
     CHECKS: ClassVar[tuple[Check, ...]] = (
-        between("rotation", 0, 180, "degrees in [0, 180]"), fraction("width_shift"), fraction("height_shift"),
-        fraction("zoom"), between("brightness", 0, 1), between("contrast", 0, 1),
-        integer("crop_padding", 0), non_negative("mixup", "a finite Beta alpha >= 0 (0: off)"),
-        non_negative("cutmix", "a finite Beta alpha >= 0 (0: off)"), integer("randaugment_ops", 1),
+        between("rotation", 0, 180, "degrees in [0, 180]"),
+        fraction("width_shift"),
+        fraction("height_shift"),
+        fraction("zoom"),
+        between("brightness", 0, 1),
+        between("contrast", 0, 1),
+        integer("crop_padding", 0),
+        non_negative("mixup", "a finite Beta alpha >= 0 (0: off)"),
+        non_negative("cutmix", "a finite Beta alpha >= 0 (0: off)"),
+        integer("randaugment_ops", 1),
         Check("randaugment_magnitude", lambda v: is_int(v) and 0 <= v <= 30, "an integer in 0..30"),
     )
 
@@ -90,8 +96,7 @@ class Augment:
     @property
     def pixelwise(self) -> bool:
         """Whether the notes' ImageDataGenerator-style options are on (see __call__)."""
-        return (self.geometric or self.horizontal_flip or bool(self.brightness or self.contrast)
-                or self.crop_padding > 0)
+        return self.geometric or self.horizontal_flip or bool(self.brightness or self.contrast) or self.crop_padding > 0
 
     @property
     def mixes(self) -> bool:
@@ -156,8 +161,9 @@ class Augment:
 MIX_PARAMS = 5  # mix table columns: mixup and cutmix lambdas, choice, cut centre row/col
 
 
-def mix(x: Tensor, labels: Tensor, partner: Tensor, u: Tensor, augment: Augment,
-        num_classes: int) -> tuple[Tensor, Tensor]:
+def mix(
+    x: Tensor, labels: Tensor, partner: Tensor, u: Tensor, augment: Augment, num_classes: int
+) -> tuple[Tensor, Tensor]:
     """MixUp / CutMix of `x` with `x[partner]`, per image, from the mix table rows `u`; the
     labels become the same mixture of one-hot rows (rows sum to 1)."""
     n, _, h, w = x.shape
@@ -171,8 +177,9 @@ def mix(x: Tensor, labels: Tensor, partner: Tensor, u: Tensor, augment: Augment,
     y0, y1 = (cy - cut_h // 2).clamp(0, h), (cy + cut_h - cut_h // 2).clamp(0, h)
     x0, x1 = (cx - cut_w // 2).clamp(0, w), (cx + cut_w - cut_w // 2).clamp(0, w)
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-    box = (((rows >= y0[:, None]) & (rows < y1[:, None]))[:, :, None]
-           & ((cols >= x0[:, None]) & (cols < x1[:, None]))[:, None, :])
+    box = ((rows >= y0[:, None]) & (rows < y1[:, None]))[:, :, None] & ((cols >= x0[:, None]) & (cols < x1[:, None]))[
+        :, None, :
+    ]
     lam = torch.where(use_cut, 1 - box.flatten(1).float().mean(1), lam)
     other = x[partner]
     blended = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * other
@@ -186,8 +193,15 @@ def mix(x: Tensor, labels: Tensor, partner: Tensor, u: Tensor, augment: Augment,
 class BatchTransform:
     """uint8 (N, C, H, W) -> normalised float32, with per-image augmentation when training."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], augment: Augment | None = None,
-                 seed: int = 0, num_samples: int = 0, num_classes: int = 0) -> None:
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: Augment | None = None,
+        seed: int = 0,
+        num_samples: int = 0,
+        num_classes: int = 0,
+    ) -> None:
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.mean, self.std = tuple(mean), tuple(std)
@@ -251,8 +265,11 @@ class BatchTransform:
         h, w = images.shape[-2:]
         for k in range(u.shape[1] // 3):  # one slot per operation (RandAugment: num_ops of them)
             op = (u[:, 3 * k] * len(names)).long().clamp_max(len(names) - 1)
-            level = (torch.full_like(op, policy.magnitude) if isinstance(policy, v2.RandAugment)
-                     else (u[:, 3 * k + 1] * bins).long().clamp_max(bins - 1))
+            level = (
+                torch.full_like(op, policy.magnitude)
+                if isinstance(policy, v2.RandAugment)
+                else (u[:, 3 * k + 1] * bins).long().clamp_max(bins - 1)
+            )
             negative = u[:, 3 * k + 2] <= 0.5
             key = (op * bins + level) * 2 + negative.long()
             out = images.clone()
@@ -293,8 +310,10 @@ class BatchTransform:
             assert augment is not None, "mixing draws need data.augment.mixup or cutmix"
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(derive_seed(self.seed, epoch, salt=3))
-                lams = [torch.distributions.Beta(a, a).sample((n,)) if a > 0 else torch.ones(n)
-                        for a in (float(augment.mixup), float(augment.cutmix))]
+                lams = [
+                    torch.distributions.Beta(a, a).sample((n,)) if a > 0 else torch.ones(n)
+                    for a in (float(augment.mixup), float(augment.cutmix))
+                ]
                 uniforms = torch.rand(n, 3)
             table = torch.cat([torch.stack(lams, 1), uniforms], 1)
             self._mix_table = (epoch, table.to(device))

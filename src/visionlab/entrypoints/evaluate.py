@@ -50,11 +50,18 @@ def classification_report(logits: list[Tensor], labels: Tensor, classes: tuple[s
     overall = {k: float(v) for k, v in metrics.compute().items()}
     overall["loss"] = float(mean_loss.compute())
     probs = torch.cat([scores.softmax(1) for scores in logits])
-    per_class = {name: metric(n, average=None)(probs, labels).tolist() for name, metric in
-                 (("precision", MulticlassPrecision), ("recall", MulticlassRecall), ("f1", MulticlassF1Score))}
+    per_class = {
+        name: metric(n, average=None)(probs, labels).tolist()
+        for name, metric in (
+            ("precision", MulticlassPrecision),
+            ("recall", MulticlassRecall),
+            ("f1", MulticlassF1Score),
+        )
+    }
     support = torch.bincount(labels, minlength=n).tolist()
-    rows = [{"class": c, **{k: v[i] for k, v in per_class.items()}, "support": support[i]}
-            for i, c in enumerate(classes)]
+    rows = [
+        {"class": c, **{k: v[i] for k, v in per_class.items()}, "support": support[i]} for i, c in enumerate(classes)
+    ]
     confusion = MulticlassConfusionMatrix(n)(probs, labels)
     return {"overall": overall, "per_class": rows, "confusion": confusion}
 
@@ -83,11 +90,15 @@ def write_report(report: dict[str, Any], classes: tuple[str, ...], out: Path, in
 def format_report(report: dict[str, Any], split: str) -> str:
     """The printed table: overall figures, then one line per class."""
     o = report["overall"]
-    lines = [f"{split}: accuracy {o['acc']:.4f}  loss {o['loss']:.4f}  precision {o['precision']:.4f}  "
-             f"recall {o['recall']:.4f}  f1 {o['f1']:.4f}  auroc {o['auroc']:.4f}  (macro)",
-             f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
-    lines += [f"{r['class']:<14}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}{r['support']:>9}"
-              for r in report["per_class"]]
+    lines = [
+        f"{split}: accuracy {o['acc']:.4f}  loss {o['loss']:.4f}  precision {o['precision']:.4f}  "
+        f"recall {o['recall']:.4f}  f1 {o['f1']:.4f}  auroc {o['auroc']:.4f}  (macro)",
+        f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
+    ]
+    lines += [
+        f"{r['class']:<14}{r['precision']:>10.4f}{r['recall']:>10.4f}{r['f1']:>10.4f}{r['support']:>9}"
+        for r in report["per_class"]
+    ]
     return "\n".join(lines)
 
 
@@ -100,15 +111,19 @@ def check_held_out(combined: DictConfig, run: DictConfig | None) -> None:
     it (the run trained on some of those images), and say so when no run config tells."""
     theirs = OmegaConf.to_container(run.data, resolve=False) if run is not None and run.get("data") else None
     if not isinstance(theirs, dict):
-        log.warning("split=val: no run config beside the checkpoint says which images the run held out, so "
-                    "this val split may hold images it trained on; split=test is safe")
+        log.warning(
+            "split=val: no run config beside the checkpoint says which images the run held out, so "
+            "this val split may hold images it trained on; split=test is safe"
+        )
         return
     ours = cast(dict[str, Any], OmegaConf.to_container(combined.data, resolve=False))
     for key in SPLIT_KEYS:
         if ours.get(key) != theirs.get(key):
-            raise ConfigError(f"split=val with data.{key}={ours.get(key)!r}: the run held out its val split with "
-                              f"data.{key}={theirs.get(key)!r}, so this one would hold images it trained on; "
-                              "drop the override or use split=test")
+            raise ConfigError(
+                f"split=val with data.{key}={ours.get(key)!r}: the run held out its val split with "
+                f"data.{key}={theirs.get(key)!r}, so this one would hold images it trained on; "
+                "drop the override or use split=test"
+            )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -133,8 +148,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     write_report(report, model.classes, out, {"ckpt_path": str(model.path), "split": split, "size": len(labels)})
     write_figures(out, images, probs, labels, model.classes, report["per_class"])
     print(format_report(report, split))
-    log.info("Wrote metrics.json, per_class.csv, confusion_matrix.csv/png, mistakes.png/csv, per_class.png "
-             "and reliability.png to %s", out)
+    log.info(
+        "Wrote metrics.json, per_class.csv, confusion_matrix.csv/png, mistakes.png/csv, per_class.png "
+        "and reliability.png to %s",
+        out,
+    )
     return report["overall"]
 
 

@@ -38,8 +38,10 @@ def check_batches(model: LoadedModel, seed: int = 0) -> list[Tensor]:
     """Normalised random images, as the exported model will receive them."""
     gen = torch.Generator().manual_seed(seed)
     transform = model.transform()
-    return [transform(torch.randint(0, 256, (n, *model.input_shape), generator=gen, dtype=torch.uint8))
-            for n in CHECK_BATCHES]
+    return [
+        transform(torch.randint(0, 256, (n, *model.input_shape), generator=gen, dtype=torch.uint8))
+        for n in CHECK_BATCHES
+    ]
 
 
 def compare(run: Callable[[Tensor], Tensor], model: LoadedModel, tolerance: float, what: str) -> float:
@@ -57,11 +59,20 @@ def export_onnx(model: LoadedModel, path: Path, tolerance: float) -> float:
     import onnxruntime as ort
 
     example = check_batches(model)[-1]
-    torch.onnx.export(model.net, (example,), str(path), input_names=["images"], output_names=["logits"],
-                      dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False)
+    torch.onnx.export(
+        model.net,
+        (example,),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamo=True,
+        external_data=False,
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return compare(lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0]), model, tolerance,
-                   "ONNX (onnxruntime)")
+    return compare(
+        lambda x: torch.from_numpy(session.run(None, {"images": x.numpy()})[0]), model, tolerance, "ONNX (onnxruntime)"
+    )
 
 
 def export_torchscript(model: LoadedModel, path: Path, tolerance: float) -> float:
@@ -99,10 +110,16 @@ def consumer_info(model: LoadedModel, fmt: str, file_name: str) -> dict[str, Any
         "file": file_name,
         "classes": list(model.classes),
         "input": {"name": "images", "shape": ["batch", *model.input_shape], "dtype": "float32", "layout": "NCHW"},
-        "output": {"name": "logits", "shape": ["batch", len(model.classes)],
-                   "note": "class scores; softmax gives probabilities"},
-        "normalization": {"mean": list(model.mean), "std": list(model.std),
-                          "formula": "x = (pixel / 255 - mean[c]) / std[c], pixels uint8 in [0, 255]"},
+        "output": {
+            "name": "logits",
+            "shape": ["batch", len(model.classes)],
+            "note": "class scores; softmax gives probabilities",
+        },
+        "normalization": {
+            "mean": list(model.mean),
+            "std": list(model.std),
+            "formula": "x = (pixel / 255 - mean[c]) / std[c], pixels uint8 in [0, 255]",
+        },
         "model": model.model_config,
         "tta": model.tta,  # flip: average the probabilities of the image and its mirror (the file holds the net alone)
         "source_checkpoint": str(model.path),
@@ -124,22 +141,35 @@ def export(cfg: DictConfig) -> Path:
             worst = write(model, tmp, tolerance)
         atomic_write(target.with_suffix(".json"), json.dumps(consumer_info(model, fmt, target.name), indent=2))
     except OSError as err:
-        raise ConfigError(f"paths.output_dir={target.parent}: cannot write the export there "
-                          f"({err.strerror or type(err).__name__}); choose a writable folder") from None
-    print(f"Exported {fmt}: {target} (+ {target.with_suffix('.json').name}); max |export - PyTorch| = "
-          f"{worst:.2e} on batches of {' and '.join(map(str, CHECK_BATCHES))}")
+        raise ConfigError(
+            f"paths.output_dir={target.parent}: cannot write the export there "
+            f"({err.strerror or type(err).__name__}); choose a writable folder"
+        ) from None
+    print(
+        f"Exported {fmt}: {target} (+ {target.with_suffix('.json').name}); max |export - PyTorch| = "
+        f"{worst:.2e} on batches of {' and '.join(map(str, CHECK_BATCHES))}"
+    )
     return target
 
 
 def is_file_name(value: Any) -> bool:
     """A plain file name: no folder part, nothing hidden, no way out of the export folder."""
-    return (isinstance(value, str) and value not in ("", ".", "..") and not value.startswith(".")
-            and "/" not in value and "\\" not in value and "\0" not in value)
+    return (
+        isinstance(value, str)
+        and value not in ("", ".", "..")
+        and not value.startswith(".")
+        and "/" not in value
+        and "\\" not in value
+        and "\0" not in value
+    )
 
 
 # export.yaml's own; the checkpoint's data and model check theirs
-CHECKS = (integer("seed", 0), needs("format", "export", ("onnx", "onnxscript", "onnxruntime"), lambda v: v == "onnx"),
-          Check("name", is_file_name, "a file name without a folder (letters, digits, -, _), e.g. name=fmnist_cnn"))
+CHECKS = (
+    integer("seed", 0),
+    needs("format", "export", ("onnx", "onnxscript", "onnxruntime"), lambda v: v == "onnx"),
+    Check("name", is_file_name, "a file name without a folder (letters, digits, -, _), e.g. name=fmnist_cnn"),
+)
 main = hydra_entry("export", export, checks=CHECKS)
 
 if __name__ == "__main__":

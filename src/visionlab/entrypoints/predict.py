@@ -28,8 +28,9 @@ from visionlab.utils.io import atomic_write
 log = logging.getLogger("visionlab")
 
 
-def read_inputs(inputs: list[str], input_shape: tuple[int, ...], max_pixels: int,
-                background: int) -> tuple[list[str], Tensor]:
+def read_inputs(
+    inputs: list[str], input_shape: tuple[int, ...], max_pixels: int, background: int
+) -> tuple[list[str], Tensor]:
     """Names and uint8 images of the files and folders `inputs`; bad files are reported and skipped."""
     names, images = [], []
     for path in list_images(inputs):
@@ -81,8 +82,18 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     log.info("Wrote %s", out)
     if cfg.get("explain"):
         true = torch.tensor([model.classes.index(y) for y in labels]) if options.from_test else None
-        files = explain(model.net, images, model.transform()(images.to(device)), names, probs.argmax(1),
-                        model.classes, out.parent / "explain", cfg.explain, cfg.get("explain_layer"), true)
+        files = explain(
+            model.net,
+            images,
+            model.transform()(images.to(device)),
+            names,
+            probs.argmax(1),
+            model.classes,
+            out.parent / "explain",
+            cfg.explain,
+            cfg.get("explain_layer"),
+            true,
+        )
         log.info("Wrote %d heat maps to %s", len(files), out.parent / "explain")
     return rows
 
@@ -90,8 +101,12 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
 # predict.yaml's own keys; the data and model of the checkpoint's run check theirs
 CHECKS = (
     integer("seed", 0),
-    *required(integer("predict.from_test", 0, "an integer >= 0 (0: predict the inputs)"), integer("predict.top_k", 1),
-              integer("predict.batch_size", 1), integer("predict.max_pixels", 1)),
+    *required(
+        integer("predict.from_test", 0, "an integer >= 0 (0: predict the inputs)"),
+        integer("predict.top_k", 1),
+        integer("predict.batch_size", 1),
+        integer("predict.max_pixels", 1),
+    ),
     one_of("explain", ("gradcam", "saliency"), "gradcam or saliency, or null"),
     needs("explain", "explain", ("captum",)),
     Check("explain_layer", lambda v: isinstance(v, str) and v != "", "a layer name such as features.4, or null"),

@@ -34,12 +34,21 @@ from visionlab.utils.io import atomic_path, atomic_write
 
 log = logging.getLogger("visionlab")
 
-COLUMNS = ("run", "status", "overrides", "best_val_acc", "best_val_loss", "test_acc",
-           "epochs_to_best", "epochs", "seconds", "error")
+COLUMNS = (
+    "run",
+    "status",
+    "overrides",
+    "best_val_acc",
+    "best_val_loss",
+    "test_acc",
+    "epochs_to_best",
+    "epochs",
+    "seconds",
+    "error",
+)
 FINAL_KEYS = ("val/acc", "val/loss", "test/acc")  # what the report reads of metrics.json
 # sortable columns and whether larger is better
-SORT_KEYS = {"best_val_acc": True, "best_val_loss": False, "test_acc": True, "epochs_to_best": False,
-             "seconds": False}
+SORT_KEYS = {"best_val_acc": True, "best_val_loss": False, "test_acc": True, "epochs_to_best": False, "seconds": False}
 
 
 @dataclass
@@ -112,8 +121,12 @@ def read_run(path: Path, root: Path) -> Run:
         status = "ok"
     else:
         status = "incomplete" if epochs else "no metrics"
-    run = Run(name=name, status=status, overrides=overrides,
-              error=error_file.read_text().strip() if error_file.is_file() else "")
+    run = Run(
+        name=name,
+        status=status,
+        overrides=overrides,
+        error=error_file.read_text().strip() if error_file.is_file() else "",
+    )
     run.curve = [(e, m["val/acc"]) for e, m in val]
     if val:
         best_epoch, best = max(val, key=lambda em: em[1]["val/acc"])
@@ -184,9 +197,12 @@ def to_csv(runs: list[Run]) -> str:
 
 def to_markdown(runs: list[Run], root: Path, shared: list[str], key: str) -> str:
     ok = sum(r.status == "ok" for r in runs)
-    lines = [f"# Report: {root}", "",
-             f"{len(runs)} runs, {ok} finished; sorted by {key} ({'higher' if SORT_KEYS[key] else 'lower'} is better).",
-             ""]
+    lines = [
+        f"# Report: {root}",
+        "",
+        f"{len(runs)} runs, {ok} finished; sorted by {key} ({'higher' if SORT_KEYS[key] else 'lower'} is better).",
+        "",
+    ]
     if shared:
         lines += ["Overrides shared by all runs: `" + " ".join(shared) + "`", ""]
     header = [c for c in COLUMNS if c != "error"]
@@ -252,8 +268,12 @@ class MultirunReport(Callback):
             log.warning("report: could not write a report for %s (%s: %s)", root, type(err).__name__, err)
             return
         failed = [r.name for r in runs if r.status != "ok"]
-        log.info("report: %s (%d runs%s)", root / "report.md", len(runs),
-                 f"; not finished: {', '.join(failed)}" if failed else "")
+        log.info(
+            "report: %s (%d runs%s)",
+            root / "report.md",
+            len(runs),
+            f"; not finished: {', '.join(failed)}" if failed else "",
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -60,13 +60,23 @@ class EpochLog(Logger):
 
 def accuracy(net: Sequential, split: Split, prepare: Prepare, batch_size: int) -> float:
     images, labels = split
-    correct = sum(int((net.forward(prepare(x)).argmax(1) == y).sum())
-                  for x, y in zip(images.split(batch_size), labels.split(batch_size)))
+    correct = sum(
+        int((net.forward(prepare(x)).argmax(1) == y).sum())
+        for x, y in zip(images.split(batch_size), labels.split(batch_size))
+    )
     return correct / len(labels)
 
 
-def train_by_hand(net: Sequential, batches: BatchGenerator, test: Split, epochs: int, lr: float, momentum: float,
-                  prepare: Prepare, eval_batch_size: int) -> History:
+def train_by_hand(
+    net: Sequential,
+    batches: BatchGenerator,
+    test: Split,
+    epochs: int,
+    lr: float,
+    momentum: float,
+    prepare: Prepare,
+    eval_batch_size: int,
+) -> History:
     """Forward, cross-entropy, backward, SGD step: every batch, every epoch, by hand."""
     optimizer = SGD(net.parameters(), lr, momentum)
     history: History = []
@@ -83,8 +93,9 @@ def train_by_hand(net: Sequential, batches: BatchGenerator, test: Split, epochs:
     return history
 
 
-def train_visionlab(cfg: DictConfig, net: torch.nn.Module, datamodule: InMemoryImageDataModule,
-                    dtype: torch.dtype) -> History:
+def train_visionlab(
+    cfg: DictConfig, net: torch.nn.Module, datamodule: InMemoryImageDataModule, dtype: torch.dtype
+) -> History:
     """ClassifierTask and the `trainer` group's Trainer on the data module's train split,
     validating on its test split each epoch, in `dtype` (float64: Lightning's 64-true).
 
@@ -97,21 +108,28 @@ def train_visionlab(cfg: DictConfig, net: torch.nn.Module, datamodule: InMemoryI
     trainer = instantiate(cfg.trainer, precision=precision, logger=epoch_log)
     datamodule.trainer = trainer  # as fit(datamodule=...) would: its loaders follow the trainer's epoch
     trainer.fit(task, datamodule.train_dataloader(), datamodule.test_dataloader())
-    return [{"train_acc": epoch_log.epochs[e]["train/acc"], "test_acc": epoch_log.epochs[e]["val/acc"]}
-            for e in range(trainer.max_epochs)]
+    return [
+        {"train_acc": epoch_log.epochs[e]["train/acc"], "test_acc": epoch_log.epochs[e]["val/acc"]}
+        for e in range(trainer.max_epochs)
+    ]
 
 
 # scratch.yaml's own keys; its data and model check theirs (the optimizer is SGD's, as on both sides)
 CHECKS = (
-    integer("seed", 0), integer("trainer.max_epochs", 1), one_of("dtype", DTYPES), *under("optimizer.", OPTIMIZER_CHECKS),
+    integer("seed", 0),
+    integer("trainer.max_epochs", 1),
+    one_of("dtype", DTYPES),
+    *under("optimizer.", OPTIMIZER_CHECKS),
 )
 
 
 def check(cfg: DictConfig) -> torch.dtype:
     validate(cfg, CHECKS)
     if cfg.optimizer.get("_target_") != "torch.optim.SGD":
-        raise ConfigError(f"optimizer._target_={cfg.optimizer.get('_target_')!r} is not allowed; expected "
-                          "torch.optim.SGD (the by-hand side has SGD only)")
+        raise ConfigError(
+            f"optimizer._target_={cfg.optimizer.get('_target_')!r} is not allowed; expected "
+            "torch.optim.SGD (the by-hand side has SGD only)"
+        )
     return DTYPES[cfg.dtype]
 
 
@@ -128,10 +146,15 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     datamodule: InMemoryImageDataModule = instantiate(cfg.data)
     augment = datamodule.augment
     if augment.enabled:
-        on = ", ".join(f"data.augment.{f.name}={getattr(augment, f.name)}" for f in fields(augment)
-                       if getattr(augment, f.name) != f.default)
-        raise ConfigError(f"{on}: the by-hand side trains on the plain batches, so the two sides would not see the "
-                          "same numbers; scratch.py compares them without augmentation")
+        on = ", ".join(
+            f"data.augment.{f.name}={getattr(augment, f.name)}"
+            for f in fields(augment)
+            if getattr(augment, f.name) != f.default
+        )
+        raise ConfigError(
+            f"{on}: the by-hand side trains on the plain batches, so the two sides would not see the "
+            "same numbers; scratch.py compares them without augmentation"
+        )
     datamodule.prepare_data()
     datamodule.setup()
     torch.manual_seed(cfg.seed)
@@ -143,16 +166,28 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     train_x, train_y = datamodule.splits["train"]
     batches = BatchGenerator(train_x, train_y, batch_size=datamodule.batch_size, seed=datamodule.seed)
-    hand = train_by_hand(by_hand, batches, datamodule.splits["test"], cfg.trainer.max_epochs, cfg.optimizer.lr,
-                         cfg.optimizer.get("momentum", 0.0), lambda x: to_float(x).to(dtype), datamodule.eval_batch_size)
+    hand = train_by_hand(
+        by_hand,
+        batches,
+        datamodule.splits["test"],
+        cfg.trainer.max_epochs,
+        cfg.optimizer.lr,
+        cfg.optimizer.get("momentum", 0.0),
+        lambda x: to_float(x).to(dtype),
+        datamodule.eval_batch_size,
+    )
     hand_s = time.perf_counter() - start
     start = time.perf_counter()
     torch_history = train_visionlab(cfg, net, datamodule, dtype)
     torch_s = time.perf_counter() - start
 
     gap = max(abs(h[k] - t[k]) * 100 for h, t in zip(hand, torch_history) for k in ("train_acc", "test_acc"))
-    result = {"by_hand": hand, "visionlab": torch_history, "max_gap_points": gap,
-              "seconds": {"by_hand": hand_s, "visionlab": torch_s}}
+    result = {
+        "by_hand": hand,
+        "visionlab": torch_history,
+        "max_gap_points": gap,
+        "seconds": {"by_hand": hand_s, "visionlab": torch_s},
+    }
     atomic_write(output_dir / "metrics.json", json.dumps(result, indent=2))
     print(report(result))
     return result
@@ -162,11 +197,14 @@ def report(result: dict[str, Any]) -> str:
     """The side-by-side table."""
     lines = ["epoch  train acc: by hand  visionlab   test acc: by hand  visionlab"]
     for e, (h, t) in enumerate(zip(result["by_hand"], result["visionlab"]), 1):
-        lines.append(f"{e:5d}  {h['train_acc']:17.4f}  {t['train_acc']:9.4f}  "
-                     f"{h['test_acc']:17.4f}  {t['test_acc']:9.4f}")
+        lines.append(
+            f"{e:5d}  {h['train_acc']:17.4f}  {t['train_acc']:9.4f}  {h['test_acc']:17.4f}  {t['test_acc']:9.4f}"
+        )
     s = result["seconds"]
-    lines.append(f"largest gap: {result['max_gap_points']:.2f} points; "
-                 f"time: by hand {s['by_hand']:.1f}s, visionlab {s['visionlab']:.1f}s")
+    lines.append(
+        f"largest gap: {result['max_gap_points']:.2f} points; "
+        f"time: by hand {s['by_hand']:.1f}s, visionlab {s['visionlab']:.1f}s"
+    )
     return "\n".join(lines)
 
 

@@ -21,6 +21,4 @@ def make_activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:
-        raise ConfigError(
-            f"activation={name!r} is unknown; allowed: {', '.join(ACTIVATIONS)}"
-        ) from None
+        raise ConfigError(f"activation={name!r} is unknown; allowed: {', '.join(ACTIVATIONS)}") from None

@@ -40,9 +40,15 @@ def unknown_name(name: str, names: Sequence[str], source: str) -> ConfigError:
 
 def _final_layer(net: nn.Module) -> str:
     """Dotted path of the layer that outputs the ImageNet logits (a Linear, or SqueezeNet's 1x1 Conv)."""
-    found = [path for path, m in net.named_modules() if not path.startswith(AUX_HEADS)
-             and ((isinstance(m, nn.Linear) and m.out_features == 1000)
-                  or (isinstance(m, nn.Conv2d) and m.out_channels == 1000))]
+    found = [
+        path
+        for path, m in net.named_modules()
+        if not path.startswith(AUX_HEADS)
+        and (
+            (isinstance(m, nn.Linear) and m.out_features == 1000)
+            or (isinstance(m, nn.Conv2d) and m.out_channels == 1000)
+        )
+    ]
     return found[-1]
 
 
@@ -88,8 +94,9 @@ class InputAdapter(nn.Module):
         if self.imagenet:
             x = (x - self.out_mean) / self.out_std
         if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.size)
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > self.size
+            )
         return x
 
 
@@ -111,7 +118,9 @@ class Backbone(nn.Module):
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
         Check("name", lambda v: isinstance(v, str) and v != "", "a model name (the builder lists close matches)"),
-        positive("backbone_lr_scale"), integer("image_size", 1, "an integer >= 1, or null"), fraction("dropout"),
+        positive("backbone_lr_scale"),
+        integer("image_size", 1, "an integer >= 1, or null"),
+        fraction("dropout"),
     )
 
     def __init__(
@@ -144,8 +153,9 @@ class Backbone(nn.Module):
             self.freeze_backbone()
 
     @staticmethod
-    def make(name: str, weights: str | None, weights_path: str | None, size: int,
-             explicit_size: bool) -> tuple[nn.Module, int, int]:
+    def make(
+        name: str, weights: str | None, weights_path: str | None, size: int, explicit_size: bool
+    ) -> tuple[nn.Module, int, int]:
         """The torchvision network without its head, its feature count and its input side."""
         if name not in BACKBONES:
             raise unknown_name(name, BACKBONES, "torchvision")
@@ -217,8 +227,9 @@ class TimmBackbone(Backbone):
     """
 
     @staticmethod
-    def make(name: str, weights: str | None, weights_path: str | None, size: int,
-             explicit_size: bool) -> tuple[nn.Module, int, int]:
+    def make(
+        name: str, weights: str | None, weights_path: str | None, size: int, explicit_size: bool
+    ) -> tuple[nn.Module, int, int]:
         try:
             import timm
         except ImportError:
@@ -233,13 +244,17 @@ class TimmBackbone(Backbone):
         except TypeError:  # only models with a fixed input side take img_size
             net = timm.create_model(name, pretrained=False, num_classes=0)
         if weights_path:
-            state = {k: v for k, v in read_state_dict(weights_path).items()
-                     if not k.startswith(str(getattr(net, "default_cfg", {}).get("classifier", "head")))}
+            state = {
+                k: v
+                for k, v in read_state_dict(weights_path).items()
+                if not k.startswith(str(getattr(net, "default_cfg", {}).get("classifier", "head")))
+            }
             try:
                 net.load_state_dict(state)
             except RuntimeError as err:
-                raise ConfigError(f"model.weights_path={weights_path}: not {name} weights "
-                                 f"({str(err).splitlines()[0]})") from None
+                raise ConfigError(
+                    f"model.weights_path={weights_path}: not {name} weights ({str(err).splitlines()[0]})"
+                ) from None
         features = getattr(net, "head_hidden_size", 0) or getattr(net, "num_features", 0)  # after any pre-logits layer
         return net, int(features), size
 

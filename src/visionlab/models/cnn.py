@@ -24,8 +24,12 @@ class CNN(nn.Module):
     """
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
-        sizes("channels", allow_empty=False), sizes("dense", allow_empty=True), integer("kernel_size", 1),
-        one_of("activation", ACTIVATIONS), one_of("init", INITS), fraction("dropout"),
+        sizes("channels", allow_empty=False),
+        sizes("dense", allow_empty=True),
+        integer("kernel_size", 1),
+        one_of("activation", ACTIVATIONS),
+        one_of("init", INITS),
+        fraction("dropout"),
     )
 
     def __init__(
@@ -50,8 +54,9 @@ class CNN(nn.Module):
         blocks: list[nn.Module] = []
         for out_ch in channels:
             blocks.append(
-                nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding,
-                          dilation=dilation, bias=not batch_norm)
+                nn.Conv2d(
+                    in_ch, out_ch, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=not batch_norm
+                )
             )
             if batch_norm:
                 blocks.append(nn.BatchNorm2d(out_ch))

@@ -34,7 +34,9 @@ class MLP(nn.Sequential):
     """
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
-        sizes("hidden", allow_empty=False), one_of("activation", ACTIVATIONS), one_of("init", INITS),
+        sizes("hidden", allow_empty=False),
+        one_of("activation", ACTIVATIONS),
+        one_of("init", INITS),
         fraction("dropout"),
     )
 

@@ -43,7 +43,8 @@ class ResNet9(nn.Module):
     """
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
-        sizes("widths", allow_empty=False), positive("head_scale"),
+        sizes("widths", allow_empty=False),
+        positive("head_scale"),
         Check("residual", _flags, "a list of true/false, one per stage (len(widths) - 1)"),
     )
 
@@ -52,8 +53,10 @@ class ResNet9(nn.Module):
         """One residual flag per stage, refused before any data is read."""
         widths, residual = lookup("model.widths"), lookup("model.residual")
         if isinstance(widths, list) and widths and isinstance(residual, list) and len(residual) != len(widths) - 1:
-            raise ConfigError(f"model.residual={residual} has {len(residual)} flag(s); expected one per stage: "
-                              f"{len(widths) - 1} for model.widths={widths} (the first width is the stem's)")
+            raise ConfigError(
+                f"model.residual={residual} has {len(residual)} flag(s); expected one per stage: "
+                f"{len(widths) - 1} for model.widths={widths} (the first width is the stem's)"
+            )
 
     def __init__(
         self,
@@ -65,8 +68,10 @@ class ResNet9(nn.Module):
     ) -> None:
         super().__init__()
         if len(widths) < 2 or len(residual) != len(widths) - 1:
-            raise ValueError(f"model.widths={list(widths)} with model.residual={list(residual)}: give the stem's width "
-                             "and at least one stage, and one residual flag per stage")
+            raise ValueError(
+                f"model.widths={list(widths)} with model.residual={list(residual)}: give the stem's width "
+                "and at least one stage, and one residual flag per stage"
+            )
         layers: list[nn.Module] = [conv_bn(input_shape[0], widths[0])]
         for in_ch, out_ch, res in zip(widths, widths[1:], residual):
             layers += [conv_bn(in_ch, out_ch), nn.MaxPool2d(2)]
@@ -76,8 +81,10 @@ class ResNet9(nn.Module):
         side = min(input_shape[1:]) // 2 ** (len(widths) - 1)
         if side < 1:
             size = "x".join(map(str, input_shape))
-            raise ValueError(f"input {size} is too small for {len(widths) - 1} pooling stages; "
-                             "use fewer model.widths or a larger image")
+            raise ValueError(
+                f"input {size} is too small for {len(widths) - 1} pooling stages; "
+                "use fewer model.widths or a larger image"
+            )
         self.head = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(widths[-1], num_classes, bias=False))
         self.head_scale = head_scale
         self.input_shape = tuple(input_shape)

@@ -14,6 +14,24 @@ from visionlab.scratch.layers import Conv2d, Dense, Flatten, MaxPool2d, Paramete
 from visionlab.scratch.losses import cross_entropy
 from visionlab.scratch.optim import SGD
 
-__all__ = ["ACTIVATIONS", "BatchGenerator", "Conv2d", "Dense", "Flatten", "MaxPool2d", "Parameter", "SGD",
-           "Sequential", "conv2d", "conv2d_backward", "convolve2d", "correlate2d", "cross_entropy",
-           "from_torch", "max_pool2d", "max_pool2d_backward", "naive_softmax", "softmax"]
+__all__ = [
+    "ACTIVATIONS",
+    "BatchGenerator",
+    "Conv2d",
+    "Dense",
+    "Flatten",
+    "MaxPool2d",
+    "Parameter",
+    "SGD",
+    "Sequential",
+    "conv2d",
+    "conv2d_backward",
+    "convolve2d",
+    "correlate2d",
+    "cross_entropy",
+    "from_torch",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "naive_softmax",
+    "softmax",
+]

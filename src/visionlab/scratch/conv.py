@@ -43,8 +43,9 @@ def _window(a: int, b: int, size: tuple[int, int], stride: tuple[int, int]) -> t
     return slice(a, a + sh * (oh - 1) + 1, sh), slice(b, b + sw * (ow - 1) + 1, sw)
 
 
-def _output_size(x: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-                 padding: tuple[int, int]) -> tuple[int, int]:
+def _output_size(
+    x: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> tuple[int, int]:
     h, w = x.shape[-2] + 2 * padding[0], x.shape[-1] + 2 * padding[1]
     if h < kernel[0] or w < kernel[1]:
         raise ValueError(f"kernel {kernel} is larger than the padded input {(h, w)}")

@@ -22,8 +22,9 @@ class BatchGenerator:
     visionlab's MemoryLoader draws it, so both see the same batches.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, batch_size: int = 128, shuffle: bool = True,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, images: Tensor, labels: Tensor, batch_size: int = 128, shuffle: bool = True, seed: int = 0
+    ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:

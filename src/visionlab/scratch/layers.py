@@ -45,8 +45,9 @@ class Layer:
         return self.forward(x)
 
 
-def _glorot(shape: tuple[int, ...], fan_in: int, fan_out: int, generator: torch.Generator | None,
-            dtype: torch.dtype) -> Tensor:
+def _glorot(
+    shape: tuple[int, ...], fan_in: int, fan_out: int, generator: torch.Generator | None, dtype: torch.dtype
+) -> Tensor:
     """Keras' default initialiser: uniform in +-sqrt(6 / (fan_in + fan_out))."""
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return (torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * limit
@@ -60,8 +61,15 @@ class Dense(Layer):
     this uses the symmetric Glorot range Keras defaults to.
     """
 
-    def __init__(self, n_in: int, n_out: int, activation: str = "identity", *,
-                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        activation: str = "identity",
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.activation_name, self.activation = activation, get_activation(activation)
         self.W = Parameter(_glorot((n_in, n_out), n_in, n_out, generator, dtype))
         self.b = Parameter(torch.zeros(n_out, dtype=dtype))
@@ -85,9 +93,18 @@ class Dense(Layer):
 class Conv2d(Layer):
     """activation(conv2d(x, W) + b), W of shape (out, in, kH, kW) as in nn.Conv2d."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: Pair = 1, padding: Pair = 0,
-                 activation: str = "identity", *, generator: torch.Generator | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: Pair = 1,
+        padding: Pair = 0,
+        activation: str = "identity",
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.activation_name, self.activation = activation, get_activation(activation)
         self.stride, self.padding = stride, padding
         area = kernel_size * kernel_size
@@ -181,16 +198,24 @@ def from_torch(module: nn.Module, dtype: torch.dtype = torch.float64) -> Sequent
             layer.b.value = _bias(m, m.out_features, dtype)
             layers.append(layer)
         elif isinstance(m, nn.Conv2d) and m.groups == 1 and m.dilation == (1, 1) and isinstance(m.padding, tuple):
-            conv = Conv2d(m.in_channels, m.out_channels, m.kernel_size[0], (m.stride[0], m.stride[1]),
-                          (int(m.padding[0]), int(m.padding[1])), dtype=dtype)
+            conv = Conv2d(
+                m.in_channels,
+                m.out_channels,
+                m.kernel_size[0],
+                (m.stride[0], m.stride[1]),
+                (int(m.padding[0]), int(m.padding[1])),
+                dtype=dtype,
+            )
             conv.W.value = m.weight.detach().to(dtype).clone()
             conv.b.value = _bias(m, m.out_channels, dtype)
             layers.append(conv)
         elif isinstance(m, nn.MaxPool2d) and m.padding == 0 and m.dilation == 1 and not m.ceil_mode:
             layers.append(MaxPool2d(m.kernel_size, m.stride))
         else:
-            raise ConfigError(f"{type(m).__name__} has no by-hand version; supported: Flatten, Linear, "
-                             "Conv2d, MaxPool2d (plain settings) and the activations")
+            raise ConfigError(
+                f"{type(m).__name__} has no by-hand version; supported: Flatten, Linear, "
+                "Conv2d, MaxPool2d (plain settings) and the activations"
+            )
     return Sequential(layers)
 
 

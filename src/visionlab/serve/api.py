@@ -39,8 +39,10 @@ class ClassifierAPI(ls.LitAPI):
         items = x if isinstance(x, list) else [x]
         assert self.backend is not None, "setup() loads the backend"
         probs = self.backend.probabilities(torch.from_numpy(np.stack([item["pixels"] for item in items])))
-        answers: list[dict[str, Any]] = [{"top_k": [{"class": name, "probability": p} for name, p in best]}
-                   for best in top_k(probs, self.backend.classes, self.top_k)]
+        answers: list[dict[str, Any]] = [
+            {"top_k": [{"class": name, "probability": p} for name, p in best]}
+            for best in top_k(probs, self.backend.classes, self.top_k)
+        ]
         metrics.observe_batch([a["top_k"][0]["class"] for a in answers])
         for item, answer in zip(items, answers):
             answer["model"], answer["backend"] = self.backend.name, self.backend.kind

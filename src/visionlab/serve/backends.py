@@ -86,13 +86,20 @@ class OnnxBackend:
             blank = torch.zeros((1, *self.input_shape), dtype=torch.uint8)
             try:
                 shape = tuple(self.probabilities(blank).shape)
-                problem = "" if shape == (1, len(self.classes)) else (
-                    f"{len(self.classes)} classes, the model gives {shape[-1] if shape else 'no'} scores")
+                problem = (
+                    ""
+                    if shape == (1, len(self.classes))
+                    else (f"{len(self.classes)} classes, the model gives {shape[-1] if shape else 'no'} scores")
+                )
             except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-                problem = f"input shape {list(self.input_shape)}, the model refuses it ({str(err).splitlines()[0][:120]})"
+                problem = (
+                    f"input shape {list(self.input_shape)}, the model refuses it ({str(err).splitlines()[0][:120]})"
+                )
         if problem:
-            raise ConfigError(f"model_path={path}: {path.with_suffix('.json').name} does not fit the model: it says "
-                              f"{problem} (re-export with scripts/export.py)")
+            raise ConfigError(
+                f"model_path={path}: {path.with_suffix('.json').name} does not fit the model: it says "
+                f"{problem} (re-export with scripts/export.py)"
+            )
 
     def probabilities(self, images: Tensor) -> Tensor:
         x = self.transform(images)
@@ -111,13 +118,18 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     sidecar = path.with_suffix(".json")
     try:
         info = json.loads(sidecar.read_text())
-        ok = (isinstance(info["classes"], list) and len(info["input"]["shape"]) == 4
-              and len(info["normalization"]["mean"]) == len(info["normalization"]["std"]))
+        ok = (
+            isinstance(info["classes"], list)
+            and len(info["input"]["shape"]) == 4
+            and len(info["normalization"]["mean"]) == len(info["normalization"]["std"])
+        )
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:
-        raise ConfigError(f"model_path={path}: {sidecar.name} beside it is missing or lacks classes, "
-                          "input.shape and normalization (re-export with scripts/export.py)")
+        raise ConfigError(
+            f"model_path={path}: {sidecar.name} beside it is missing or lacks classes, "
+            "input.shape and normalization (re-export with scripts/export.py)"
+        )
     return info
 
 

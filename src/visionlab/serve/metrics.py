@@ -22,10 +22,15 @@ PATHS = ("/predict", "/health", "/metrics", "/", "/info")  # other paths count a
 DISCONNECTED = 499  # the status a request is counted with when its client left before sending it all (nginx's)
 
 REQUESTS = Counter("visionlab_requests", "HTTP requests by path and status code", ["path", "status"])
-LATENCY = Histogram("visionlab_request_seconds", "Time from request to the last byte of its response", ["path"],
-                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-BATCH_SIZE = Histogram("visionlab_batch_size", "Images per model call (dynamic batching)",
-                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+LATENCY = Histogram(
+    "visionlab_request_seconds",
+    "Time from request to the last byte of its response",
+    ["path"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_SIZE = Histogram(
+    "visionlab_batch_size", "Images per model call (dynamic batching)", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
 PREDICTED = Counter("visionlab_predicted", "Answers by top-1 class", ["class_name"])
 
 

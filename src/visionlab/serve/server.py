@@ -80,13 +80,24 @@ def build_server(cfg: DictConfig, source: BackendSource, backend: Backend) -> An
     options = cfg.serve
     api = ClassifierAPI(source, int(options.top_k), int(options.max_batch_size), float(options.batch_timeout))
     accelerator = "cpu" if source.kind == "onnx" else cfg.device
-    server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=int(options.workers),
-                          timeout=float(options.timeout), middlewares=[RequestMetrics],
-                          model_metadata={"name": backend.name, "backend": backend.kind,
-                                          "classes": list(backend.classes), "input_shape": list(backend.input_shape)})
+    server = ls.LitServer(
+        api,
+        accelerator=accelerator,
+        devices=1,
+        workers_per_device=int(options.workers),
+        timeout=float(options.timeout),
+        middlewares=[RequestMetrics],
+        model_metadata={
+            "name": backend.name,
+            "backend": backend.kind,
+            "classes": list(backend.classes),
+            "input_shape": list(backend.input_shape),
+        },
+    )
     app = server.app
-    app.state.upload_limits = Limits(backend.input_shape, int(options.max_upload_bytes), int(options.max_pixels),
-                                    background_of(backend.mean))
+    app.state.upload_limits = Limits(
+        backend.input_shape, int(options.max_upload_bytes), int(options.max_pixels), background_of(backend.mean)
+    )
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/"]  # LitServe's "/"
     with resources.as_file(STATIC) as static:
         app.add_api_route("/", lambda: FileResponse(static / "index.html"), methods=["GET"], include_in_schema=False)
@@ -119,11 +130,13 @@ def serve(cfg: DictConfig) -> None:
         os.register_at_fork(after_in_child=_in_fork)
         options = cfg.serve
         host = f"[{options.host}]" if ":" in options.host else options.host
-        print(f"Serving {server.model_metadata['name']} ({source.kind}) on http://{host}:{options.port}/ "
-              f"(page /, POST /predict, GET /health, GET /metrics); Ctrl-C stops", flush=True)
+        print(
+            f"Serving {server.model_metadata['name']} ({source.kind}) on http://{host}:{options.port}/ "
+            f"(page /, POST /predict, GET /health, GET /metrics); Ctrl-C stops",
+            flush=True,
+        )
         signal.signal(signal.SIGTERM, _stop)
-        server.run(host=options.host, port=int(options.port), log_level=options.log_level,
-                   generate_client_file=False)
+        server.run(host=options.host, port=int(options.port), log_level=options.log_level, generate_client_file=False)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -62,7 +62,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise reject(413, f"upload of {int(declared)} bytes is over the limit of {limit} bytes (serve.max_upload_bytes)")
+        raise reject(
+            413, f"upload of {int(declared)} bytes is over the limit of {limit} bytes (serve.max_upload_bytes)"
+        )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -100,7 +102,7 @@ def from_json(body: bytes) -> tuple[bytes, str, dict[str, Any]]:
     except (ValueError, UnicodeDecodeError) as err:
         raise reject(400, f"malformed JSON: {err}") from None
     except RecursionError:  # json's C parser recurses once per level of nesting
-        raise reject(400, "malformed JSON: nested too deeply; send an object {\"image\": \"<base64>\"}") from None
+        raise reject(400, 'malformed JSON: nested too deeply; send an object {"image": "<base64>"}') from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
         raise reject(400, 'JSON body must be an object {"image": "<base64 PNG or JPEG>"}')
     text = payload["image"]
@@ -118,8 +120,9 @@ def decode(data: bytes, name: str, limits: Limits) -> np.ndarray:
     if not data:
         raise reject(400, f"{name}: empty upload (0 bytes)")
     try:
-        return read_image(NamedBytes(data, name), limits.input_shape, limits.max_pixels,
-                          background=limits.background).numpy()
+        return read_image(
+            NamedBytes(data, name), limits.input_shape, limits.max_pixels, background=limits.background
+        ).numpy()
     except ImageError as err:  # read_image words its refusals for predict.py's options
         reason = str(err).replace("predict.max_pixels", "serve.max_pixels")
         raise reject(413 if "too large to decode" in reason else 400, reason) from None
@@ -136,8 +139,11 @@ async def parse_upload(request: Request, limits: Limits) -> dict[str, Any]:
     (send back the image as the model sees it, as a PNG)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in (JSON_TYPE, MULTIPART_TYPE):
-        raise reject(415, f"content type {content_type or '(none)'!r} is not accepted; send "
-                          f'{MULTIPART_TYPE} (field image) or {JSON_TYPE} {{"image": base64}}')
+        raise reject(
+            415,
+            f"content type {content_type or '(none)'!r} is not accepted; send "
+            f'{MULTIPART_TYPE} (field image) or {JSON_TYPE} {{"image": base64}}',
+        )
     body = await read_body(request, limits.max_upload_bytes)
     if content_type == JSON_TYPE:
         data, name, fields = from_json(body)

@@ -32,8 +32,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def seconds_per_image(setting: dict[str, Any], images: int, batch_size: int, memory: bool,
-                      repeats: int = 3) -> float:
+def seconds_per_image(setting: dict[str, Any], images: int, batch_size: int, memory: bool, repeats: int = 3) -> float:
     """Best of `repeats` passes over `images` images, in seconds per image: through the
     memory loader (`memory`, RandAugment / TrivialAugment run on several batches at once)
     or batch by batch, as on the DataLoader path."""
@@ -62,8 +61,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args(argv)
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"| setting | ms per 1000 images, memory loader | s per epoch of {args.epoch_images}, memory loader "
-          f"| s per epoch, batch by batch (dataloader path) |")
+    print(
+        f"| setting | ms per 1000 images, memory loader | s per epoch of {args.epoch_images}, memory loader "
+        f"| s per epoch, batch by batch (dataloader path) |"
+    )
     print("|---|---|---|---|")
     for name in args.settings:
         memory = seconds_per_image(SETTINGS[name], args.images, args.batch_size, memory=True)

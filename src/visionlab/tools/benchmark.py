@@ -79,15 +79,22 @@ def compose(overrides: Sequence[str], output_dir: str) -> DictConfig:
     return cfg
 
 
-def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, repeats: int,
-              extra: Sequence[str]) -> list[dict]:
+def benchmark(
+    cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, repeats: int, extra: Sequence[str]
+) -> list[dict]:
     """Run every case at every batch size, visionlab and plain alternating `repeats` times."""
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
             for batch_size in batch_sizes:
-                overrides = [*CASES[case], f"data.batch_size={batch_size}", f"trainer.max_epochs={epochs}",
-                             "data.val_size=1000", "callbacks.early_stopping.patience=1000", *extra]
+                overrides = [
+                    *CASES[case],
+                    f"data.batch_size={batch_size}",
+                    f"trainer.max_epochs={epochs}",
+                    "data.val_size=1000",
+                    "callbacks.early_stopping.patience=1000",
+                    *extra,
+                ]
                 cfg = compose(overrides, tmp)
                 device = training_device(cfg)
                 gflops = matmul_gflops(device, autocast_dtype(cfg.trainer.get("precision")) or torch.float32)
@@ -104,34 +111,47 @@ def benchmark(cases: Sequence[str], batch_sizes: Sequence[int], epochs: int, rep
                 labels = torch.zeros(batch_size, dtype=torch.long, device=sample.device)
                 epoch_flops = train_flops(net, sample, labels) / batch_size * n_train
                 for result in (ours, floor, plain):
-                    rows.append({
-                        **asdict(result),
-                        "median_epoch_s": result.median,
-                        "median_whole_epoch_s": result.median_whole,
-                        "samples_per_s": n_train / result.median,
-                        "ratio_vs_plain": result.median / plain.median,
-                        "whole_ratio_vs_plain": result.median_whole / plain.median_whole,
-                        "share_of_matmul_limit": epoch_flops / result.median / (gflops * 1e9),
-                        "matmul_gflops": gflops,
-                        "device": device_name(device),
-                        "overrides": overrides,
-                    })
+                    rows.append(
+                        {
+                            **asdict(result),
+                            "median_epoch_s": result.median,
+                            "median_whole_epoch_s": result.median_whole,
+                            "samples_per_s": n_train / result.median,
+                            "ratio_vs_plain": result.median / plain.median,
+                            "whole_ratio_vs_plain": result.median_whole / plain.median_whole,
+                            "share_of_matmul_limit": epoch_flops / result.median / (gflops * 1e9),
+                            "matmul_gflops": gflops,
+                            "device": device_name(device),
+                            "overrides": overrides,
+                        }
+                    )
     return rows
 
 
 def markdown(rows: list[dict], command: str) -> str:
     """The results as a Markdown section: command, machine, one row per case and path."""
-    machine = f"{platform.node()}: {rows[0]['device']}, torch {torch.__version__}, " \
-              f"matmul {rows[0]['matmul_gflops']:.0f} GFLOP/s" if rows else ""
-    lines = [f"Command: `{command}`", "", f"Machine: {machine}", "",
-             "| case | batch | path | training s/epoch (min-max) | vs plain | whole s/epoch (min-max) | vs plain "
-             "| samples/s | share of matmul limit | test acc |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    machine = (
+        f"{platform.node()}: {rows[0]['device']}, torch {torch.__version__}, "
+        f"matmul {rows[0]['matmul_gflops']:.0f} GFLOP/s"
+        if rows
+        else ""
+    )
+    lines = [
+        f"Command: `{command}`",
+        "",
+        f"Machine: {machine}",
+        "",
+        "| case | batch | path | training s/epoch (min-max) | vs plain | whole s/epoch (min-max) | vs plain "
+        "| samples/s | share of matmul limit | test acc |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['case']} | {r['batch_size']} | {r['path']} | {r['median_epoch_s']:.2f} "
-                     f"({spread(r['epoch_seconds'])}) | {r['ratio_vs_plain']:.2f} | {r['median_whole_epoch_s']:.2f} "
-                     f"({spread(r['whole_epoch_seconds'])}) | {r['whole_ratio_vs_plain']:.2f} | "
-                     f"{r['samples_per_s']:.0f} | {r['share_of_matmul_limit']:.1%} | {r['test_acc']:.4f} |")
+        lines.append(
+            f"| {r['case']} | {r['batch_size']} | {r['path']} | {r['median_epoch_s']:.2f} "
+            f"({spread(r['epoch_seconds'])}) | {r['ratio_vs_plain']:.2f} | {r['median_whole_epoch_s']:.2f} "
+            f"({spread(r['whole_epoch_seconds'])}) | {r['whole_ratio_vs_plain']:.2f} | "
+            f"{r['samples_per_s']:.0f} | {r['share_of_matmul_limit']:.1%} | {r['test_acc']:.4f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -148,10 +168,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each path")
     parser.add_argument("--channels-last", action="store_true", help="channels_last=true on both paths")
     parser.add_argument("--compile", action="store_true", help="torch.compile the net on both paths")
-    parser.add_argument("--precision", default=None, choices=("32-true", "bf16-mixed", "16-mixed"),
-                        help="Lightning precision on both paths (autocast in the plain loop)")
-    parser.add_argument("--clock", default="wall", choices=list(CLOCKS),
-                        help="epoch seconds by wall clock, or by this process's CPU time (steadier under load)")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=("32-true", "bf16-mixed", "16-mixed"),
+        help="Lightning precision on both paths (autocast in the plain loop)",
+    )
+    parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=list(CLOCKS),
+        help="epoch seconds by wall clock, or by this process's CPU time (steadier under load)",
+    )
     parser.add_argument("--json", type=Path, default=Path("outputs/benchmark.json"))
     parser.add_argument("--markdown", type=Path, default=None, help="append the table to this file")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. data=synthetic")

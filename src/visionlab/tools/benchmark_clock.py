@@ -68,8 +68,9 @@ def synchronize(device: torch.device) -> None:
 
 
 @functools.cache
-def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, budget_s: float = 0.5,
-                  max_size: int = 4096) -> float:
+def matmul_gflops(
+    device: torch.device, dtype: torch.dtype = torch.float32, budget_s: float = 0.5, max_size: int = 4096
+) -> float:
     """Measured matmul throughput of the device in the training dtype, the compute ceiling.
 
     The size doubles from 256 until one product takes a 20th of `budget_s`, then products of

@@ -35,8 +35,9 @@ class Prepared:
     splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
     net: nn.Module
 
-    def batches(self, split: str, size: int,
-                generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, split: str, size: int, generator: torch.Generator | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The split in batches; shuffled (randperm) when a generator is given."""
         x, y = self.splits[split]
         order = torch.randperm(len(y), generator=generator).to(self.device) if generator is not None else None

@@ -54,12 +54,21 @@ def run_lightning(cfg: DictConfig, epochs: int) -> tuple[list[float], list[float
     data = prepare(cfg)
     module = MinimalModule(data.net, instantiate(cfg.optimizer))
     timer = EpochTimer()
-    trainer = L.Trainer(max_epochs=epochs, accelerator=data.device.type, devices=1,
-                        precision=cfg.trainer.get("precision", "32-true"), logger=False, callbacks=[timer],
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0)
-    trainer.fit(module, Batches(data, "train", cfg.data.batch_size, cfg.seed),
-                Batches(data, "val", cfg.data.eval_batch_size))
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator=data.device.type,
+        devices=1,
+        precision=cfg.trainer.get("precision", "32-true"),
+        logger=False,
+        callbacks=[timer],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(
+        module, Batches(data, "train", cfg.data.batch_size, cfg.seed), Batches(data, "val", cfg.data.eval_batch_size)
+    )
     return timer.seconds, timer.whole, data_accuracy(data, "test", cfg.data.eval_batch_size)
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 def pages(site: Path) -> dict[str, str]:
     """Screenshot name -> URL path under the site: the home page, the tutorial's first page
     (its index, else its first chapter) and that page in Portuguese."""
-    chapters = sorted(p.parent.relative_to(site / "tutorial").as_posix() for p in (site / "tutorial").glob("*/index.html"))
+    chapters = sorted(
+        p.parent.relative_to(site / "tutorial").as_posix() for p in (site / "tutorial").glob("*/index.html")
+    )
     first = "tutorial/" if (site / "tutorial" / "index.html").is_file() else f"tutorial/{chapters[0]}/"
     return {"home": "", "tutorial": first, "tutorial-pt": f"pt/{first}"}
 
@@ -65,9 +67,17 @@ def screenshots(site: Path, out: Path) -> dict[str, tuple[str, str]]:
     out.mkdir(parents=True, exist_ok=True)
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={out / 'profile'}",
-                 "--window-size=1440,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={out / 'profile'}",
+        "--window-size=1440,900",
+    ):
         options.add_argument(flag)
     seen = {}
     with serving(site) as url:
@@ -77,7 +87,9 @@ def screenshots(site: Path, out: Path) -> dict[str, tuple[str, str]]:
                 driver.get(url + path)
                 header = driver.find_element(By.CSS_SELECTOR, "header.md-header")
                 if header.size["height"] == 0:
-                    raise AssertionError(f"{url + path}: the Material header has no height: the theme's CSS did not load")
+                    raise AssertionError(
+                        f"{url + path}: the Material header has no height: the theme's CSS did not load"
+                    )
                 seen[name] = (driver.title, driver.find_element(By.CSS_SELECTOR, "article h1").text)
                 driver.save_screenshot(str(out / f"{name}.png"))
         finally:
@@ -97,4 +109,3 @@ def main() -> int:
     for name, (title, heading) in screenshots(args.site, args.out).items():
         print(f"{args.out / name}.png: {title!r}, first heading {heading!r}")
     return 0
-

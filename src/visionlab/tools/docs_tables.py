@@ -88,8 +88,12 @@ def measure(which: str, results: Path = MAKE_RESULTS) -> dict[str, Any]:
     sys.stdout.write(proc.stdout[-2000:])
     if proc.returncode != 0:
         raise SystemExit(f"make {which} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    entry: dict[str, Any] = {"command": f"make {which}", "date": datetime.date.today().isoformat(),
-                             "hardware": hardware(), "seconds": round(seconds, 1)}
+    entry: dict[str, Any] = {
+        "command": f"make {which}",
+        "date": datetime.date.today().isoformat(),
+        "hardware": hardware(),
+        "seconds": round(seconds, 1),
+    }
     if which == "train":
         newest = max((REPO / "outputs" / "runs").glob("*/*/metrics.json"), key=lambda p: p.stat().st_mtime)
         entry["test_acc"] = round(json.loads(newest.read_text())["test/acc"], 4)

@@ -77,8 +77,16 @@ def run_load(url: str, requests: int, clients: int) -> dict[str, Any]:
     after = httpx.get(url + "/metrics", timeout=10).text
     calls = metric_value(after, "visionlab_batch_size_count") - metric_value(before, "visionlab_batch_size_count")
     p50, p95, p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 95, 99))
-    return {"requests": requests, "clients": clients, "failures": failures, "throughput": requests / wall,
-            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "mean_batch": requests / calls if calls else float("nan")}
+    return {
+        "requests": requests,
+        "clients": clients,
+        "failures": failures,
+        "throughput": requests / wall,
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "mean_batch": requests / calls if calls else float("nan"),
+    }
 
 
 def free_port() -> int:
@@ -101,14 +109,23 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float = 600) -> Non
     raise TimeoutError(f"the server at {url} was not ready after {timeout:.0f} s")
 
 
-def with_server(model_arg: str, max_batch_size: int, batch_timeout: float, requests: int, clients: int,
-                log_dir: Path) -> dict[str, Any]:
+def with_server(
+    model_arg: str, max_batch_size: int, batch_timeout: float, requests: int, clients: int, log_dir: Path
+) -> dict[str, Any]:
     """Start scripts/serve.py with this batch size on a free port, measure, stop it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "visionlab.serve.server", model_arg, f"serve.port={port}", "serve.log_level=warning",
-               f"serve.max_batch_size={max_batch_size}", f"serve.batch_timeout={batch_timeout}",
-               f"hydra.run.dir={log_dir / f'batch{max_batch_size}'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "visionlab.serve.server",
+        model_arg,
+        f"serve.port={port}",
+        "serve.log_level=warning",
+        f"serve.max_batch_size={max_batch_size}",
+        f"serve.batch_timeout={batch_timeout}",
+        f"hydra.run.dir={log_dir / f'batch{max_batch_size}'}",
+    ]
     log = log_dir / f"server_batch{max_batch_size}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -126,12 +143,17 @@ def with_server(model_arg: str, max_batch_size: int, batch_timeout: float, reque
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The results as a markdown table (BENCHMARKS.md)."""
-    lines = ["| max_batch_size | requests | clients | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) "
-             "| mean batch | failures |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| max_batch_size | requests | clients | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) "
+        "| mean batch | failures |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r.get('max_batch_size', '?')} | {r['requests']} | {r['clients']} | {r['throughput']:.0f} "
-                     f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} "
-                     f"| {r['failures']} |")
+        lines.append(
+            f"| {r.get('max_batch_size', '?')} | {r['requests']} | {r['clients']} | {r['throughput']:.0f} "
+            f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch']:.1f} "
+            f"| {r['failures']} |"
+        )
     return "\n".join(lines)
 
 
@@ -159,8 +181,10 @@ def main(argv: list[str] | None = None) -> None:
             rows = [run_load(args.url.rstrip("/"), args.requests, args.clients)]
         else:
             with tempfile.TemporaryDirectory(prefix="visionlab-loadtest-") as folder:
-                rows = [with_server(args.model, size, args.batch_timeout, args.requests, args.clients, Path(folder))
-                        for size in sizes]
+                rows = [
+                    with_server(args.model, size, args.batch_timeout, args.requests, args.clients, Path(folder))
+                    for size in sizes
+                ]
     except (ConfigError, RuntimeError, TimeoutError, httpx.HTTPError) as err:
         sys.exit(f"error: {err}")
     print(f"{os.cpu_count()} CPUs; batch_timeout={args.batch_timeout} s")

@@ -44,8 +44,9 @@ def hardware() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         model = names[0] if names else model
     return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
@@ -72,8 +73,13 @@ def run_seed(recipe: str, seed: int, overrides: Sequence[str], folder: Path, tar
     from visionlab.app.fit import train
 
     started_wall = time.time()
-    args = [*([] if recipe == "default" else [f"experiment={recipe}"]), f"seed={seed}", *overrides,
-            "+callbacks.fit_clock._target_=visionlab.training.timing.FitClock", f"+callbacks.fit_clock.dirpath={folder}"]
+    args = [
+        *([] if recipe == "default" else [f"experiment={recipe}"]),
+        f"seed={seed}",
+        *overrides,
+        "+callbacks.fit_clock._target_=visionlab.training.timing.FitClock",
+        f"+callbacks.fit_clock.dirpath={folder}",
+    ]
     cfg = compose_config(args, output_dir=folder)
     validate(cfg, CHECKS)
     (folder / ".hydra").mkdir(parents=True, exist_ok=True)  # as a Hydra run leaves it: evaluate.py finds the data
@@ -109,16 +115,22 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(recipe: str, seeds: Sequence[int], target: float, overrides: Sequence[str], out: Path,
-        command: str | None = None) -> dict[str, Any]:
+def run(
+    recipe: str, seeds: Sequence[int], target: float, overrides: Sequence[str], out: Path, command: str | None = None
+) -> dict[str, Any]:
     """Every seed of `recipe`, then the JSON result written to `out/<recipe>-<time>.json`."""
     stamp = datetime.datetime.now(datetime.timezone.utc)
     base = out / f"{recipe}-{stamp:%Y%m%d-%H%M%S}"
     rows = [run_seed(recipe, seed, overrides, base / f"seed{seed}", target) for seed in seeds]
     result = {
-        "recipe": recipe, "overrides": list(overrides), "target": target, "hardware": hardware(),
+        "recipe": recipe,
+        "overrides": list(overrides),
+        "target": target,
+        "hardware": hardware(),
         "command": command or " ".join(["python scripts/speedrun.py run", recipe, *map(shlex.quote, overrides)]),
-        "date": stamp.strftime("%Y-%m-%d"), "runs": rows, "summary": summarize(rows),
+        "date": stamp.strftime("%Y-%m-%d"),
+        "runs": rows,
+        "summary": summarize(rows),
     }
     base.mkdir(parents=True, exist_ok=True)
     path = base.with_suffix(".json")
@@ -139,9 +151,11 @@ def table_row(result: dict[str, Any]) -> str:
     reach = f"{_fmt(s['time_to_target_mean'], '.1f', ' s')} to {result['target']:.2f}"
     if s["time_to_target_mean"] is None:
         reach = f"{s['seeds_reaching_target']}/{len(result['runs'])} seeds reach {result['target']:.2f}"
-    return (f"| {result['recipe']} | {result['hardware']} | {len(result['runs'])} | {acc} | "
-            f"{_fmt(s['test_acc_min'], '.4f')} | {_fmt(s['train_seconds_mean'], '.1f')} | {reach} | "
-            f"`{result['command']}` | {result['date']} |")
+    return (
+        f"| {result['recipe']} | {result['hardware']} | {len(result['runs'])} | {acc} | "
+        f"{_fmt(s['test_acc_min'], '.4f')} | {_fmt(s['train_seconds_mean'], '.1f')} | {reach} | "
+        f"`{result['command']}` | {result['date']} |"
+    )
 
 
 def leaderboard(results: Sequence[dict[str, Any]]) -> str:
@@ -188,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         recipes = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
         if args.recipe not in ("default", *recipes):
-            parser.error(f"recipe {args.recipe!r} is not an experiment; expected default or one of {', '.join(recipes)}")
+            parser.error(
+                f"recipe {args.recipe!r} is not an experiment; expected default or one of {', '.join(recipes)}"
+            )
         if args.seeds < 1 or not 0 < args.target <= 1:
             parser.error(f"--seeds={args.seeds} --target={args.target}: expected seeds >= 1 and 0 < target <= 1")
         command = " ".join(["python scripts/speedrun.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])

@@ -88,8 +88,9 @@ def convert(root: str, data_dir: str, image_size: int, workers: int) -> None:
     from visionlab.data import ImageFolderDataModule
 
     start = time.perf_counter()
-    dm = ImageFolderDataModule(root=root, image_size=image_size, loader="stream", data_dir=data_dir,
-                               num_workers=workers)
+    dm = ImageFolderDataModule(
+        root=root, image_size=image_size, loader="stream", data_dir=data_dir, num_workers=workers
+    )
     dm.prepare_data()
     dm.setup()
     print(json.dumps({"seconds": time.perf_counter() - start, "counts": dm.opened_stream().counts}))
@@ -98,26 +99,45 @@ def convert(root: str, data_dir: str, image_size: int, workers: int) -> None:
 def run(args: list[str], out: Path) -> dict[str, Any]:
     """One training epoch in a subprocess under TreeMemory; its figures."""
     prof = out / "profile"
-    cmd = [sys.executable, str(TRAIN), *args, "trainer.max_epochs=1", "trainer.limit_val_batches=0",
-           "trainer.num_sanity_val_steps=0", "test=false", "callbacks=none", "logger=none",
-           "trainer.enable_checkpointing=false", "trainer.enable_progress_bar=false",
-           "+trainer.profiler._target_=lightning.pytorch.profilers.SimpleProfiler",
-           f"+trainer.profiler.dirpath={prof}", "+trainer.profiler.filename=simple",
-           f"paths.log_dir={out}", f"hydra.run.dir={out}/run"]
+    cmd = [
+        sys.executable,
+        str(TRAIN),
+        *args,
+        "trainer.max_epochs=1",
+        "trainer.limit_val_batches=0",
+        "trainer.num_sanity_val_steps=0",
+        "test=false",
+        "callbacks=none",
+        "logger=none",
+        "trainer.enable_checkpointing=false",
+        "trainer.enable_progress_bar=false",
+        "+trainer.profiler._target_=lightning.pytorch.profilers.SimpleProfiler",
+        f"+trainer.profiler.dirpath={prof}",
+        "+trainer.profiler.filename=simple",
+        f"paths.log_dir={out}",
+        f"hydra.run.dir={out}/run",
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     memory = TreeMemory(proc.pid)
     _, err = proc.communicate()
     memory.stop()
-    figures = {"wall_s": time.perf_counter() - start, "peak_rss_gib": memory.peak_rss / 2**30,
-               "peak_pss_gib": memory.peak_pss / 2**30, "returncode": proc.returncode}
+    figures = {
+        "wall_s": time.perf_counter() - start,
+        "peak_rss_gib": memory.peak_rss / 2**30,
+        "peak_pss_gib": memory.peak_pss / 2**30,
+        "returncode": proc.returncode,
+    }
     if proc.returncode != 0:  # e.g. -9: the kernel's out-of-memory killer; the peak so far is kept
         print(f"training failed ({proc.returncode}): {' '.join(cmd)}\n{err[-2000:]}", file=sys.stderr)
         return figures
     totals = profiler_totals(next(prof.glob("*simple*.txt")))
     epoch = totals["run_training_epoch"]
-    return {**figures, "epoch_s": epoch,
-            "data_wait_share": totals["[_TrainingEpochLoop].train_dataloader_next"] / epoch}
+    return {
+        **figures,
+        "epoch_s": epoch,
+        "data_wait_share": totals["[_TrainingEpochLoop].train_dataloader_next"] / epoch,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,17 +160,35 @@ def main(argv: list[str] | None = None) -> None:
         make_jpegs(opts.root, opts.make, opts.image_size)
     opts.out.mkdir(parents=True, exist_ok=True)
     cache = opts.out / "cache"
-    child = subprocess.run([sys.executable, "-c", "import sys; from visionlab.tools.stream_benchmark import "
-                            "convert; convert(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))",
-                            str(opts.root), str(cache), str(opts.image_size), str(opts.convert_workers)],
-                           capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from visionlab.tools.stream_benchmark import "
+            "convert; convert(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))",
+            str(opts.root),
+            str(cache),
+            str(opts.image_size),
+            str(opts.convert_workers),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     conversion = json.loads(child.stdout.strip().splitlines()[-1])
     images = sum(conversion["counts"].values())
-    results: dict[str, Any] = {"conversion": {**conversion, "images_per_s": images / conversion["seconds"],
-                                              "workers": opts.convert_workers}}
-    common = ["data=image_folder", f"data.root={opts.root}", f"data.data_dir={cache}",
-              f"data.image_size={opts.image_size}", f"data.batch_size={opts.batch_size}",
-              "model=mobilenet_v3_small", "model.freeze_backbone=true"]
+    results: dict[str, Any] = {
+        "conversion": {**conversion, "images_per_s": images / conversion["seconds"], "workers": opts.convert_workers}
+    }
+    common = [
+        "data=image_folder",
+        f"data.root={opts.root}",
+        f"data.data_dir={cache}",
+        f"data.image_size={opts.image_size}",
+        f"data.batch_size={opts.batch_size}",
+        "model=mobilenet_v3_small",
+        "model.freeze_backbone=true",
+    ]
     runs = [("memory", ["data.loader=memory"])] if not opts.no_memory else []
     runs += [(f"stream, {w} workers", ["data.loader=stream", f"data.num_workers={w}"]) for w in opts.workers]
     for name, extra in runs:
@@ -163,12 +201,17 @@ def main(argv: list[str] | None = None) -> None:
     print("| run | peak RSS (tree) | peak PSS (tree) | train images/s | waiting for data |\n|---|---|---|---|---|")
     for name, _ in runs:
         r = results[name]
-        speed = (f"{r['images_per_s']:.0f} | {100 * r['data_wait_share']:.0f}%" if "epoch_s" in r
-                 else f"failed (exit {r['returncode']}) | -")
+        speed = (
+            f"{r['images_per_s']:.0f} | {100 * r['data_wait_share']:.0f}%"
+            if "epoch_s" in r
+            else f"failed (exit {r['returncode']}) | -"
+        )
         print(f"| {name} | {r['peak_rss_gib']:.2f} GiB | {r['peak_pss_gib']:.2f} GiB | {speed} |")
     c = results["conversion"]
-    print(f"conversion: {images} images in {c['seconds']:.0f} s ({c['images_per_s']:.0f} images/s, "
-          f"{c['workers']} workers)")
+    print(
+        f"conversion: {images} images in {c['seconds']:.0f} s ({c['images_per_s']:.0f} images/s, "
+        f"{c['workers']} workers)"
+    )
 
 
 if __name__ == "__main__":

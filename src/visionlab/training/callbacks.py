@@ -79,8 +79,12 @@ class EarlyStopping(CachedStateKey, _EarlyStopping):
                 averaged.load_state_dict(self.best_weights)
             self.restored = True
             if trainer.is_global_zero:
-                log.info("EarlyStopping: restored the weights from the end of the best epoch, epoch %d (%s=%.4f)",
-                         self.best_epoch, self.monitor, float(self.best_score))
+                log.info(
+                    "EarlyStopping: restored the weights from the end of the best epoch, epoch %d (%s=%.4f)",
+                    self.best_epoch,
+                    self.monitor,
+                    float(self.best_score),
+                )
 
 
 def averaged_model(trainer: L.Trainer) -> L.LightningModule | None:

@@ -32,8 +32,9 @@ class CheckpointError(ConfigError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
-def checkpoint_metadata(model_config: Mapping[str, Any] | None, datamodule: Any, net: nn.Module,
-                        tta: str = "none") -> dict[str, Any]:
+def checkpoint_metadata(
+    model_config: Mapping[str, Any] | None, datamodule: Any, net: nn.Module, tta: str = "none"
+) -> dict[str, Any]:
     """What a consumer needs besides the weights; plain types only, so `weights_only` loads it.
     `tta`, the task's test-time augmentation, is applied by whatever loads the file."""
     meta: dict[str, Any] = {"input_shape": list(getattr(net, "input_shape", ())), "tta": tta}
@@ -72,7 +73,9 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu", weights_only: b
         return {**raw, METADATA_KEY: dict(raw.get(METADATA_KEY) or {})}
     if isinstance(raw, Mapping) and raw and all(isinstance(v, Tensor) for v in raw.values()):
         return {"state_dict": dict(raw), METADATA_KEY: {}}
-    raise CheckpointError(f"ckpt_path={path}: cannot load: a {type(raw).__name__} without a state_dict, not a checkpoint")
+    raise CheckpointError(
+        f"ckpt_path={path}: cannot load: a {type(raw).__name__} without a state_dict, not a checkpoint"
+    )
 
 
 def _why_unloadable(path: Path, err: BaseException) -> str:
@@ -88,12 +91,16 @@ def _why_unloadable(path: Path, err: BaseException) -> str:
         except Exception:  # noqa: BLE001 - a broken archive: said below
             unsafe = []
         if unsafe:
-            return (f"refused: the file holds {', '.join(sorted(unsafe))}, which would run code when loaded; "
-                    "visionlab loads weights only")
+            return (
+                f"refused: the file holds {', '.join(sorted(unsafe))}, which would run code when loaded; "
+                "visionlab loads weights only"
+            )
         return f"cannot load: truncated or corrupt archive ({_first_line(err)})"
     if head.startswith(b"\x80"):  # the legacy pickle format: torch cannot list its globals
-        return ("cannot load: a legacy-format (pre-zip) torch.save file that is truncated or holds objects "
-                "which would run code when loaded; visionlab loads weights only")
+        return (
+            "cannot load: a legacy-format (pre-zip) torch.save file that is truncated or holds objects "
+            "which would run code when loaded; visionlab loads weights only"
+        )
     return "cannot load: not a PyTorch checkpoint"
 
 
@@ -106,7 +113,9 @@ def _read_safetensors(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
         with safe_open(path, framework="pt") as f:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"ckpt_path={path}: cannot load: not a valid safetensors file ({_first_line(err)})") from None
+        raise CheckpointError(
+            f"ckpt_path={path}: cannot load: not a valid safetensors file ({_first_line(err)})"
+        ) from None
     meta = json.loads(header.get(METADATA_KEY, "{}"))
     if isinstance(map_location, (str, torch.device)):  # torch.load's other forms (dicts, functions) map storages
         state = {k: v.to(map_location) for k, v in state.items()}
@@ -152,11 +161,16 @@ def weight_mismatch(net: nn.Module, state: Mapping[str, Tensor]) -> str | None:
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                  if k in state and state[k].shape != v.shape]
-    parts = [f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
-             for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                 ("shape mismatch", mismatched)) if keys]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    parts = [
+        f"{label} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+        if keys
+    ]
     return "; ".join(parts) or None
 
 
@@ -189,9 +203,14 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         """The metadata dict, as stored in checkpoints and exported JSON."""
-        return {"classes": list(self.classes), "input_shape": list(self.input_shape),
-                "mean": list(self.mean), "std": list(self.std), "model": dict(self.model_config),
-                "tta": self.tta}
+        return {
+            "classes": list(self.classes),
+            "input_shape": list(self.input_shape),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "model": dict(self.model_config),
+            "tta": self.tta,
+        }
 
 
 def _finite(v: Any) -> bool:
@@ -204,26 +223,39 @@ def check_metadata(meta: Mapping[str, Any], path: str | Path) -> None:
     normalisation that divides by 0 or holds NaN (every prediction NaN, reported as a class)."""
     classes, shape = meta["classes"], meta["input_shape"]
     problems = {
-        "classes": (isinstance(classes, (list, tuple)) and all(isinstance(c, str) and c for c in classes),
-                    "a list of class names"),
-        "input_shape": (isinstance(shape, (list, tuple)) and len(shape) == 3
-                        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape),
-                        "three positive integers (channels, height, width)"),
+        "classes": (
+            isinstance(classes, (list, tuple)) and all(isinstance(c, str) and c for c in classes),
+            "a list of class names",
+        ),
+        "input_shape": (
+            isinstance(shape, (list, tuple))
+            and len(shape) == 3
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape),
+            "three positive integers (channels, height, width)",
+        ),
     }
     channels = shape[0] if problems["input_shape"][0] else None
     for key, low in (("mean", -math.inf), ("std", 0.0)):
         values = meta[key]
-        ok = (isinstance(values, (list, tuple)) and len(values) == channels
-              and all(_finite(v) and v > low for v in values))
+        ok = (
+            isinstance(values, (list, tuple))
+            and len(values) == channels
+            and all(_finite(v) and v > low for v in values)
+        )
         problems[key] = (ok, f"{channels} finite number(s){' > 0' if key == 'std' else ''}, one per channel")
     for key, (ok, expected) in problems.items():
         if not ok:
-            raise CheckpointError(f"ckpt_path={path}: its metadata {key}={meta[key]!r} is not usable; "
-                                  f"expected {expected}")
+            raise CheckpointError(
+                f"ckpt_path={path}: its metadata {key}={meta[key]!r} is not usable; expected {expected}"
+            )
 
 
-def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mapping[str, Any] | None = None,
-               model_config: Mapping[str, Any] | None = None) -> LoadedModel:
+def load_model(
+    checkpoint: Mapping[str, Any],
+    path: str | Path,
+    fallback: Mapping[str, Any] | None = None,
+    model_config: Mapping[str, Any] | None = None,
+) -> LoadedModel:
     """Rebuild the net of `checkpoint` (from `read_checkpoint`) in eval mode.
 
     Each field comes from the checkpoint's metadata, else from `fallback` (the same keys,
@@ -240,8 +272,9 @@ def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mappin
     check_metadata(meta, path)
     tta = meta.get("tta") or "none"
     if tta not in TTA_MODES:
-        raise CheckpointError(f"ckpt_path={path}: its metadata tta={tta!r} is not usable; expected one of "
-                              f"{', '.join(TTA_MODES)}")
+        raise CheckpointError(
+            f"ckpt_path={path}: its metadata tta={tta!r} is not usable; expected one of {', '.join(TTA_MODES)}"
+        )
     classes, input_shape = tuple(meta["classes"]), tuple(int(s) for s in meta["input_shape"])
     try:
         net = build_net(meta["model"], input_shape, len(classes))
@@ -252,8 +285,10 @@ def load_model(checkpoint: Mapping[str, Any], path: str | Path, fallback: Mappin
     state = net_state(checkpoint)
     damaged = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if damaged is not None:
-        raise CheckpointError(f"ckpt_path={path}: weight {damaged} holds NaN or inf; the file is damaged "
-                              "or its training diverged")
+        raise CheckpointError(
+            f"ckpt_path={path}: weight {damaged} holds NaN or inf; the file is damaged or its training diverged"
+        )
     load_weights(net, state, path)
-    return LoadedModel(net.eval(), classes, input_shape, tuple(meta["mean"]), tuple(meta["std"]),
-                       dict(meta["model"]), Path(path), tta)
+    return LoadedModel(
+        net.eval(), classes, input_shape, tuple(meta["mean"]), tuple(meta["std"]), dict(meta["model"]), Path(path), tta
+    )

@@ -118,7 +118,11 @@ def _constructor_hparams(cls: type, hparams_file: str | Path | None) -> dict[str
         raise ConfigError(f"hparams_file={hparams_file}: expected a .yaml, .yml or .csv file")
     if not Path(hparams_file).is_file():
         raise ConfigError(f"hparams_file={hparams_file}: no such file")
-    hparams = load_hparams_from_tags_csv(hparams_file) if suffix == ".csv" else load_hparams_from_yaml(hparams_file, use_omegaconf=False)
+    hparams = (
+        load_hparams_from_tags_csv(hparams_file)
+        if suffix == ".csv"
+        else load_hparams_from_yaml(hparams_file, use_omegaconf=False)
+    )
     accepted = inspect.signature(cls).parameters
     return {k: v for k, v in (hparams or {}).items() if k in accepted and k != "net"}
 
@@ -131,7 +135,10 @@ class ClassifierTask(LightningModule):
     """
 
     CHECKS: ClassVar[tuple[Check, ...]] = (
-        one_of("loss", LOSSES), fraction("label_smoothing"), non_negative("l1"), non_negative("l2"),
+        one_of("loss", LOSSES),
+        fraction("label_smoothing"),
+        non_negative("l1"),
+        non_negative("l2"),
         one_of("tta", TTA_MODES),
     )
     # The net's config (`_target_` and arguments), stored in checkpoints so they can rebuild it.
@@ -144,8 +151,14 @@ class ClassifierTask(LightningModule):
         run_checks(OPTIMIZER_CHECKS, lookup, "optimizer.")
         run_checks(Schedule.CHECKS, lookup, "scheduler.")
         callbacks = lookup("callbacks") or {}
-        monitored = [("scheduler.monitor", lookup("scheduler.monitor")), *(
-            (f"callbacks.{name}.monitor", cb.get("monitor")) for name, cb in callbacks.items() if isinstance(cb, Mapping))]
+        monitored = [
+            ("scheduler.monitor", lookup("scheduler.monitor")),
+            *(
+                (f"callbacks.{name}.monitor", cb.get("monitor"))
+                for name, cb in callbacks.items()
+                if isinstance(cb, Mapping)
+            ),
+        ]
         for key, value in monitored:
             if value is not None and value not in LOGGED_METRICS:
                 raise ConfigError(f"{key}={value!r} is never logged; expected one of {', '.join(LOGGED_METRICS)}")
@@ -153,12 +166,16 @@ class ClassifierTask(LightningModule):
         monitor = lookup("scheduler.monitor")
         if no_validation and lookup("scheduler.factory") is not None and str(monitor).startswith("val/"):
             # callbacks that monitor val/* wait for a validation; a scheduler stepping on one fails
-            raise ConfigError(f"scheduler.monitor={monitor} is never logged with {no_validation} (no validation); "
-                              "monitor a train/* metric or choose another scheduler")
+            raise ConfigError(
+                f"scheduler.monitor={monitor} is never logged with {no_validation} (no validation); "
+                "monitor a train/* metric or choose another scheduler"
+            )
         mixing = [k for k in ("mixup", "cutmix") if lookup(f"data.augment.{k}")]
         if mixing and lookup("task.loss") == "hinge":
-            raise ConfigError(f"task.loss=hinge cannot learn from the soft labels of data.augment.{mixing[0]}; "
-                              "use task.loss=cross_entropy or switch mixing off")
+            raise ConfigError(
+                f"task.loss=hinge cannot learn from the soft labels of data.augment.{mixing[0]}; "
+                "use task.loss=cross_entropy or switch mixing off"
+            )
 
     def __init__(
         self,
@@ -260,9 +277,12 @@ class ClassifierTask(LightningModule):
         step, epoch, loss = unchecked[first]
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         # float16 weights and optimizer state (16-true) underflow: Adam's eps is 0 in them
-        fix = ("float16 weights (trainer.precision=16-true) overflow and underflow; use trainer.precision="
-               "16-mixed or bf16-true" if loss.dtype == torch.float16
-               else f"lower the learning rate (optimizer.lr={lr:g})")
+        fix = (
+            "float16 weights (trainer.precision=16-true) overflow and underflow; use trainer.precision="
+            "16-mixed or bf16-true"
+            if loss.dtype == torch.float16
+            else f"lower the learning rate (optimizer.lr={lr:g})"
+        )
         raise FloatingPointError(
             f"loss is {loss.item()} at step {step} (epoch {epoch}); training stopped "
             f"and the last good checkpoint kept; {fix}"
@@ -297,13 +317,18 @@ class ClassifierTask(LightningModule):
         self.log_dict({"train/loss": sums[0] / count, "train/acc": sums[1] / count}, sync_dist=True)
 
     # --- validation and test -----------------------------------------------------------
-    def _eval_step(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, mean_loss: MeanMetric,
-                   tta: str = "none") -> None:
+    def _eval_step(
+        self, batch: tuple[Tensor, Tensor], metrics: MetricCollection, mean_loss: MeanMetric, tta: str = "none"
+    ) -> None:
         x, y = batch
         y = hard_labels(y)
         logits = tta_scores(self.net, x.contiguous(memory_format=self.memory_format), tta)
-        mean_loss.update(F.cross_entropy(logits, y) if isinstance(self.criterion, nn.CrossEntropyLoss)
-                         else self.criterion(logits, y), weight=len(y))
+        mean_loss.update(
+            F.cross_entropy(logits, y)
+            if isinstance(self.criterion, nn.CrossEntropyLoss)
+            else self.criterion(logits, y),
+            weight=len(y),
+        )
         metrics.update(logits.softmax(1), y)
 
     def _eval_epoch_end(self, stage: str, metrics: MetricCollection, mean_loss: MeanMetric) -> None:
@@ -346,8 +371,13 @@ class ClassifierTask(LightningModule):
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
-        cls, checkpoint_path: str | Path, map_location: Any = None, hparams_file: str | Path | None = None,
-        strict: bool | None = None, weights_only: bool | None = None, **kwargs: Any
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
     ) -> ClassifierTask:
         """The task of a visionlab checkpoint, its net rebuilt from the file's own metadata.
 
@@ -358,11 +388,16 @@ class ClassifierTask(LightningModule):
         `weights_only` (default True: visionlab loads weights only). `kwargs` (optimizer,
         scheduler, loss, ...) go to the constructor and win over the file's.
         """
-        checkpoint = read_checkpoint(checkpoint_path, map_location=map_location or default_map_location,
-                                     weights_only=True if weights_only is None else weights_only)
+        checkpoint = read_checkpoint(
+            checkpoint_path,
+            map_location=map_location or default_map_location,
+            weights_only=True if weights_only is None else weights_only,
+        )
         meta = checkpoint[METADATA_KEY]
         if not meta.get("model") or not meta.get("classes"):
-            raise CheckpointError(f"ckpt_path={checkpoint_path}: has no visionlab model metadata to rebuild its net from")
+            raise CheckpointError(
+                f"ckpt_path={checkpoint_path}: has no visionlab model metadata to rebuild its net from"
+            )
         net = build_net(meta["model"], tuple(meta["input_shape"]), len(meta["classes"]))
         task = cls(net, **{"tta": meta.get("tta", "none"), **_constructor_hparams(cls, hparams_file), **kwargs})
         task.model_config = dict(meta["model"])

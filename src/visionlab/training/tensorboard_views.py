@@ -90,8 +90,10 @@ def predict_probabilities(trainer: Trainer, net: nn.Module, images: Tensor) -> T
     """Class probabilities of every uint8 image, in evaluation batches, on the CPU."""
     batch = getattr(datamodule_of(trainer), "eval_batch_size", 1000)
     with evaluating(net):
-        probs = [net(net_inputs(trainer, net, images[i : i + batch])).softmax(1).float().cpu()
-                 for i in range(0, len(images), batch)]
+        probs = [
+            net(net_inputs(trainer, net, images[i : i + batch])).softmax(1).float().cpu()
+            for i in range(0, len(images), batch)
+        ]
     return torch.cat(probs)
 
 
@@ -117,8 +119,7 @@ def samples_figure(images: Tensor, preds: Tensor, labels: Tensor, classes: Seque
     for ax, image, pred, true in zip(axes, images, preds.tolist(), labels.tolist()):
         pixels = image.permute(1, 2, 0).numpy()
         ax.imshow(pixels[..., 0] if pixels.shape[2] == 1 else pixels, cmap="gray")
-        ax.set_title(f"{classes[pred]} / {classes[true]}", fontsize=7,
-                     color="green" if pred == true else "red")
+        ax.set_title(f"{classes[pred]} / {classes[true]}", fontsize=7, color="green" if pred == true else "red")
     fig.tight_layout()
     return fig
 
@@ -224,8 +225,9 @@ class ValidationImages(Callback):
         images, labels = (t[: self.max_images] for t in split)
         classes = datamodule_of(trainer).classes
         preds = predict_classes(trainer, task_net(pl_module), images)
-        writer.add_figure("val/confusion_matrix", confusion_figure(confusion_matrix(preds, labels, len(classes)),
-                                                                  classes), epoch)
+        writer.add_figure(
+            "val/confusion_matrix", confusion_figure(confusion_matrix(preds, labels, len(classes)), classes), epoch
+        )
         if self.samples:
             n = self.samples
             writer.add_figure("val/samples", samples_figure(images[:n], preds[:n], labels[:n], classes), epoch)
@@ -239,8 +241,10 @@ class InsightFigures(Callback):
 
     def __init__(self, max_images: int | None = None, pairs: int = 3, per_pair: int = 8) -> None:
         if (max_images is not None and max_images < 1) or pairs < 1 or per_pair < 1:
-            raise ConfigError(f"InsightFigures max_images={max_images}, pairs={pairs}, per_pair={per_pair}: "
-                             "expected max_images >= 1 or null, pairs >= 1, per_pair >= 1")
+            raise ConfigError(
+                f"InsightFigures max_images={max_images}, pairs={pairs}, per_pair={per_pair}: "
+                "expected max_images >= 1 or null, pairs >= 1, per_pair >= 1"
+            )
         self.max_images, self.pairs, self.per_pair = max_images, pairs, per_pair
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -250,8 +254,9 @@ class InsightFigures(Callback):
         splits = getattr(datamodule_of(trainer), "splits", None) or {}
         self._log(trainer, pl_module, "test", splits.get("test"))
 
-    def _log(self, trainer: Trainer, pl_module: LightningModule, stage: str,
-             split: tuple[Tensor, Tensor] | None) -> None:
+    def _log(
+        self, trainer: Trainer, pl_module: LightningModule, stage: str, split: tuple[Tensor, Tensor] | None
+    ) -> None:
         writer = tensorboard_writer(trainer)
         if writer is None or split is None or not len(split[1]):
             return
@@ -315,6 +320,7 @@ def probe_gradients(trainer: Trainer, pl_module: LightningModule, size: int) -> 
     params = {name: p for name, p in net.named_parameters() if p.requires_grad}
     with evaluating(net, grad=True):
         logits = net(net_inputs(trainer, net, images))
-        grads = torch.autograd.grad(criterion(logits, labels.to(logits.device)), list(params.values()),
-                                    allow_unused=True)
+        grads = torch.autograd.grad(
+            criterion(logits, labels.to(logits.device)), list(params.values()), allow_unused=True
+        )
     return {name: g for name, g in zip(params, grads) if g is not None}

@@ -38,7 +38,16 @@ class FitClock(Callback):
         _synchronize(pl_module)
         seconds = time.perf_counter() - self._start
         if trainer.is_global_zero:
-            atomic_write(self.dirpath / "fit_clock.json", json.dumps(
-                {"train_seconds": seconds, "train_start": self._start_wall, "train_end": time.time(),
-                 "epochs": trainer.current_epoch,  # epochs completed (the loop has counted the last one)
-                 "device": str(pl_module.device)}, indent=2))
+            atomic_write(
+                self.dirpath / "fit_clock.json",
+                json.dumps(
+                    {
+                        "train_seconds": seconds,
+                        "train_start": self._start_wall,
+                        "train_end": time.time(),
+                        "epochs": trainer.current_epoch,  # epochs completed (the loop has counted the last one)
+                        "device": str(pl_module.device),
+                    },
+                    indent=2,
+                ),
+            )

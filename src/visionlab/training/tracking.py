@@ -63,8 +63,9 @@ class StepMetrics(L.Callback):
             raise ConfigError(f"every_n_batches={every_n_batches!r} must be an integer >= 1")
         self.every_n_batches = every_n_batches
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
         running = getattr(pl_module, "running_train_metrics", None)
         if not loggers or running is None or (batch_idx + 1) % self.every_n_batches:

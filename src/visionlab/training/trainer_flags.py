@@ -14,8 +14,20 @@ from visionlab.utils.checks import Check, integer, is_finite, is_int, non_negati
 
 # Every value Lightning's precision plugins accept; whether one runs on this machine's
 # accelerator Lightning itself says, in one line, when the Trainer is built.
-PRECISIONS = ("64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
-              "transformer-engine", "transformer-engine-float16")
+PRECISIONS = (
+    "64-true",
+    "64",
+    "32-true",
+    "32",
+    "16-mixed",
+    "16",
+    "bf16-mixed",
+    "bf16",
+    "16-true",
+    "bf16-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+)
 TIME_UNITS = ("days", "hours", "minutes", "seconds")
 
 
@@ -29,8 +41,13 @@ def _count_or_fraction(v: Any, zero: bool) -> bool:
 def _max_time(v: Any) -> bool:
     if isinstance(v, str):
         return re.fullmatch(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", v) is not None and any(c in "123456789" for c in v)
-    return (isinstance(v, Mapping) and bool(v) and all(k in TIME_UNITS for k in v)
-            and all(is_finite(x) and x >= 0 for x in v.values()) and any(x > 0 for x in v.values()))
+    return (
+        isinstance(v, Mapping)
+        and bool(v)
+        and all(k in TIME_UNITS for k in v)
+        and all(is_finite(x) and x >= 0 for x in v.values())
+        and any(x > 0 for x in v.values())
+    )
 
 
 def _devices(v: Any) -> bool:
@@ -44,21 +61,37 @@ def _devices(v: Any) -> bool:
 TRAINER_CHECKS: tuple[Check, ...] = (
     Check("max_epochs", lambda v: is_int(v) and (v >= 1 or v == -1), "an integer >= 1, -1 (no limit) or null"),
     Check("max_steps", lambda v: is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1 (no limit)"),
-    integer("min_epochs", 0, "an integer >= 0, or null"), integer("min_steps", 0, "an integer >= 0, or null"),
+    integer("min_epochs", 0, "an integer >= 0, or null"),
+    integer("min_steps", 0, "an integer >= 0, or null"),
     Check("max_time", _max_time, "a duration: 'DD:HH:MM:SS' or {days,hours,minutes,seconds} with a total above 0"),
-    Check("limit_train_batches", lambda v: _count_or_fraction(v, zero=False),
-          "a count of batches >= 1, a fraction in (0, 1], or null (all); a run must train"),
-    Check("limit_val_batches", lambda v: _count_or_fraction(v, zero=True),
-          "a count of batches >= 0, a fraction in [0, 1], or null (all); 0: no validation"),
-    Check("limit_test_batches", lambda v: _count_or_fraction(v, zero=False),
-          "a count of batches >= 1, a fraction in (0, 1], or null (all); test=false skips testing"),
-    Check("val_check_interval", lambda v: _count_or_fraction(v, zero=False) or _max_time(v),
-          "a count of training batches >= 1, a fraction of the epoch in (0, 1], or a duration 'DD:HH:MM:SS'"),
+    Check(
+        "limit_train_batches",
+        lambda v: _count_or_fraction(v, zero=False),
+        "a count of batches >= 1, a fraction in (0, 1], or null (all); a run must train",
+    ),
+    Check(
+        "limit_val_batches",
+        lambda v: _count_or_fraction(v, zero=True),
+        "a count of batches >= 0, a fraction in [0, 1], or null (all); 0: no validation",
+    ),
+    Check(
+        "limit_test_batches",
+        lambda v: _count_or_fraction(v, zero=False),
+        "a count of batches >= 1, a fraction in (0, 1], or null (all); test=false skips testing",
+    ),
+    Check(
+        "val_check_interval",
+        lambda v: _count_or_fraction(v, zero=False) or _max_time(v),
+        "a count of training batches >= 1, a fraction of the epoch in (0, 1], or a duration 'DD:HH:MM:SS'",
+    ),
     integer("check_val_every_n_epoch", 1, "an integer >= 1, or null"),
     integer("num_sanity_val_steps", -1, "an integer >= 0, or -1 (all)"),
     integer("log_every_n_steps", 0),
-    integer("accumulate_grad_batches", 1, "an integer >= 1 (a schedule by epoch is Lightning's "
-                                          "GradientAccumulationScheduler callback)"),
+    integer(
+        "accumulate_grad_batches",
+        1,
+        "an integer >= 1 (a schedule by epoch is Lightning's GradientAccumulationScheduler callback)",
+    ),
     non_negative("gradient_clip_val", "a finite number >= 0 (0 or null: no clipping)"),
     one_of("gradient_clip_algorithm", ("norm", "value")),
     Check("precision", lambda v: str(v) in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),

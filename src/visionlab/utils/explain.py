@@ -74,8 +74,10 @@ def heat_maps(net: nn.Module, x: Tensor, targets: Tensor, layer: nn.Module | Non
     else:
         cam = attr.LayerGradCam(net, layer).attribute(x, target=targets, relu_attributions=True)
         if cam.ndim != 4:
-            raise ConfigError(f"explain_layer: {type(layer).__name__} gives no spatial map "
-                              f"(output {tuple(cam.shape)}); choose a conv layer")
+            raise ConfigError(
+                f"explain_layer: {type(layer).__name__} gives no spatial map "
+                f"(output {tuple(cam.shape)}); choose a conv layer"
+            )
         maps = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
     return _unit(maps.detach().float().cpu())
 
@@ -106,9 +108,19 @@ def file_name(name: str, i: int) -> str:
     return f"{i:04d}_{safe}.png"
 
 
-def explain(net: nn.Module, images: Tensor, x: Tensor, names: Sequence[str], predicted: Tensor,
-            classes: Sequence[str], out: Path, method: str = "gradcam", layer_name: str | None = None,
-            true: Tensor | None = None, batch_size: int = 64) -> list[Path]:
+def explain(
+    net: nn.Module,
+    images: Tensor,
+    x: Tensor,
+    names: Sequence[str],
+    predicted: Tensor,
+    classes: Sequence[str],
+    out: Path,
+    method: str = "gradcam",
+    layer_name: str | None = None,
+    true: Tensor | None = None,
+    batch_size: int = 64,
+) -> list[Path]:
     """Write one PNG per input into `out`: the uint8 image `images[i]` with the heat map for
     its predicted class (and its true class when `true` is given) over it; `x` is what the
     net takes (normalised `images`). Returns the files, in input order."""
@@ -119,8 +131,10 @@ def explain(net: nn.Module, images: Tensor, x: Tensor, names: Sequence[str], pre
     shown = "gradcam" if layer is not None else "saliency"
     log.info("explain: %s", f"Grad-CAM on layer {found[0]}" if found else "saliency map (no conv layer)")
     wanted = [predicted] + ([true] if true is not None else [])
-    maps = [torch.cat([heat_maps(net, xb, tb, layer) for xb, tb in zip(x.split(batch_size), t.split(batch_size))])
-            for t in wanted]
+    maps = [
+        torch.cat([heat_maps(net, xb, tb, layer) for xb, tb in zip(x.split(batch_size), t.split(batch_size))])
+        for t in wanted
+    ]
     paths = []
     for i, name in enumerate(names):
         titles = [f"predicted {classes[int(predicted[i])]}"]

@@ -19,8 +19,10 @@ class MissingExtra(ConfigError):
     """A package of one of visionlab's extras is not installed: the environment, not a bug."""
 
     def __init__(self, feature: str, package: str, extra: str) -> None:
-        super().__init__(f"{feature} needs {package}, which is not installed: pip install -e '.[{extra}]' "
-                         f"(from PyPI: pip install 'visionlab[{extra}]')")
+        super().__init__(
+            f"{feature} needs {package}, which is not installed: pip install -e '.[{extra}]' "
+            f"(from PyPI: pip install 'visionlab[{extra}]')"
+        )
 
 
 def need(module: str, extra: str, feature: str) -> ModuleType:
@@ -35,8 +37,7 @@ def need(module: str, extra: str, feature: str) -> ModuleType:
         raise MissingExtra(feature, package, extra) from None
 
 
-def needs(key: str, extra: str, packages: Sequence[str], when: Callable[[Any], bool] = bool,
-          node: str = "") -> Check:
+def needs(key: str, extra: str, packages: Sequence[str], when: Callable[[Any], bool] = bool, node: str = "") -> Check:
     """A check for CHECKS: a value of `key` for which `when` holds needs `packages`, the
     extra `extra`; one that is missing stops the command before it starts (MissingExtra).
     `node`: where a component's config sits (`data.`), for the message."""

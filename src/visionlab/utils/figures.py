@@ -77,8 +77,15 @@ def confident_mistakes(probs: Tensor, labels: Tensor, pairs: int = 3, per_pair: 
         # stable sort on descending confidence: equal probabilities keep image order
         ranked = members[torch.sort(-confidence[members], stable=True).indices][:per_pair]
         k = probs.shape[1]
-        out.append(ConfusedPair(int(found[i]) // k, int(found[i]) % k, int(counts[i]),
-                                tuple(ranked.tolist()), tuple(confidence[ranked].tolist())))
+        out.append(
+            ConfusedPair(
+                int(found[i]) // k,
+                int(found[i]) % k,
+                int(counts[i]),
+                tuple(ranked.tolist()),
+                tuple(confidence[ranked].tolist()),
+            )
+        )
     return out
 
 
@@ -100,8 +107,14 @@ def mistakes_figure(images: Tensor, found: Sequence[ConfusedPair], classes: Sequ
         ax.set(xlim=(0, cols), ylim=(1, 0))
         for j, p in enumerate(pair.probabilities):
             ax.text(j + 0.5, -0.03, f"p={p:.2f}", ha="center", va="bottom", fontsize=7)
-        ax.text(0, -0.22, f"true {classes[pair.true]} -> predicted {classes[pair.predicted]} ({pair.count} in all)",
-                fontsize=8, ha="left", va="bottom")
+        ax.text(
+            0,
+            -0.22,
+            f"true {classes[pair.true]} -> predicted {classes[pair.predicted]} ({pair.count} in all)",
+            fontsize=8,
+            ha="left",
+            va="bottom",
+        )
     height = fig.get_figheight()
     fig.suptitle("most confident mistakes", fontsize=9, y=1 - 0.05 / height)
     fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.6 / height, bottom=0.05 / height + 0.02, hspace=0.45)
@@ -111,8 +124,10 @@ def mistakes_figure(images: Tensor, found: Sequence[ConfusedPair], classes: Sequ
 def per_class_scores(probs: Tensor, labels: Tensor, classes: Sequence[str]) -> list[dict[str, Any]]:
     """Rows {class, precision, recall, f1} (torchmetrics, per class), as evaluate's per_class.csv."""
     n = len(classes)
-    values = {name: metric(n, average=None)(probs, labels).tolist() for name, metric in
-              zip(METRICS, (MulticlassPrecision, MulticlassRecall, MulticlassF1Score))}
+    values = {
+        name: metric(n, average=None)(probs, labels).tolist()
+        for name, metric in zip(METRICS, (MulticlassPrecision, MulticlassRecall, MulticlassF1Score))
+    }
     return [{"class": c, **{m: values[m][i] for m in METRICS}} for i, c in enumerate(classes)]
 
 
@@ -142,10 +157,23 @@ def reliability_figure(probs: Tensor, labels: Tensor, n_bins: int = CALIBRATION_
     ax = fig.subplots()
     width = 1 / n_bins
     filled = count > 0
-    ax.bar(edges, (count / count.sum().clamp_min(1)).tolist(), width, align="edge", color="lightgray",
-           label="share of images")
-    ax.bar([e for e, f in zip(edges, filled.tolist()) if f], accuracy[filled].tolist(), width, align="edge",
-           edgecolor="navy", fill=False, label="accuracy")
+    ax.bar(
+        edges,
+        (count / count.sum().clamp_min(1)).tolist(),
+        width,
+        align="edge",
+        color="lightgray",
+        label="share of images",
+    )
+    ax.bar(
+        [e for e, f in zip(edges, filled.tolist()) if f],
+        accuracy[filled].tolist(),
+        width,
+        align="edge",
+        edgecolor="navy",
+        fill=False,
+        label="accuracy",
+    )
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     ax.scatter(confidence[filled].tolist(), accuracy[filled].tolist(), s=10, color="crimson", label="mean confidence")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
@@ -167,14 +195,25 @@ def png_size(fig: Figure) -> tuple[int, int]:
     return math.floor(w * DPI + 0.5), math.floor(h * DPI + 0.5)
 
 
-def write_figures(out: Path, images: Tensor, probs: Tensor, labels: Tensor, classes: Sequence[str],
-                  per_class: Sequence[Mapping[str, Any]], pairs: int = 3, per_pair: int = 8) -> list[ConfusedPair]:
+def write_figures(
+    out: Path,
+    images: Tensor,
+    probs: Tensor,
+    labels: Tensor,
+    classes: Sequence[str],
+    per_class: Sequence[Mapping[str, Any]],
+    pairs: int = 3,
+    per_pair: int = 8,
+) -> list[ConfusedPair]:
     """mistakes.png (and mistakes.csv, what it shows), per_class.png and reliability.png in `out`."""
     found = confident_mistakes(probs, labels, pairs, per_pair)
     save_png(mistakes_figure(images, found, classes), out / "mistakes.png")
     lines = ["index,true,predicted,probability"]
-    lines += [f"{i},{classes[p.true]},{classes[p.predicted]},{q:.6f}"
-              for p in found for i, q in zip(p.indices, p.probabilities)]
+    lines += [
+        f"{i},{classes[p.true]},{classes[p.predicted]},{q:.6f}"
+        for p in found
+        for i, q in zip(p.indices, p.probabilities)
+    ]
     atomic_write(out / "mistakes.csv", "\n".join(lines) + "\n")
     save_png(per_class_figure(per_class), out / "per_class.png")
     save_png(reliability_figure(probs, labels), out / "reliability.png")

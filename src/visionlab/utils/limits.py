@@ -53,16 +53,23 @@ def activation_bytes_per_image(net: nn.Module, input_shape: Sequence[int]) -> in
     return total * 4 // 2
 
 
-def check_batch_fits(net: nn.Module, input_shape: Sequence[int], batch_size: int,
-                     device: torch.device | str = "cpu", key: str = "data.batch_size") -> None:
+def check_batch_fits(
+    net: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    key: str = "data.batch_size",
+) -> None:
     """Refuse a training batch whose activations would not fit in the device's memory."""
     per_image = activation_bytes_per_image(net, input_shape)
     need = per_image * batch_size * TRAINING_COPIES
     free = available_bytes(device)
     if need > free:
-        raise ConfigError(f"{key}={batch_size} needs about {gib(need)} to train {type(net).__name__} "
-                          f"({per_image / 2**20:.2f} MiB of activations per image, x{TRAINING_COPIES}), more than "
-                          f"the {gib(free)} available on {device}; use a smaller {key}")
+        raise ConfigError(
+            f"{key}={batch_size} needs about {gib(need)} to train {type(net).__name__} "
+            f"({per_image / 2**20:.2f} MiB of activations per image, x{TRAINING_COPIES}), more than "
+            f"the {gib(free)} available on {device}; use a smaller {key}"
+        )
 
 
 def check_decoded_fits(count: int, shape: Sequence[int], what: str, key: str) -> None:
@@ -72,5 +79,7 @@ def check_decoded_fits(count: int, shape: Sequence[int], what: str, key: str) ->
         need *= int(s)
     free = available_bytes("cpu")
     if need > free:
-        raise ConfigError(f"{key}: {what}: {count} images of {tuple(shape)} need {gib(need)} decoded, more than "
-                          f"the {gib(free)} of memory available; use a smaller {key}")
+        raise ConfigError(
+            f"{key}: {what}: {count} images of {tuple(shape)} need {gib(need)} decoded, more than "
+            f"the {gib(free)} of memory available; use a smaller {key}"
+        )

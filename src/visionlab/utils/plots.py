@@ -26,7 +26,14 @@ def confusion_figure(counts: Tensor, classes: Sequence[str], title: str | None =
     for t in range(n):
         for p in range(n):
             if counts[t, p]:
-                ax.text(p, t, str(int(counts[t, p])), ha="center", va="center", fontsize=7,
-                        color="white" if rates[t, p] > 0.5 else "black")
+                ax.text(
+                    p,
+                    t,
+                    str(int(counts[t, p])),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[t, p] > 0.5 else "black",
+                )
     fig.tight_layout()
     return fig

@@ -19,16 +19,22 @@ LIGHTNING = "lightning.pytorch.utilities.rank_zero"
 # (logger, message pattern, why): log records dropped.
 QUIET_RECORDS: tuple[tuple[str, str, str], ...] = (
     (LIGHTNING, r"💡 Tip: ", "advertisements for Lightning's cloud services (litlogger, litmodels)"),
-    (LIGHTNING, r"Trainer already configured with model summary callbacks",
-     "visionlab's KerasModelSummary replaces Lightning's on purpose"),
+    (
+        LIGHTNING,
+        r"Trainer already configured with model summary callbacks",
+        "visionlab's KerasModelSummary replaces Lightning's on purpose",
+    ),
 )
 # Loggers whose INFO lines narrate their own internals (about twenty per ONNX export); their
 # warnings and errors still show.
 QUIET_BELOW_WARNING: tuple[str, ...] = ("onnxscript", "onnx_ir")
 # (category, message pattern, why): warnings ignored.
 QUIET_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
-    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-     "Lightning's own use of torch's pytree, several times a run; nothing a user can change"),
+    (
+        FutureWarning,
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        "Lightning's own use of torch's pytree, several times a run; nothing a user can change",
+    ),
 )
 
 

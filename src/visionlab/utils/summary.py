@@ -40,6 +40,11 @@ def model_summary(net: nn.Module, input_shape: Sequence[int], width: int = 72) -
     line = lambda a, b, c: f"{a:<34}{b:<24}{c:>{width - 58}}"  # noqa: E731
     out = [f'Model: "{type(net).__name__}"', "_" * width, line("Layer (type)", "Output Shape", "Param #"), "=" * width]
     out += [line(n, s, f"{c:,}") for n, s, c in rows]
-    out += ["=" * width, f"Total params: {trainable + frozen:,}", f"Trainable params: {trainable:,}",
-            f"Non-trainable params: {frozen:,}", "_" * width]
+    out += [
+        "=" * width,
+        f"Total params: {trainable + frozen:,}",
+        f"Trainable params: {trainable:,}",
+        f"Non-trainable params: {frozen:,}",
+        "_" * width,
+    ]
     return "\n".join(out)

@@ -40,15 +40,17 @@ MODELS = AllowList(("visionlab.models.",), base=nn.Module)
 # What a config read from a run folder or checkpoint may instantiate (visionlab.app.safety):
 # models, data, optimizers, schedulers, callbacks, loggers and transforms, none of which runs
 # code named by its arguments.
-RUN_FOLDER = AllowList((
-    "visionlab.",
-    "torch.optim.",
-    "lightning.pytorch.callbacks.",
-    "lightning.pytorch.loggers.",
-    "lightning.Trainer",
-    "torchvision.transforms.",
-    "torchvision.models.",
-))
+RUN_FOLDER = AllowList(
+    (
+        "visionlab.",
+        "torch.optim.",
+        "lightning.pytorch.callbacks.",
+        "lightning.pytorch.loggers.",
+        "lightning.Trainer",
+        "torchvision.transforms.",
+        "torchvision.models.",
+    )
+)
 
 
 class TargetError(ConfigError):

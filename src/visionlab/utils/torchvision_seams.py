@@ -24,9 +24,11 @@ def augmentation_space(policy: v2.RandAugment | v2.TrivialAugmentWide) -> Mappin
     return space
 
 
-def apply_operation(policy: v2.RandAugment | v2.TrivialAugmentWide, images: Tensor, name: str,
-                    magnitude: float) -> Tensor:
+def apply_operation(
+    policy: v2.RandAugment | v2.TrivialAugmentWide, images: Tensor, name: str, magnitude: float
+) -> Tensor:
     """Operation `name` at `magnitude` on uint8 `images`, with the policy's interpolation and fill."""
-    out: Tensor = policy._apply_image_or_video_transform(images, name, magnitude, interpolation=policy.interpolation,
-                                                        fill=policy._fill)
+    out: Tensor = policy._apply_image_or_video_transform(
+        images, name, magnitude, interpolation=policy.interpolation, fill=policy._fill
+    )
     return out

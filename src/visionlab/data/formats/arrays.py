@@ -34,8 +34,14 @@ SINGLE = ("HW", "HWC", "CHW")  # the layouts of one image, as a list item
 ALL = "HW, HWC, CHW, NHW, NHWC or NCHW"
 
 
-def as_batch(images: ImageLike | Sequence[ImageLike], input_shape: Sequence[int], *, background: int,
-             max_pixels: int, layout: str | None = None) -> Tensor:
+def as_batch(
+    images: ImageLike | Sequence[ImageLike],
+    input_shape: Sequence[int],
+    *,
+    background: int,
+    max_pixels: int,
+    layout: str | None = None,
+) -> Tensor:
     """uint8 (N, C, H, W) of `input_shape` from one image or many, by the rules above."""
     shape = tuple(int(s) for s in input_shape)
     if isinstance(images, (np.ndarray, Tensor)):
@@ -60,8 +66,7 @@ def _stack(images: list[Tensor], shape: tuple[int, ...]) -> Tensor:
     return torch.stack(images) if images else torch.empty((0, *shape), dtype=torch.uint8)
 
 
-def _one(item: Any, index: int, shape: tuple[int, ...], background: int, max_pixels: int,
-         layout: str | None) -> Tensor:
+def _one(item: Any, index: int, shape: tuple[int, ...], background: int, max_pixels: int, layout: str | None) -> Tensor:
     """One image of a list as uint8 (C, H, W) of `shape`."""
     name = f"images[{index}]"
     if isinstance(item, (str, Path)):
@@ -114,31 +119,42 @@ def _describe(layout: str, batch: np.ndarray) -> str:
     return f"{layout}: {count} image{'s' if count != 1 else ''} of {size} with {channels} channel{'s' if channels != 1 else ''}"
 
 
-def canonical(array: np.ndarray, shape: tuple[int, ...], layout: str | None, allowed: Sequence[str],
-              name: str) -> np.ndarray:
+def canonical(
+    array: np.ndarray, shape: tuple[int, ...], layout: str | None, allowed: Sequence[str], name: str
+) -> np.ndarray:
     """`array` as (N, C, H, W) pixels (any dtype), by the layout rules of this module."""
     if layout is not None:
         if layout not in allowed:
-            raise ImageError(f"layout={layout!r} does not fit {name} of shape {array.shape}; expected one of "
-                             f"{', '.join(allowed) or ALL}")
+            raise ImageError(
+                f"layout={layout!r} does not fit {name} of shape {array.shape}; expected one of "
+                f"{', '.join(allowed) or ALL}"
+            )
         batch = _reading(array, layout)
         if batch is None:
             raise ImageError(f"{name}: shape {array.shape} cannot be {layout} (channels must be 1, 3 or 4)")
         return batch
     readings = {lay: b for lay in allowed if (b := _reading(array, lay)) is not None}
     if not readings:
-        raise ImageError(f"{name}: shape {array.shape} is no image layout; expected {' or '.join(allowed) or ALL} "
-                         "with 1, 3 or 4 channels (C)")
+        raise ImageError(
+            f"{name}: shape {array.shape} is no image layout; expected {' or '.join(allowed) or ALL} "
+            "with 1, 3 or 4 channels (C)"
+        )
     chosen = _distinct(list(readings.items()))
-    preferences = (lambda lay, b: b.shape[1:] == shape, lambda lay, b: b.shape[2:] == shape[1:],
-                   lambda lay, b: "N" not in lay, lambda lay, b: b.shape[1] == shape[0])
+    preferences = (
+        lambda lay, b: b.shape[1:] == shape,
+        lambda lay, b: b.shape[2:] == shape[1:],
+        lambda lay, b: "N" not in lay,
+        lambda lay, b: b.shape[1] == shape[0],
+    )
     for prefer in preferences:
         if len(chosen) > 1 and (preferred := [(lay, b) for lay, b in chosen if prefer(lay, b)]):
             chosen = preferred
     if len(chosen) > 1:
         options = "; ".join(_describe(lay, b) for lay, b in chosen)
-        raise ImageError(f"{name}: shape {array.shape} is ambiguous ({options}); say which with "
-                         f"layout={' or layout='.join(repr(lay) for lay, _ in chosen)}")
+        raise ImageError(
+            f"{name}: shape {array.shape} is ambiguous ({options}); say which with "
+            f"layout={' or layout='.join(repr(lay) for lay, _ in chosen)}"
+        )
     return chosen[0][1]
 
 

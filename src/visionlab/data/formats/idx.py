@@ -29,12 +29,14 @@ def read_idx(path: str | Path, ndim: int | None = None, uint8: bool = False) -> 
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise ConfigError(f"{path}: not an idx file (bad magic number)")
     if uint8 and raw[2] != 0x08:
-        raise ConfigError(f"{path}: idx type byte is 0x{raw[2]:02x} ({np.dtype(_DTYPES[raw[2]]).name}); expected 0x08 (uint8)")
+        raise ConfigError(
+            f"{path}: idx type byte is 0x{raw[2]:02x} ({np.dtype(_DTYPES[raw[2]]).name}); expected 0x08 (uint8)"
+        )
     if ndim is not None and raw[3] != ndim:
         raise ConfigError(f"{path}: idx file has {raw[3]} dimensions; expected {ndim}")
     ndim = raw[3]
     header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = header + int(np.prod(dims)) * dtype.itemsize
     if len(raw) != expected:

@@ -63,8 +63,10 @@ def read_image(path: str | Path | BinaryIO, input_shape: Sequence[int], max_pixe
     try:
         with Image.open(path) as image:
             if image.width * image.height > max_pixels:
-                raise ImageError(f"{path}: too large to decode safely ({image.width}x{image.height} pixels, "
-                                 f"limit predict.max_pixels={max_pixels})")
+                raise ImageError(
+                    f"{path}: too large to decode safely ({image.width}x{image.height} pixels, "
+                    f"limit predict.max_pixels={max_pixels})"
+                )
             return image_to_tensor(image, input_shape, background=background, name=str(path))
     except ImageError:
         raise
