@@ -48,10 +48,11 @@ train: install data
 test: install-dev data browser
 	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
 
-# Style and types (configured in pyproject.toml): ruff (lint and import order) on the whole
+# Style and types (configured in pyproject.toml): ruff (lint, import order, format) on the whole
 # tree, mypy on src/ and scripts/.
 lint: install-dev
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 # The documentation site (mkdocs.yml; sources in docs/): built strictly into site/, so a broken

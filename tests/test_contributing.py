@@ -77,3 +77,19 @@ def test_every_path_the_guide_names_is_in_the_tree():
         p for p in named - recipes if not (REPO / p).exists() and not (NEW.search(p) and (REPO / p).parent.is_dir())
     )
     assert not missing
+
+
+def test_the_pre_commit_hooks_run_what_make_lint_runs():
+    """.pre-commit-config.yaml's local hooks call the venv's tools with make lint's commands."""
+    import yaml
+
+    hooks = [
+        h for repo in yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text())["repos"] for h in repo["hooks"]
+    ]
+    lint = re.search(r"^lint:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M)
+    assert lint
+    recipe = [line.strip().removeprefix("$(PY) -m ").split()[:2] for line in lint.group(1).splitlines()]
+    entries = [h["entry"].split()[:2] for h in hooks]
+    assert [e if e[0] == "ruff" else e[:1] for e in entries] == [r if r[0] == "ruff" else r[:1] for r in recipe]
+    assert all(h["language"] == "system" for h in hooks)  # the pinned tools of the venv, nothing fetched
+    assert "pre-commit install" in GUIDE.read_text()
