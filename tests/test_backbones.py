@@ -123,6 +123,22 @@ def test_freezing_stops_backbone_gradients_and_batchnorm_updates():
     assert net.backbone.training and all(p.requires_grad for p in net.backbone.parameters())
 
 
+def fit_quietly(task, dm, tmp_path, **limits) -> L.Trainer:
+    """Fit without loggers, checkpoints, bars or validation: the trainer, for its optimizers."""
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        **limits,
+    )
+    trainer.fit(task, datamodule=dm)
+    return trainer
+
+
 class Recorder(L.Callback):
     """Backbone weights at every epoch start (after the unfreeze callback ran)."""
 
@@ -144,18 +160,7 @@ def test_unfreeze_happens_at_the_set_epoch_with_the_lower_lr(tmp_path):
     )
     task = ClassifierTask(net, lambda params: torch.optim.Adam(params, lr=0.01))
     recorder = Recorder()
-    trainer = L.Trainer(
-        max_epochs=3,
-        callbacks=[BackboneUnfreeze(unfreeze_at_epoch=2), recorder],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(task, datamodule=dm)
+    trainer = fit_quietly(task, dm, tmp_path, max_epochs=3, callbacks=[BackboneUnfreeze(unfreeze_at_epoch=2), recorder])
     assert recorder.frozen == [True, True, False]
     w0, w1, w2 = recorder.weights
     assert torch.equal(w0, w1) and torch.equal(w1, w2)  # untouched while frozen
@@ -250,17 +255,7 @@ def test_one_cycle_keeps_the_backbones_lower_learning_rate(tmp_path):
     net = Backbone(dm.input_shape, dm.num_classes, name="mobilenet_v3_small", backbone_lr_scale=0.1)
     schedule = Schedule(factory=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.02), interval="step")
     task = ClassifierTask(net, partial(torch.optim.Adam, lr=0.01), scheduler=schedule)
-    trainer = L.Trainer(
-        max_steps=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(task, datamodule=dm)
+    trainer = fit_quietly(task, dm, tmp_path, max_steps=4)
     head, backbone = trainer.optimizers[0].param_groups
     assert (head["max_lr"], backbone["max_lr"]) == pytest.approx((0.02, 0.002))
     assert backbone["lr"] == pytest.approx(head["lr"] * 0.1)
