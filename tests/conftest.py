@@ -36,6 +36,27 @@ FAST = (
 )
 
 
+# A tiny CNN trained for real (2 epochs, default callbacks, weights-only checkpoints): the
+# checkpoint that the evaluate/predict/export and serve tests load.
+TINY_TEST_SIZE = 60
+TINY_RUN = (
+    "data=synthetic",
+    "data.train_size=160",
+    "data.val_size=32",
+    f"data.test_size={TINY_TEST_SIZE}",
+    "data.batch_size=32",
+    "model.channels=[4,8]",
+    "model.dense=[16]",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "logger=none",
+    "~callbacks.lr_monitor",
+    "test=false",
+    "callbacks.progress_bar.refresh_rate=0",
+    "callbacks.model_checkpoint.save_weights_only=true",
+)
+
+
 @pytest.fixture
 def cfg_factory(tmp_path: Path) -> Callable[..., DictConfig]:
     """compose_config with the FAST overrides and output under tmp_path."""

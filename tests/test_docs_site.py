@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from visionlab.tools import docs_check
+from visionlab.tools.browser import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,7 +121,7 @@ def test_the_sites_validation_settings_fail_the_build(tmp_path, markdown, compla
 
 
 @pytest.mark.skipif(
-    docs_check.chromium() is None,
+    chromium() is None,
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; `make test` tries)",
 )
 def test_the_home_page_and_a_tutorial_page_render_in_a_browser(site, tmp_path):

@@ -16,26 +16,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
+from conftest import TINY_RUN as TINY
+from conftest import TINY_TEST_SIZE as TEST_SIZE
 from visionlab.app.config import compose_config
 from visionlab.training.checkpoint import METADATA_KEY, CheckpointError, read_checkpoint
-
-TEST_SIZE = 60
-TINY = (
-    "data=synthetic",
-    "data.train_size=160",
-    "data.val_size=32",
-    f"data.test_size={TEST_SIZE}",
-    "data.batch_size=32",
-    "model.channels=[4,8]",
-    "model.dense=[16]",
-    "trainer.max_epochs=2",
-    "trainer.accelerator=cpu",
-    "logger=none",
-    "~callbacks.lr_monitor",
-    "test=false",
-    "callbacks.progress_bar.refresh_rate=0",
-    "callbacks.model_checkpoint.save_weights_only=true",
-)
 
 
 def make_cfg(name: str, overrides: list[str], output_dir: Path) -> DictConfig:

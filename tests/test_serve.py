@@ -28,26 +28,12 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
+from conftest import TINY_RUN as TINY
 from visionlab.app.config import compose_config
 from visionlab.serve.uploads import Upload  # at module level: FastAPI resolves the annotation here
+from visionlab.tools.browser import chromium, headless_chrome
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = (
-    "data=synthetic",
-    "data.train_size=160",
-    "data.val_size=32",
-    "data.test_size=60",
-    "data.batch_size=32",
-    "model.channels=[4,8]",
-    "model.dense=[16]",
-    "trainer.max_epochs=2",
-    "trainer.accelerator=cpu",
-    "logger=none",
-    "~callbacks.lr_monitor",
-    "test=false",
-    "callbacks.progress_bar.refresh_rate=0",
-    "callbacks.model_checkpoint.save_weights_only=true",
-)
 MAX_UPLOAD = 200_000
 STARTUP_S = 300  # two servers starting together on a shared 2-core machine: mostly imports
 
@@ -348,42 +334,18 @@ def test_page_and_health(server):
     assert httpx.get(server.url + "/health").text == "ok"
 
 
-def chromium() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
 @pytest.mark.skipif(
     chromium() is None,
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; `make test` tries)",
 )
 def test_a_browser_uploads_an_image_and_sees_its_class(server, test_images, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser, driver_path = chromium()
     image = tmp_path / "test_image.png"
     image.write_bytes(png(test_images[3]))
     expected = classify(server.url, image.read_bytes())["top_k"][0]["class"]
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=900,700",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    driver = headless_chrome(tmp_path / "profile", window="900,700")
     try:
         driver.get(server.url + "/")
         driver.find_element(By.ID, "file").send_keys(str(image))

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from visionlab.tools.browser import headless_chrome
+
 
 def pages(site: Path) -> dict[str, str]:
     """Screenshot name -> URL path under the site: the home page, the tutorial's first page
@@ -26,13 +28,6 @@ def pages(site: Path) -> dict[str, str]:
     )
     first = "tutorial/" if (site / "tutorial" / "index.html").is_file() else f"tutorial/{chapters[0]}/"
     return {"home": "", "tutorial": first, "tutorial-pt": f"pt/{first}"}
-
-
-def chromium() -> tuple[str, str] | None:
-    """(browser, driver) paths, or None when either is not installed."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
 
 
 @contextmanager
@@ -56,32 +51,12 @@ class QuietHandler(SimpleHTTPRequestHandler):
 
 def screenshots(site: Path, out: Path) -> dict[str, tuple[str, str]]:
     """Load each of `pages`, save `out/NAME.png`, and return NAME -> (title, first heading)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    found = chromium()
-    if found is None:
-        raise SystemExit("error: needs chromium and chromedriver (apt-get install chromium chromium-driver)")
-    browser, driver_path = found
     out.mkdir(parents=True, exist_ok=True)
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={out / 'profile'}",
-        "--window-size=1440,900",
-    ):
-        options.add_argument(flag)
     seen = {}
     with serving(site) as url:
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+        driver = headless_chrome(out / "profile")
         try:
             for name, path in pages(site).items():
                 driver.get(url + path)
