@@ -31,8 +31,9 @@ def run(tmp_path: Path, *args: str) -> tuple[list[dict], str]:
 
 
 def test_benchmark_times_the_three_paths_and_appends_the_table(tmp_path: Path) -> None:
-    rows, md = run(tmp_path, "--cases", "notes_mlp", "--repeats", "2")
+    rows, md = run(tmp_path, "--cases", "notes_mlp", "--repeats", "2", "--no-channels-last")
     assert [r["path"] for r in rows] == ["visionlab", "lightning", "plain"]
+    assert all("channels_last=false" in r["overrides"] for r in rows)  # NCHW, though the config's default is NHWC
     for row in rows:
         assert len(row["epoch_seconds"]) == len(row["whole_epoch_seconds"]) == 2  # 2 alternating repeats
         assert all(0 < t < w for t, w in zip(row["epoch_seconds"], row["whole_epoch_seconds"]))

@@ -166,7 +166,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 256])
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (the first includes warm-up)")
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each path")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last=true on both paths")
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last=true (or false) on both paths; default: the config's (true)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the net on both paths")
     parser.add_argument(
         "--precision",
@@ -186,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     use_clock(args.clock)
     extra = list(args.overrides)
-    extra += ["channels_last=true"] if args.channels_last else []
+    extra += [] if args.channels_last is None else [f"channels_last={str(args.channels_last).lower()}"]
     extra += ["compile=true"] if args.compile else []
     if args.precision:
         extra.append(f"trainer.precision={args.precision}")
